@@ -1,0 +1,287 @@
+"""Wire models of the admin API: what the router serves and what :mod:`pcache.client` returns.
+
+The router's admin app (FastAPI) publishes these in its OpenAPI schema; the CLI and console see the
+daemon only through them. Numbers are raw (ratios 0..1, seconds, counts); ``None`` means unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BlastRadius",
+    "CandidateOut",
+    "DecisionOut",
+    "DriftPoint",
+    "DriftSeries",
+    "ErrorBody",
+    "ExplainRequest",
+    "PinIn",
+    "PinOut",
+    "PrefixCell",
+    "PrefixHeat",
+    "PrefixRow",
+    "PrewarmIn",
+    "PrewarmJob",
+    "PrewarmPair",
+    "PrewarmPlanEntry",
+    "PrewarmPrefix",
+    "ReplicaIn",
+    "ReplicaStatus",
+    "RouterInfo",
+    "StatusSnapshot",
+]
+
+ReplicaStateName = Literal["healthy", "unhealthy", "draining", "drained", "removed"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorBody(_Model):
+    """OpenAI-style error envelope, used by both the data plane and the admin API."""
+
+    class Error(_Model):
+        message: str
+        type: str
+        code: str | None = None
+        param: str | None = None
+
+    error: Error
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+
+class ReplicaStatus(_Model):
+    name: str
+    url: str
+    engine: str
+    group: str | None = None
+    weight: float = 1.0
+    state: ReplicaStateName
+    in_flight: int = 0  # through this router
+    running: int | None = None  # engine-reported
+    waiting: int | None = None
+    kv_usage: float | None = None
+    hit_rate: float | None = None  # engine prefix-cache hits / queries over the recent window
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+    ttft_buckets: list[tuple[float, float]] | None = None  # cumulative (le, count), for merging
+    sessions: int = 0  # sessions homed here
+    tier1_owned: list[str] = Field(default_factory=list)
+    tier1_pinned: list[str] = Field(default_factory=list)
+    requests_per_s: float = 0.0
+    requests_total: int = 0
+    scrape_age_s: float | None = None  # seconds since the last successful scrape
+    last_error: str | None = None
+    stale: bool = False  # no successful scrape within the stale limit
+
+
+class RouterInfo(_Model):
+    url: str  # data-plane URL
+    admin_url: str
+    policy: str
+    version: str
+    uptime_s: float
+    requests_per_s: float
+    requests_total: int
+    hit_rate: float | None = None  # fleet engine-reported prefix-cache hit rate (token-weighted)
+    predicted_hit_rate: float | None = None  # router's own prediction
+    drift_ratio: float | None = None  # home moves / session requests in the window
+    generated_at: float  # unix time of this snapshot
+
+
+class StatusSnapshot(_Model):
+    router: RouterInfo
+    replicas: list[ReplicaStatus]
+    all: ReplicaStatus  # the ALL row: sums, token-weighted hit rate, percentiles from merged buckets
+    callouts: list[str] = Field(default_factory=list)  # e.g. "r3: KV usage 91%, fleet mean 40%"
+
+
+# ---- replicas -----------------------------------------------------------------------------------
+
+
+class ReplicaIn(_Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str = Field(min_length=1, max_length=2048)
+    engine: str = "auto"
+    group: str | None = None
+    weight: float = Field(default=1.0, gt=0, le=1000)
+
+
+class BlastRadius(_Model):
+    """What draining (or removing) a replica affects; returned by drain with ``dry_run``."""
+
+    class Tier1Move(_Model):
+        prefix: str
+        successors: list[str]
+
+    replica: str
+    state: ReplicaStateName
+    in_flight: int
+    sessions: int
+    tier1: list[Tier1Move] = Field(default_factory=list)
+    last_routable: bool = False
+    dry_run: bool = False
+    prewarm_job: str | None = None  # id of the successor prewarm job, when one was started
+
+
+# ---- prefixes (heat map) ------------------------------------------------------------------------
+
+
+class PrefixCell(_Model):
+    requests: int = 0
+    tokens: int = 0
+    share: float = 0.0  # of this prefix's requests in the window served by this replica
+    owner: bool = False
+    pinned: bool = False
+
+
+class PrefixRow(_Model):
+    key: str  # hex of the prefix key
+    name: str | None = None
+    kind: Literal["registered", "pinned", "hot"]
+    text_head: str | None = None  # first characters, for registered/pinned prefixes only
+    tokens: int = 0  # prefix length in tokens
+    sessions: int = 0  # distinct sessions seen in the window
+    requests: int = 0
+    hit_rate: float | None = None  # predicted cached tokens / prompt tokens for this prefix
+    owners: list[str] = Field(default_factory=list)
+    by_replica: dict[str, PrefixCell] = Field(default_factory=dict)
+
+
+class PrefixHeat(_Model):
+    window_s: float
+    replicas: list[str]
+    prefixes: list[PrefixRow]
+
+
+# ---- pins ---------------------------------------------------------------------------------------
+
+
+class PinIn(_Model):
+    text: str = Field(min_length=1, max_length=1_000_000)
+    replicas: list[str] | None = None
+    copies: int | None = Field(default=None, ge=1, le=1024)
+    group: str | None = None
+    prewarm: bool = False
+    as_: Literal["chat", "completion"] = Field(default="chat", alias="as")
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class PinOut(_Model):
+    name: str
+    source: Literal["config", "pin", "auto"]
+    text_head: str
+    tokens: int
+    replicas: list[str] = Field(default_factory=list)  # pinned replicas (empty: HRW top-k)
+    copies: int = 1
+    group: str | None = None
+    owners: list[str] = Field(default_factory=list)  # where it is routed now
+    prewarm_job: str | None = None
+
+
+# ---- route explain ------------------------------------------------------------------------------
+
+
+class ExplainRequest(_Model):
+    body: dict[str, object]  # an OpenAI chat or completion request body
+    headers: dict[str, str] = Field(default_factory=dict)
+    session: str | None = None  # overrides the session key
+
+
+class CandidateOut(_Model):
+    replica: str
+    score: float
+    load: int
+    excluded: str | None = None
+
+
+class DecisionOut(_Model):
+    policy: str
+    replica: str | None
+    reason: str
+    session: str | None = None
+    session_source: str | None = None
+    prefix_key: str | None = None
+    tier1: str | None = None
+    prompt_tokens: int = 0
+    blocks: int = 0
+    predicted_cached_tokens: int = 0
+    drift_cause: str | None = None
+    candidates: list[CandidateOut]
+
+
+# ---- prewarm ------------------------------------------------------------------------------------
+
+
+class PrewarmPrefix(_Model):
+    name: str | None = None
+    text: str = Field(min_length=1, max_length=1_000_000)
+    copies: int | None = Field(default=None, ge=1, le=1024)
+    replicas: list[str] | None = None
+
+
+class PrewarmIn(_Model):
+    prefixes: list[PrewarmPrefix] = Field(min_length=1, max_length=10_000)
+    as_: Literal["chat", "completion"] = Field(default="chat", alias="as")
+    copies: int | None = Field(default=None, ge=1, le=1024)  # default for prefixes without one
+    replicas: list[str] | None = None  # default for prefixes without one
+    pin: bool = False
+    verify: bool = False
+    concurrency: int = Field(default=8, ge=1, le=256)
+    dry_run: bool = False
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class PrewarmPlanEntry(_Model):
+    prefix: str
+    replicas: list[str]
+    why: str  # e.g. "pinned", "top-2 of HRW ranking", "explicit"
+
+
+class PrewarmPair(_Model):
+    prefix: str
+    replica: str
+    ok: bool | None = None  # None while pending
+    cached_tokens: int | None = None
+    verified: bool | None = None  # with verify: a second probe hit the cache
+    error: str | None = None
+    duration_s: float | None = None
+
+
+class PrewarmJob(_Model):
+    id: str
+    state: Literal["planned", "running", "done", "failed"]
+    total: int
+    done: int
+    failed: int
+    created_at: float
+    finished_at: float | None = None
+    plan: list[PrewarmPlanEntry] = Field(default_factory=list)
+    results: list[PrewarmPair] = Field(default_factory=list)
+
+
+# ---- drift --------------------------------------------------------------------------------------
+
+
+class DriftPoint(_Model):
+    t: float  # unix time at the window's end
+    requests: int
+    session_requests: int
+    moves: int
+    drift_ratio: float | None
+    hit_rate: float | None  # fleet engine-reported, when known
+    predicted_hit_rate: float | None = None
+
+
+class DriftSeries(_Model):
+    window_s: float  # width of one point
+    points: list[DriftPoint]
+    moves_by_cause: dict[str, int]

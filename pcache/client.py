@@ -1,0 +1,347 @@
+"""Typed client of the router's admin API; the CLI and the console use nothing else.
+
+Both :class:`AdminClient` (async) and :class:`SyncAdminClient` take an injectable httpx
+``transport=`` so tests can swap the network, not the code.
+
+Exceptions::
+
+    AdminError
+    ├── RouterUnreachable      connection refused, DNS, timeout: the router is not answering
+    └── ApiError               the router answered with an error status
+        ├── Unauthorized       401/403: missing or wrong bearer token
+        ├── NotFound           404: unknown replica, prefix, pin or job
+        └── Refused            400/409/413/422: the request was understood and refused
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from pcache.api import (
+    BlastRadius,
+    DecisionOut,
+    DriftSeries,
+    ExplainRequest,
+    PinIn,
+    PinOut,
+    PrefixHeat,
+    PrewarmIn,
+    PrewarmJob,
+    ReplicaIn,
+    ReplicaStatus,
+    StatusSnapshot,
+)
+
+__all__ = [
+    "DEFAULT_ADMIN_URL",
+    "AdminClient",
+    "AdminError",
+    "ApiError",
+    "NotFound",
+    "Refused",
+    "RouterUnreachable",
+    "SyncAdminClient",
+    "Unauthorized",
+]
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
+API = "/api/v1"
+
+M = TypeVar("M")
+
+
+class AdminError(Exception):
+    """Base of every error the admin client raises."""
+
+
+class RouterUnreachable(AdminError):
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"router unreachable at {url}: {detail}")
+        self.url = url
+
+
+class ApiError(AdminError):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class Unauthorized(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Refused(ApiError):
+    pass
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    message = f"HTTP {response.status_code}"
+    code: str | None = None
+    try:
+        body = response.json()
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            code = error.get("code")
+        elif isinstance(body, dict) and "detail" in body:
+            message = str(body["detail"])
+    except ValueError:
+        if response.text:
+            message = response.text[:200]
+    status = response.status_code
+    if status in (401, 403):
+        raise Unauthorized(status, message, code)
+    if status == 404:
+        raise NotFound(status, message, code)
+    if status in (400, 409, 413, 422):
+        raise Refused(status, message, code)
+    raise ApiError(status, message, code)
+
+
+def _parse(response: httpx.Response, model: type[M] | Any) -> M:
+    _raise_for(response)
+    adapter: TypeAdapter[M] = TypeAdapter(model)
+    return adapter.validate_python(response.json())
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+class _Calls:
+    """The admin API as (method, path, params, json, result model) tuples, shared by both clients."""
+
+    @staticmethod
+    def status() -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/status", {}, None, StatusSnapshot
+
+    @staticmethod
+    def replicas() -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/replicas", {}, None, list[ReplicaStatus]
+
+    @staticmethod
+    def add_replica(replica: ReplicaIn) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "POST", f"{API}/replicas", {}, _dump(replica), ReplicaStatus
+
+    @staticmethod
+    def remove_replica(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "DELETE", f"{API}/replicas/{name}", {}, None, BlastRadius
+
+    @staticmethod
+    def drain(name: str, dry_run: bool) -> tuple[str, str, dict[str, Any], Any, Any]:
+        params = {"dry_run": "true"} if dry_run else {}
+        return "POST", f"{API}/replicas/{name}/drain", params, None, BlastRadius
+
+    @staticmethod
+    def undrain(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "POST", f"{API}/replicas/{name}/undrain", {}, None, ReplicaStatus
+
+    @staticmethod
+    def prefixes(top: int) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/prefixes", {"top": top}, None, PrefixHeat
+
+    @staticmethod
+    def pins() -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/pins", {}, None, list[PinOut]
+
+    @staticmethod
+    def pin(name: str, pin: PinIn) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "PUT", f"{API}/pins/{name}", {}, _dump(pin), PinOut
+
+    @staticmethod
+    def unpin(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "DELETE", f"{API}/pins/{name}", {}, None, PinOut
+
+    @staticmethod
+    def explain(request: ExplainRequest) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "POST", f"{API}/route/explain", {}, _dump(request), DecisionOut
+
+    @staticmethod
+    def prewarm(request: PrewarmIn) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "POST", f"{API}/prewarm", {}, _dump(request), PrewarmJob
+
+    @staticmethod
+    def prewarm_job(job_id: str) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/prewarm/{job_id}", {}, None, PrewarmJob
+
+    @staticmethod
+    def prewarm_jobs() -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/prewarm", {}, None, list[PrewarmJob]
+
+    @staticmethod
+    def drift(since_s: float) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/drift", {"since": since_s}, None, DriftSeries
+
+
+class AdminClient:
+    """Async admin client. Use as ``async with AdminClient(url, token=...) as client``."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_ADMIN_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, call: tuple[str, str, Mapping[str, Any], Any, Any]) -> Any:
+        method, path, params, body, model = call
+        try:
+            response = await self._http.request(method, path, params=dict(params), json=body)
+        except httpx.TransportError as exc:
+            raise RouterUnreachable(self.base_url, str(exc) or type(exc).__name__) from exc
+        return _parse(response, model)
+
+    async def status(self) -> StatusSnapshot:
+        return await self._call(_Calls.status())  # type: ignore[no-any-return]
+
+    async def replicas(self) -> list[ReplicaStatus]:
+        return await self._call(_Calls.replicas())  # type: ignore[no-any-return]
+
+    async def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
+        return await self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
+
+    async def remove_replica(self, name: str) -> BlastRadius:
+        return await self._call(_Calls.remove_replica(name))  # type: ignore[no-any-return]
+
+    async def drain(self, name: str, *, dry_run: bool = False) -> BlastRadius:
+        return await self._call(_Calls.drain(name, dry_run))  # type: ignore[no-any-return]
+
+    async def undrain(self, name: str) -> ReplicaStatus:
+        return await self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
+
+    async def prefixes(self, top: int = 20) -> PrefixHeat:
+        return await self._call(_Calls.prefixes(top))  # type: ignore[no-any-return]
+
+    async def pins(self) -> list[PinOut]:
+        return await self._call(_Calls.pins())  # type: ignore[no-any-return]
+
+    async def pin(self, name: str, pin: PinIn) -> PinOut:
+        return await self._call(_Calls.pin(name, pin))  # type: ignore[no-any-return]
+
+    async def unpin(self, name: str) -> PinOut:
+        return await self._call(_Calls.unpin(name))  # type: ignore[no-any-return]
+
+    async def explain(self, request: ExplainRequest) -> DecisionOut:
+        return await self._call(_Calls.explain(request))  # type: ignore[no-any-return]
+
+    async def prewarm(self, request: PrewarmIn) -> PrewarmJob:
+        return await self._call(_Calls.prewarm(request))  # type: ignore[no-any-return]
+
+    async def prewarm_job(self, job_id: str) -> PrewarmJob:
+        return await self._call(_Calls.prewarm_job(job_id))  # type: ignore[no-any-return]
+
+    async def prewarm_jobs(self) -> list[PrewarmJob]:
+        return await self._call(_Calls.prewarm_jobs())  # type: ignore[no-any-return]
+
+    async def drift(self, since_s: float = 900.0) -> DriftSeries:
+        return await self._call(_Calls.drift(since_s))  # type: ignore[no-any-return]
+
+
+class SyncAdminClient:
+    """Blocking twin of :class:`AdminClient`, for the CLI."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_ADMIN_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> SyncAdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, call: tuple[str, str, Mapping[str, Any], Any, Any]) -> Any:
+        method, path, params, body, model = call
+        try:
+            response = self._http.request(method, path, params=dict(params), json=body)
+        except httpx.TransportError as exc:
+            raise RouterUnreachable(self.base_url, str(exc) or type(exc).__name__) from exc
+        return _parse(response, model)
+
+    def status(self) -> StatusSnapshot:
+        return self._call(_Calls.status())  # type: ignore[no-any-return]
+
+    def replicas(self) -> list[ReplicaStatus]:
+        return self._call(_Calls.replicas())  # type: ignore[no-any-return]
+
+    def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
+        return self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
+
+    def remove_replica(self, name: str) -> BlastRadius:
+        return self._call(_Calls.remove_replica(name))  # type: ignore[no-any-return]
+
+    def drain(self, name: str, *, dry_run: bool = False) -> BlastRadius:
+        return self._call(_Calls.drain(name, dry_run))  # type: ignore[no-any-return]
+
+    def undrain(self, name: str) -> ReplicaStatus:
+        return self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
+
+    def prefixes(self, top: int = 20) -> PrefixHeat:
+        return self._call(_Calls.prefixes(top))  # type: ignore[no-any-return]
+
+    def pins(self) -> list[PinOut]:
+        return self._call(_Calls.pins())  # type: ignore[no-any-return]
+
+    def pin(self, name: str, pin: PinIn) -> PinOut:
+        return self._call(_Calls.pin(name, pin))  # type: ignore[no-any-return]
+
+    def unpin(self, name: str) -> PinOut:
+        return self._call(_Calls.unpin(name))  # type: ignore[no-any-return]
+
+    def explain(self, request: ExplainRequest) -> DecisionOut:
+        return self._call(_Calls.explain(request))  # type: ignore[no-any-return]
+
+    def prewarm(self, request: PrewarmIn) -> PrewarmJob:
+        return self._call(_Calls.prewarm(request))  # type: ignore[no-any-return]
+
+    def prewarm_job(self, job_id: str) -> PrewarmJob:
+        return self._call(_Calls.prewarm_job(job_id))  # type: ignore[no-any-return]
+
+    def prewarm_jobs(self) -> list[PrewarmJob]:
+        return self._call(_Calls.prewarm_jobs())  # type: ignore[no-any-return]
+
+    def drift(self, since_s: float = 900.0) -> DriftSeries:
+        return self._call(_Calls.drift(since_s))  # type: ignore[no-any-return]
