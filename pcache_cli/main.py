@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from pcache_cli import demo, replay, router_cmd, sim
+from pcache_cli import demo, loadgen, replay, router_cmd, sim, top
 
 app = typer.Typer(
     name="pcache",
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (router_cmd, sim, replay, demo):
+for module in (router_cmd, sim, replay, top, demo, loadgen):
     module.register(app)
 
 
