@@ -1,9 +1,87 @@
-"""`pcache sim` commands (to be filled in by its owner)."""
+"""`pcache sim`: run simulated vLLM replicas on loopback for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from pcache_cli.common import ExitCode, fail
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command(rich_help_panel="Run")(sim)
+
+
+def sim(
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", "-n", help="Number of replicas (default 1, or the config's).")
+    ] = None,
+    base_port: Annotated[
+        int, typer.Option("--base-port", help="Port of r1; r2 gets the next one. 0 = OS-chosen free ports.")
+    ] = 8100,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Fleet YAML (per-replica name, port, cache, speed, faults)."),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="Served model name.")] = "sim-model",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the injected-fault draws.")] = 0,
+    num_gpu_blocks: Annotated[
+        int, typer.Option("--num-gpu-blocks", help="KV cache capacity in blocks.")
+    ] = 4096,
+    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per KV block.")] = 16,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", help="Concurrent running requests.")] = 64,
+    max_model_len: Annotated[int, typer.Option("--max-model-len", help="Context length in tokens.")] = 32768,
+    max_tokens: Annotated[
+        int, typer.Option("--default-max-tokens", help="Tokens generated when a request gives no max_tokens.")
+    ] = 16,
+    t0_ms: Annotated[float, typer.Option("--t0-ms", help="Fixed prefill cost per request (ms).")] = 2.0,
+    per_token_us: Annotated[
+        float, typer.Option("--per-token-us", help="Prefill cost per uncached prompt token (µs).")
+    ] = 20.0,
+    inter_token_ms: Annotated[
+        float, typer.Option("--inter-token-ms", help="Time between generated tokens (ms).")
+    ] = 1.0,
+) -> None:
+    """Run N vLLM-like replicas (r1..rN); prints `replica NAME URL` lines, then `ready`."""
+    from pcache.sim.config import ConfigError, FaultSettings, ReplicaSpec, Timing, load_fleet_config
+    from pcache.sim.server import run_fleet
+
+    for flag, value in (
+        ("--num-gpu-blocks", num_gpu_blocks),
+        ("--block-size", block_size),
+        ("--max-num-seqs", max_num_seqs),
+        ("--max-model-len", max_model_len),
+        ("--default-max-tokens", max_tokens),
+    ):
+        if value < 1:
+            fail(f"{flag} must be at least 1", ExitCode.USAGE)
+    if min(t0_ms, per_token_us, inter_token_ms) < 0:
+        fail("timings must not be negative", ExitCode.USAGE)
+    if not 0 <= base_port <= 65535:
+        fail("--base-port must be between 0 and 65535", ExitCode.USAGE)
+    base = ReplicaSpec(
+        name="r1",
+        model=model,
+        block_size=block_size,
+        num_gpu_blocks=num_gpu_blocks,
+        max_num_seqs=max_num_seqs,
+        max_model_len=max_model_len,
+        default_max_tokens=max_tokens,
+        timing=Timing(t0=t0_ms / 1e3, per_prompt_token=per_token_us / 1e6, inter_token=inter_token_ms / 1e3),
+        faults=FaultSettings(),
+        seed=seed,
+    )
+    try:
+        fleet = load_fleet_config(config, replicas=replicas, base_port=base_port, host=host, base=base)
+    except ConfigError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    if any(spec.port > 65535 for spec in fleet.replicas):
+        fail("ports run past 65535; lower --base-port", ExitCode.USAGE)
+    try:
+        run_fleet(fleet)
+    except OSError as exc:
+        fail(str(exc))

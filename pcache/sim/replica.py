@@ -1,0 +1,195 @@
+"""One simulated engine: prefix cache, scheduler, latency model, metrics and faults, free of HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from pcache.sim.cache import Allocation, PrefixCache
+from pcache.sim.config import FaultSettings, ReplicaSpec
+from pcache.sim.metrics import RequestRecord, VllmMetrics
+from pcache.sim.scheduler import Scheduler
+from pcache.sim.tokenizer import block_hashes, count_tokens, filler_text
+
+__all__ = ["EngineRestarted", "Generation", "SimReplica"]
+
+
+class EngineRestarted(RuntimeError):
+    """The replica restarted (or shut down) while this request was in it."""
+
+
+class SimReplica:
+    """The engine behind one simulated replica's HTTP server.
+
+    ``restart()`` models a crash and restart: in-flight requests fail, the cache is empty and every
+    counter starts from zero again.
+    """
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+        self.faults = spec.faults
+        self.restarts = 0
+        self._rng = random.Random(spec.seed)
+        self._unstalled = asyncio.Event()
+        self._apply_stall()
+        self._boot()
+
+    def _boot(self) -> None:
+        self.cache = PrefixCache(self.spec.num_gpu_blocks, self.spec.block_size)
+        self.scheduler = Scheduler(self.cache, self.spec.max_num_seqs)
+        scheduler, cache = self.scheduler, self.cache
+        self.metrics = VllmMetrics(
+            model=self.spec.model,
+            block_size=self.spec.block_size,
+            num_gpu_blocks=self.spec.num_gpu_blocks,
+            max_model_len=self.spec.max_model_len,
+            running=lambda: float(scheduler.running),
+            waiting=lambda: float(scheduler.waiting),
+            kv_usage=lambda: cache.usage,
+        )
+
+    def _apply_stall(self) -> None:
+        if self.faults.stall:
+            self._unstalled.clear()
+        else:
+            self._unstalled.set()
+
+    def set_faults(self, faults: FaultSettings) -> None:
+        """Replace the fault settings (a cleared stall releases every stalled request)."""
+        self.faults = faults
+        self._apply_stall()
+
+    def restart(self) -> None:
+        """Crash and come back: in-flight requests fail, empty cache, counters reset."""
+        self.restarts += 1
+        self.scheduler.abort_all(EngineRestarted("engine restarted"))
+        self._boot()
+
+    def shutdown(self) -> None:
+        """Release stalled and queued requests so the server can stop promptly."""
+        self.scheduler.abort_all(EngineRestarted("engine shutting down"))
+        self._unstalled.set()
+
+    async def wait_unstalled(self) -> None:
+        """Block while the replica is stalled."""
+        await self._unstalled.wait()
+
+    def should_fail(self) -> bool:
+        """Draw whether this request hits the injected error rate (deterministic for a seed)."""
+        rate = self.faults.error_rate
+        return rate > 0 and self._rng.random() < rate
+
+    def generation(self, prompt: str, max_tokens: int, *, prompt_tokens: int | None = None) -> Generation:
+        """Prepare a request over ``prompt``; use it as ``async with``."""
+        return Generation(self, prompt, max_tokens, prompt_tokens)
+
+
+class Generation:
+    """One request's life in the engine: queue, prefill (TTFT), decode, release."""
+
+    def __init__(self, replica: SimReplica, prompt: str, max_tokens: int, prompt_tokens: int | None) -> None:
+        self._replica = replica
+        self._scheduler = replica.scheduler
+        self._metrics = replica.metrics
+        self._cache = replica.cache
+        self.prompt_tokens = prompt_tokens if prompt_tokens is not None else count_tokens(prompt)
+        self.max_tokens = max_tokens
+        self._hashes = block_hashes(prompt, replica.spec.block_size)
+        self._allocation: Allocation | None = None
+        self.cached_tokens = 0
+        self.generated = 0
+        self.ttft = 0.0
+        self._arrival = time.perf_counter()
+        self._admitted = 0.0
+        self._first_token = 0.0
+        self._finished = False
+
+    @property
+    def blocks_needed(self) -> int:
+        """Blocks this request occupies while running."""
+        return self._cache.blocks_needed(self.prompt_tokens + self.max_tokens)
+
+    def _check_alive(self) -> None:
+        if self._replica.cache is not self._cache:
+            raise EngineRestarted("engine restarted")
+
+    async def __aenter__(self) -> Generation:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        allocation = self._allocation
+        if allocation is None:
+            return
+        self._scheduler.finish(allocation)
+        if self._replica.cache is not self._cache:
+            return  # the engine restarted under us: its counters are gone
+        now = time.perf_counter()
+        reason = "length" if self._finished else "abort"
+        first = self._first_token or now
+        self._metrics.record_finished(
+            RequestRecord(
+                prompt_tokens=self.prompt_tokens,
+                cached_tokens=self.cached_tokens,
+                generation_tokens=self.generated,
+                max_tokens=self.max_tokens,
+                finished_reason=reason,
+                queue_time=self._admitted - self._arrival,
+                prefill_time=first - self._admitted,
+                decode_time=now - first,
+                ttft=self.ttft,
+                e2e=now - self._arrival,
+            )
+        )
+
+    async def prefill(self) -> None:
+        """Wait for admission, then compute the uncached prompt tokens; ends at the first token."""
+        allocation = await self._scheduler.admit(
+            self._hashes, self.prompt_tokens, self.prompt_tokens + self.max_tokens
+        )
+        self._allocation = allocation
+        self._admitted = time.perf_counter()
+        self.cached_tokens = allocation.hit_tokens
+        self._metrics.record_admission(self.prompt_tokens, self.cached_tokens)
+        spec = self._replica.spec
+        uncached = self.prompt_tokens - self.cached_tokens
+        delay = (spec.timing.t0 + uncached * spec.timing.per_prompt_token) * self._replica.faults.slow_factor
+        await asyncio.sleep(delay)
+        self._check_alive()
+        self._cache.commit(allocation)
+        self._first_token = time.perf_counter()
+        self.ttft = self._first_token - self._arrival
+        self._metrics.record_first_token(self.ttft)
+
+    def _token_gap(self) -> float:
+        return self._replica.spec.timing.inter_token * self._replica.faults.slow_factor
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Yield the generated tokens one by one at the inter-token latency (after :meth:`prefill`)."""
+        for index in range(self.max_tokens):
+            if index:
+                gap = self._token_gap()
+                await asyncio.sleep(gap)
+                self._check_alive()
+                self._metrics.record_inter_token(gap)
+            self.generated = index + 1
+            yield filler_text(index)
+        self._finished = True
+
+    async def complete(self) -> str:
+        """Generate every token at once (non-streamed responses) and return the text."""
+        if self.max_tokens > 1:
+            gap = self._token_gap()
+            await asyncio.sleep(gap * (self.max_tokens - 1))
+            self._check_alive()
+            self._metrics.record_inter_token(gap, self.max_tokens - 1)
+        self.generated = self.max_tokens
+        self._finished = True
+        return "".join(filler_text(index) for index in range(self.max_tokens))

@@ -1,0 +1,44 @@
+"""A deterministic stand-in tokenizer: one token per 4 characters, so prefixes share tokens exactly.
+
+Real tokenizers average roughly 4 characters per token on English text; fixed-width chunks keep
+that ratio while making token boundaries (and so block hashes) a pure function of the text prefix.
+"""
+
+from __future__ import annotations
+
+import xxhash
+
+__all__ = ["CHARS_PER_TOKEN", "ROOT_HASH", "block_hashes", "count_tokens", "filler_text"]
+
+CHARS_PER_TOKEN = 4
+ROOT_HASH = 0x9E3779B97F4A7C15  # parent hash of the first block, like vLLM's NONE_HASH seed
+
+_FILLER = (
+    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dogs", "while",
+    "simulated", "replicas", "answer", "with", "steady", "deterministic", "text",
+)  # fmt: skip
+
+
+def count_tokens(text: str) -> int:
+    """Number of tokens in ``text`` (ceil of characters / 4)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def block_hashes(text: str, block_size: int) -> list[int]:
+    """Chained 64-bit hashes of the full ``block_size``-token blocks of ``text``.
+
+    Block ``k``'s hash covers its own characters and its parent's hash, so two texts share their
+    first ``k`` hashes exactly when they share their first ``k`` blocks.
+    """
+    width = block_size * CHARS_PER_TOKEN
+    parent = ROOT_HASH
+    hashes: list[int] = []
+    for start in range(0, len(text) - width + 1, width):
+        parent = xxhash.xxh3_64_intdigest(text[start : start + width].encode("utf-8"), seed=parent)
+        hashes.append(parent)
+    return hashes
+
+
+def filler_text(index: int) -> str:
+    """The ``index``-th generated token: a word from a fixed cycle, with its leading space."""
+    return " " + _FILLER[index % len(_FILLER)]
