@@ -140,12 +140,15 @@ class _Calls:
         return "POST", f"{API}/replicas", {}, _dump(replica), ReplicaStatus
 
     @staticmethod
-    def remove_replica(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "DELETE", f"{API}/replicas/{name}", {}, None, BlastRadius
+    def remove_replica(name: str, force: bool = False) -> tuple[str, str, dict[str, Any], Any, Any]:
+        params = {"force": "true"} if force else {}
+        return "DELETE", f"{API}/replicas/{name}", params, None, BlastRadius
 
     @staticmethod
-    def drain(name: str, dry_run: bool) -> tuple[str, str, dict[str, Any], Any, Any]:
+    def drain(name: str, dry_run: bool, force: bool = False) -> tuple[str, str, dict[str, Any], Any, Any]:
         params = {"dry_run": "true"} if dry_run else {}
+        if force:  # needed to drain the last routable replica
+            params["force"] = "true"
         return "POST", f"{API}/replicas/{name}/drain", params, None, BlastRadius
 
     @staticmethod
@@ -231,11 +234,11 @@ class AdminClient:
     async def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
         return await self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
 
-    async def remove_replica(self, name: str) -> BlastRadius:
-        return await self._call(_Calls.remove_replica(name))  # type: ignore[no-any-return]
+    async def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
+        return await self._call(_Calls.remove_replica(name, force))  # type: ignore[no-any-return]
 
-    async def drain(self, name: str, *, dry_run: bool = False) -> BlastRadius:
-        return await self._call(_Calls.drain(name, dry_run))  # type: ignore[no-any-return]
+    async def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
+        return await self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
 
     async def undrain(self, name: str) -> ReplicaStatus:
         return await self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
@@ -310,11 +313,11 @@ class SyncAdminClient:
     def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
         return self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
 
-    def remove_replica(self, name: str) -> BlastRadius:
-        return self._call(_Calls.remove_replica(name))  # type: ignore[no-any-return]
+    def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
+        return self._call(_Calls.remove_replica(name, force))  # type: ignore[no-any-return]
 
-    def drain(self, name: str, *, dry_run: bool = False) -> BlastRadius:
-        return self._call(_Calls.drain(name, dry_run))  # type: ignore[no-any-return]
+    def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
+        return self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
 
     def undrain(self, name: str) -> ReplicaStatus:
         return self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
