@@ -1,4 +1,4 @@
-"""Entry point of the ``pcache`` command: assembles the command groups.
+"""Entry point of the ``pcache`` command: global options and the command groups.
 
 Each module registers its own commands; modules that need heavy imports (Textual, the router, the
 simulator) import them inside their command functions, so ``pcache status`` stays light.
@@ -6,9 +6,33 @@ simulator) import them inside their command functions, so ``pcache status`` stay
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
 
-from pcache_cli import demo, loadgen, replay, router_cmd, sim, top
+from pcache_cli import (
+    config_cmd,
+    demo,
+    drain,
+    drift,
+    loadgen,
+    pins,
+    prefixes,
+    prewarm,
+    replay,
+    replicas,
+    route,
+    router_cmd,
+    sim,
+    status,
+    top,
+)
+from pcache_cli.context import CliContext
+from pcache_cli.output import OutputFormat
+from pcache_cli.settings import resolve
+
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pcache",
@@ -18,7 +42,87 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (router_cmd, sim, replay, top, demo, loadgen):
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    source = ctx.get_parameter_source(name)
+    if source is None:
+        return None
+    return {"COMMANDLINE": "flag", "ENVIRONMENT": "env"}.get(source.name)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    router: Annotated[
+        str | None,
+        typer.Option(
+            "--router",
+            envvar="PCACHE_ROUTER",
+            help="Admin API URL of the router (default http://127.0.0.1:8081).",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="PCACHE_ADMIN_TOKEN", help="Admin bearer token (needed for writes)."),
+    ] = None,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="Monochrome output (also when NO_COLOR is set).")
+    ] = False,
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option("--output", "-o", envvar="PCACHE_OUTPUT", help="table, wide, json or jsonl."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--request-timeout", envvar="PCACHE_TIMEOUT", help="Seconds to wait for the router.", min=0.1
+        ),
+    ] = None,
+) -> None:
+    """Cache-aware routing for fleets of LLM inference replicas."""
+    given = {"router": router, "token": token, "output": output, "timeout": timeout, "no_color": no_color}
+    sources: dict[str, str] = {}
+    for key in ("router", "token", "output", "timeout"):
+        source = _source(ctx, key)
+        if source and given[key] is not None:
+            sources[key] = source
+    if no_color:
+        sources["no_color"] = "flag"
+    elif os.environ.get("NO_COLOR"):
+        given["no_color"] = True
+        sources["no_color"] = "env"
+    values, value_sources, path = resolve(given, sources)
+    previous = ctx.obj if isinstance(ctx.obj, CliContext) else None
+    ctx.obj = CliContext(
+        router=values["router"],
+        token=values["token"],
+        no_color=values["no_color"],
+        output=values["output"],
+        timeout=values["timeout"],
+        sources=value_sources,
+        config_file=str(path) if path else None,
+        transport=previous.transport if previous else None,
+    )
+
+
+for module in (
+    status,
+    replicas,
+    drain,
+    pins,
+    prewarm,
+    prefixes,
+    route,
+    drift,
+    config_cmd,
+    router_cmd,
+    sim,
+    replay,
+    top,
+    demo,
+    loadgen,
+):
     module.register(app)
 
 

@@ -1,0 +1,95 @@
+"""`pcache config show` (effective settings and their sources) and `pcache config check FILE`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pcache_cli.common import fail
+from pcache_cli.context import get_context
+from pcache_cli.output import OutputFormat, print_json, print_jsonl
+from pcache_cli.settings import FILE_KEYS
+from pcache_cli.status import OutputOpt
+
+__all__ = ["register"]
+
+
+def _shown(key: str, value: object) -> object:
+    """Values as printed: the token is never echoed, only whether it is set."""
+    if key == "token":
+        return None if value is None else "<set>"
+    return str(value) if key == "output" else value
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Show the CLI's settings or check a router config file.", no_args_is_help=True)
+    app.add_typer(group, name="config", rich_help_panel="Other")
+
+    @group.command("show")
+    def show(ctx: typer.Context, output: OutputOpt = None) -> None:
+        """Print effective settings and where each came from (flag, PCACHE_* env, config file, default)."""
+        cli = get_context(ctx)
+        values = {
+            "router": cli.router,
+            "token": cli.token,
+            "output": cli.output,
+            "no_color": cli.no_color,
+            "timeout": cli.timeout,
+        }
+        rows = [
+            {"key": key, "value": _shown(key, values[key]), "source": cli.sources.get(key, "default")}
+            for key in FILE_KEYS
+        ]
+        fmt = cli.output_for(output)
+        if fmt is OutputFormat.JSON:
+            print_json({"config_file": cli.config_file, "settings": rows})
+        elif fmt is OutputFormat.JSONL:
+            print_jsonl(rows)
+        else:
+            table = Table(box=None, pad_edge=False, header_style="bold")
+            for header in ("KEY", "VALUE", "SOURCE"):
+                table.add_column(header, no_wrap=True)
+            for row in rows:
+                table.add_row(row["key"], "-" if row["value"] is None else str(row["value"]), row["source"])
+            cli.console().print(table)
+
+    @group.command("check")
+    def check(
+        ctx: typer.Context,
+        file: Annotated[Path, typer.Argument(help="A router config (router.yaml).")],
+        output: OutputOpt = None,
+    ) -> None:
+        """Validate a router config: every error names its field and line."""
+        from pcache.router.config import ConfigError, load_config
+
+        cli = get_context(ctx)
+        try:
+            config = load_config(file)
+            for prefix in config.tier1:
+                config.tier1_text(prefix)
+        except ConfigError as exc:
+            lines = str(exc).splitlines()
+            for line in lines[1:]:
+                print(f"error: {line}", file=sys.stderr)
+            fail(lines[0] if lines else f"{file}: invalid config")
+        summary = {
+            "file": str(file),
+            "ok": True,
+            "replicas": [replica.name for replica in config.replicas],
+            "tier1": [prefix.name for prefix in config.tier1],
+            "policy": config.policy.name,
+            "listen": config.listen,
+            "admin_listen": config.admin.listen,
+        }
+        fmt = cli.output_for(output)
+        if fmt.is_machine:
+            print_json(summary) if fmt is OutputFormat.JSON else print_jsonl([summary])
+            return
+        cli.console().print(
+            f"{file}: ok (policy {config.policy.name}, {len(config.replicas)} replicas, "
+            f"{len(config.tier1)} tier-1 prefixes, data plane {config.listen}, admin {config.admin.listen})"
+        )

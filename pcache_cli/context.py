@@ -1,0 +1,120 @@
+"""Per-invocation CLI state: where the router is, how to talk to it, and how to print.
+
+The root callback builds one :class:`CliContext` and stores it on ``ctx.obj``; every command reads it
+with :func:`get_context`. :meth:`CliContext.admin` is the one place where the admin client's errors
+become exit codes and a single stderr line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from pcache.client import (
+    DEFAULT_ADMIN_URL,
+    AdminError,
+    ApiError,
+    NotFound,
+    Refused,
+    RouterUnreachable,
+    SyncAdminClient,
+    Unauthorized,
+)
+from pcache_cli.common import ExitCode, fail
+from pcache_cli.output import OutputFormat
+
+__all__ = ["CliContext", "get_context"]
+
+_DATA_WIDTH = 200  # stdout width when it is not a terminal, so tables are never squeezed in pipes
+
+
+@dataclass
+class CliContext:
+    """Effective global settings plus the sources they came from (for ``pcache config show``)."""
+
+    router: str = DEFAULT_ADMIN_URL
+    token: str | None = None
+    no_color: bool = False
+    output: OutputFormat = OutputFormat.TABLE
+    timeout: float = 5.0
+    sources: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+    transport: httpx.BaseTransport | None = None  # tests inject the edge here
+
+    @property
+    def color(self) -> bool:
+        return not self.no_color and "NO_COLOR" not in os.environ
+
+    def output_for(self, override: OutputFormat | None) -> OutputFormat:
+        """A command's own ``-o`` wins over the global one."""
+        return override or self.output
+
+    def console(self) -> Console:
+        """Console for data (stdout)."""
+        return Console(
+            file=sys.stdout,
+            no_color=not self.color,
+            highlight=False,
+            soft_wrap=False,
+            width=None if sys.stdout.isatty() else _DATA_WIDTH,
+        )
+
+    def err_console(self) -> Console:
+        """Console for messages and progress (stderr)."""
+        return Console(file=sys.stderr, no_color=not self.color, highlight=False, stderr=True)
+
+    @contextmanager
+    def admin(self, subject: str | None = None) -> Iterator[SyncAdminClient]:
+        """A connected admin client; any client error exits with one line and its exit code.
+
+        ``subject`` names what the command acts on (``replica r3``) so a 404 says what was missing.
+        """
+        try:
+            with SyncAdminClient(
+                self.router, token=self.token, timeout=self.timeout, transport=self.transport
+            ) as client:
+                yield client
+        except AdminError as exc:
+            report_admin_error(exc, router=self.router, subject=subject)
+
+
+def report_admin_error(exc: AdminError, *, router: str, subject: str | None = None) -> None:
+    """Map an admin-client error to its exit code with one readable line (no traceback)."""
+    if isinstance(exc, RouterUnreachable):
+        fail(
+            f"{_first_line(str(exc))}; is `pcache router serve` running? set --router or PCACHE_ROUTER",
+            ExitCode.UNREACHABLE,
+        )
+    if isinstance(exc, Unauthorized):
+        fail(
+            f"unauthorized ({exc.status}) at {router}: {exc.message}; "
+            "check --token or PCACHE_ADMIN_TOKEN (the router's admin token)",
+        )
+    if isinstance(exc, NotFound):
+        what = f"{subject} not found" if subject else "not found"
+        fail(f"{what}: {exc.message}")
+    if isinstance(exc, Refused):
+        fail(f"refused by the router: {exc.message}")
+    if isinstance(exc, ApiError):
+        fail(f"router error ({exc.status}): {exc.message}")
+    fail(str(exc))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no answer"
+
+
+def get_context(ctx: typer.Context) -> CliContext:
+    """The :class:`CliContext` the root callback stored (a default one when run without it)."""
+    obj: Any = ctx.find_root().obj
+    if isinstance(obj, CliContext):
+        return obj
+    return CliContext()

@@ -1,0 +1,146 @@
+"""`pcache replicas` (list), `replicas add` and `replicas remove`: fleet membership."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from pcache.api import ReplicaIn, ReplicaStatus
+from pcache_cli.common import ExitCode, fail, info
+from pcache_cli.completion import complete_replica
+from pcache_cli.context import CliContext, get_context
+from pcache_cli.drain import render_blast_radius
+from pcache_cli.output import OutputFormat, bar, print_json, print_jsonl, state_text
+from pcache_cli.status import OutputOpt
+
+__all__ = ["register", "replicas_table"]
+
+
+def replicas_table(replicas: list[ReplicaStatus], wide: bool = False) -> Table:
+    """Membership: name, state, engine, URL (plus group, weight and scrape health when wide)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    headers = ["NAME", "STATE", "ENGINE", "URL", "IN-FLIGHT", "SESSIONS"]
+    if wide:
+        headers += ["GROUP", "WEIGHT", "KV", "SCRAPED", "LAST ERROR"]
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    for replica in sorted(replicas, key=lambda r: r.name):
+        cells: list[str | Text] = [
+            replica.name,
+            state_text(replica.state, replica.stale),
+            replica.engine,
+            replica.url,
+            str(replica.in_flight),
+            str(replica.sessions),
+        ]
+        if wide:
+            cells += [
+                replica.group or "-",
+                f"{replica.weight:g}",
+                bar(replica.kv_usage),
+                "-" if replica.scrape_age_s is None else f"{replica.scrape_age_s:.1f}s",
+                replica.last_error or "-",
+            ]
+        table.add_row(*cells)
+    return table
+
+
+def _emit(cli: CliContext, replicas: list[ReplicaStatus], fmt: OutputFormat, single: bool = False) -> None:
+    replicas = sorted(replicas, key=lambda r: r.name)
+    if fmt is OutputFormat.JSON:
+        print_json(replicas[0] if single else replicas)
+    elif fmt is OutputFormat.JSONL:
+        print_jsonl(replicas)
+    else:
+        cli.console().print(replicas_table(replicas, wide=fmt is OutputFormat.WIDE))
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(
+        help="List, add and remove replicas (`pcache replicas` lists them).",
+        no_args_is_help=False,
+        invoke_without_command=True,
+    )
+    app.add_typer(group, name="replicas", rich_help_panel="Fleet")
+
+    @group.callback()
+    def replicas(ctx: typer.Context, output: OutputOpt = None) -> None:
+        """List replicas with their state (`add` and `remove` change membership)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        cli = get_context(ctx)
+        with cli.admin() as client:
+            result = client.replicas()
+        _emit(cli, result, cli.output_for(output))
+
+    @group.command("add")
+    def add(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Name for the new replica.")],
+        url: Annotated[str, typer.Argument(help="Base URL of its OpenAI-compatible server.")],
+        engine: Annotated[str, typer.Option(help="vllm, sglang, trtllm, ... (default: detect).")] = "auto",
+        group_name: Annotated[str | None, typer.Option("--group", help="Replica group.")] = None,
+        weight: Annotated[float, typer.Option(help="Relative capacity.", min=0.001, max=1000)] = 1.0,
+        output: OutputOpt = None,
+    ) -> None:
+        """Add a replica to the fleet."""
+        cli = get_context(ctx)
+        if not url.startswith(("http://", "https://")):
+            fail(f"invalid URL {url!r}: must start with http:// or https://", ExitCode.USAGE)
+        try:
+            request = ReplicaIn(name=name, url=url, engine=engine, group=group_name, weight=weight)
+        except ValueError as exc:
+            fail(
+                f"invalid replica {name!r}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
+                ExitCode.USAGE,
+            )
+        with cli.admin(subject=f"replica {name}") as client:
+            added = client.add_replica(request)
+        info(f"replica {added.name} added ({added.url})")
+        _emit(cli, [added], cli.output_for(output), single=True)
+
+    @group.command("remove")
+    def remove(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Replica to remove.", autocompletion=complete_replica)],
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+        confirm: Annotated[
+            str | None,
+            typer.Option("--confirm", metavar="NAME", help="Required to remove the last routable replica."),
+        ] = None,
+        output: OutputOpt = None,
+    ) -> None:
+        """Remove a replica from the fleet (shows the blast radius first)."""
+        import sys
+
+        cli = get_context(ctx)
+        fmt = cli.output_for(output)
+        with cli.admin(subject=f"replica {name}") as client:
+            radius = client.drain(name, dry_run=True)
+            cli.err_console().print(render_blast_radius(radius))
+            if radius.last_routable and confirm != name:
+                fail(
+                    f"{name} is the last routable replica; removing it stops all traffic. "
+                    f"Re-run with --confirm {name} to do it anyway"
+                )
+            if not (yes or confirm == name):
+                if not sys.stdin.isatty():
+                    fail(
+                        f"refusing to remove {name} without confirmation: stdin is not a TTY; pass --yes",
+                        ExitCode.USAGE,
+                    )
+                from rich.prompt import Confirm
+
+                if not Confirm.ask(f"Remove {name}?", default=False, console=cli.err_console()):
+                    fail("remove cancelled")
+            result = client.remove_replica(name, force=radius.last_routable)
+        info(f"replica {name} removed")
+        if fmt is OutputFormat.JSON:
+            print_json(result)
+        elif fmt is OutputFormat.JSONL:
+            print_jsonl([result])
+        else:
+            cli.console().print(render_blast_radius(result))

@@ -1,0 +1,278 @@
+"""`pcache status`: the fleet at a glance, from the router or straight from the replicas.
+
+:func:`render_status` turns a :class:`~pcache.api.StatusSnapshot` into a rich renderable (header,
+one row per replica plus ALL, imbalance call-outs); the console reuses it when it has no TTY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from pcache.api import ReplicaStatus, StatusSnapshot
+from pcache_cli.common import ExitCode, fail
+from pcache_cli.context import CliContext, get_context
+from pcache_cli.output import (
+    OutputFormat,
+    bar,
+    dash,
+    percent,
+    print_json,
+    print_jsonl,
+    seconds,
+    state_text,
+)
+
+__all__ = ["load_replica_list", "register", "render_status", "status_table"]
+
+OutputOpt = Annotated[OutputFormat | None, typer.Option("--output", "-o", help="table, wide, json or jsonl.")]
+
+
+def _ttft(row: ReplicaStatus, q: float) -> float | None:
+    """The row's TTFT quantile, computed from its cumulative buckets when the snapshot lacks it."""
+    value = row.ttft_p50 if q == 0.5 else row.ttft_p95
+    if value is not None or not row.ttft_buckets:
+        return value
+    from pcache.engines.histogram import quantile
+
+    return quantile(list(row.ttft_buckets), q)
+
+
+def _fleet_ttft(snapshot: StatusSnapshot, q: float) -> float | None:
+    """Fleet TTFT quantile from the replicas' merged buckets (never an average of percentiles)."""
+    value = _ttft(snapshot.all, q)
+    if value is not None:
+        return value
+    buckets = [row.ttft_buckets for row in snapshot.replicas if row.ttft_buckets]
+    if not buckets:
+        return None
+    from pcache.engines.histogram import merge_buckets, quantile
+
+    return quantile(list(merge_buckets(buckets)), q)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _tier1(row: ReplicaStatus, wide: bool) -> Text:
+    if not row.tier1_owned and not row.tier1_pinned:
+        return dash()
+    if wide:
+        names = sorted(set(row.tier1_owned) | set(row.tier1_pinned))
+        return Text(", ".join(f"{n}*" if n in row.tier1_pinned else n for n in names))
+    return Text(f"{len(row.tier1_owned)} own / {len(row.tier1_pinned)} pin")
+
+
+def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | None) -> list[Any]:
+    ttft = Text.assemble(seconds(p50), " / ", seconds(p95))
+    cells: list[Any] = [
+        Text(row.name, style="bold" if row.name == "ALL" else ""),
+        state_text(row.state, row.stale) if row.name != "ALL" else Text(""),
+        row.engine,
+        bar(row.kv_usage),
+        f"{_count(row.running)}/{_count(row.waiting)}",
+        percent(row.hit_rate, 1),
+        ttft,
+        str(row.sessions),
+        _tier1(row, wide),
+        f"{row.requests_per_s:.1f}",
+    ]
+    if wide:
+        cells += [
+            str(row.in_flight),
+            str(row.requests_total),
+            row.group or "-",
+            f"{row.weight:g}",
+            "-" if row.scrape_age_s is None else f"{row.scrape_age_s:.1f}s",
+            row.url or "-",
+            Text(row.last_error or "-", style="red" if row.last_error else "dim"),
+        ]
+    return cells
+
+
+def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
+    """One row per replica (sorted by name) plus the ALL row."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    headers = ["NAME", "STATE", "ENGINE", "KV", "RUN/WAIT", "HIT", "TTFT p50/p95", "SESSIONS", "TIER1"]
+    headers.append("REQ/S")
+    if wide:
+        headers += ["IN-FLIGHT", "REQUESTS", "GROUP", "WEIGHT", "SCRAPED", "URL", "LAST ERROR"]
+    for header in headers:
+        table.add_column(header, no_wrap=True, justify="right" if header in _NUMERIC else "left")
+    for row in sorted(snapshot.replicas, key=lambda r: r.name):
+        table.add_row(*_row_cells(row, wide, _ttft(row, 0.5), _ttft(row, 0.95)))
+    table.add_section()
+    all_row = snapshot.all.model_copy(update={"name": "ALL"})
+    table.add_row(*_row_cells(all_row, wide, _fleet_ttft(snapshot, 0.5), _fleet_ttft(snapshot, 0.95)))
+    return table
+
+
+_NUMERIC = {"RUN/WAIT", "HIT", "SESSIONS", "REQ/S", "IN-FLIGHT", "REQUESTS", "WEIGHT", "SCRAPED"}
+
+
+def _header(snapshot: StatusSnapshot) -> Text:
+    info = snapshot.router
+    updated = datetime.fromtimestamp(info.generated_at, UTC).strftime("%H:%M:%S UTC")
+    text = Text()
+    if info.policy == "direct":
+        text.append("direct mode", style="bold")
+        text.append(" (no router: sessions, Tier-1 owners and drift unknown)", style="dim")
+    else:
+        text.append("router ", style="dim")
+        text.append(info.admin_url or info.url, style="bold")
+        text.append("  policy ", style="dim")
+        text.append(info.policy)
+    text.append("  req/s ", style="dim")
+    text.append(f"{info.requests_per_s:.1f}")
+    text.append("  hit ", style="dim")
+    text.append_text(percent(info.hit_rate, 1))
+    if info.policy != "direct":
+        text.append("  drift ", style="dim")
+        text.append_text(percent(info.drift_ratio, 1))
+    text.append("  updated ", style="dim")
+    text.append(updated)
+    return text
+
+
+def render_status(snapshot: StatusSnapshot, wide: bool = False) -> RenderableType:
+    """Header line, the replica table with its ALL row, then one call-out line per imbalance."""
+    parts: list[RenderableType] = [_header(snapshot), Text(""), status_table(snapshot, wide)]
+    if snapshot.callouts:
+        parts.append(Text(""))
+        for callout in snapshot.callouts:
+            parts.append(Text.assemble(("! ", "bold yellow"), callout))
+    return Group(*parts)
+
+
+# ---- sources ------------------------------------------------------------------------------------
+
+
+def load_replica_list(path: Path) -> dict[str, str]:
+    """Replica name -> URL from a router config file (read with the router's own loader)."""
+    from pcache.router.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        fail(str(exc).splitlines()[0])
+    if not config.replicas:
+        fail(f"{path}: the config lists no replicas")
+    return {replica.name: replica.url for replica in config.replicas}
+
+
+def _direct_source(named: dict[str, str], timeout: float) -> Callable[[], StatusSnapshot]:
+    import httpx
+
+    from pcache.direct import DirectState, direct_snapshot
+
+    state: list[DirectState | None] = [None]
+
+    async def once() -> StatusSnapshot:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            snapshot, state[0] = await direct_snapshot(named, http, state[0])
+        return snapshot
+
+    return lambda: asyncio.run(once())
+
+
+def _router_source(cli: CliContext) -> Callable[[], StatusSnapshot]:
+    def once() -> StatusSnapshot:
+        with cli.admin() as client:
+            return client.status()
+
+    return once
+
+
+def _show(cli: CliContext, snapshot: StatusSnapshot, fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.JSON:
+        print_json(snapshot)
+    elif fmt is OutputFormat.JSONL:
+        print_jsonl([snapshot])
+    else:
+        cli.console().print(render_status(snapshot, wide=fmt is OutputFormat.WIDE))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(rich_help_panel="Fleet")
+    def status(
+        ctx: typer.Context,
+        output: OutputOpt = None,
+        watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until interrupted.")] = False,
+        interval: Annotated[
+            float, typer.Option(help="Seconds between refreshes with --watch.", min=0.1)
+        ] = 2.0,
+        count: Annotated[int, typer.Option(help="With --watch, stop after this many refreshes.", min=0)] = 0,
+        replicas: Annotated[
+            str | None,
+            typer.Option(
+                "--replicas",
+                help="Direct mode: comma-separated replica URLs (or NAME=URL), read without a router.",
+            ),
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option(
+                "--config", "-c", help="Direct mode: read the replicas listed in this router config."
+            ),
+        ] = None,
+    ) -> None:
+        """The fleet at a glance: one row per replica plus ALL, with imbalance call-outs."""
+        cli = get_context(ctx)
+        fmt = cli.output_for(output)
+        if replicas and config:
+            fail("give either --replicas or --config, not both", ExitCode.USAGE)
+        if replicas:
+            from pcache.direct import replica_names
+
+            urls: Sequence[str] = [u.strip() for u in replicas.split(",") if u.strip()]
+            if not urls:
+                fail("--replicas needs at least one URL", ExitCode.USAGE)
+            source = _direct_source(replica_names(urls), cli.timeout)
+        elif config:
+            source = _direct_source(load_replica_list(config), cli.timeout)
+        else:
+            source = _router_source(cli)
+        if not watch:
+            _show(cli, source(), fmt)
+            return
+        _watch(cli, source, fmt, interval, count)
+
+
+def _watch(
+    cli: CliContext, source: Callable[[], StatusSnapshot], fmt: OutputFormat, interval: float, count: int
+) -> None:
+    """Refresh in place on a terminal (rich Live); print one snapshot after another otherwise."""
+    import sys
+
+    shown = 0
+    live_screen = not fmt.is_machine and sys.stdout.isatty()
+    try:
+        if live_screen:
+            from rich.live import Live
+
+            with Live(console=cli.console(), auto_refresh=False) as live:
+                while True:
+                    live.update(render_status(source(), wide=fmt is OutputFormat.WIDE), refresh=True)
+                    shown += 1
+                    if count and shown >= count:
+                        return
+                    time.sleep(interval)
+        while True:
+            _show(cli, source(), fmt)
+            shown += 1
+            if count and shown >= count:
+                return
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
