@@ -1,0 +1,75 @@
+"""vLLM adapter: V1 names, the deprecated pre-0.10 ``gpu_*`` names, and the legacy V0 engine."""
+
+from __future__ import annotations
+
+from pcache.engines.base import ReplicaStats
+from pcache.engines.exposition import Samples
+
+__all__ = ["parse_vllm", "vllm_flavour"]
+
+_V0_MARKERS = ("vllm:num_requests_swapped", "vllm:cpu_cache_usage_perc", "vllm:gpu_prefix_cache_hit_rate")
+_GPU_NAMES = (
+    "vllm:gpu_cache_usage_perc",
+    "vllm:gpu_prefix_cache_queries_total",
+    "vllm:gpu_prefix_cache_hits_total",
+)
+
+
+def vllm_flavour(samples: Samples) -> tuple[str, str]:
+    """``(engine, version_family)``: ``vllm``/``v1``, ``vllm``/``0.10`` (both name sets), ``vllm``/
+    ``pre-0.10`` (only the ``gpu_*`` names) or ``vllm-v0``/``v0`` (the V0 engine)."""
+    modern = "vllm:kv_cache_usage_perc" in samples or "vllm:prefix_cache_queries_total" in samples
+    gpu_names = any(name in samples for name in _GPU_NAMES)
+    if modern:
+        return "vllm", "0.10" if gpu_names else "v1"
+    if any(name in samples for name in _V0_MARKERS):
+        return "vllm-v0", "v0"
+    return "vllm", "pre-0.10" if gpu_names else "v1"
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def parse_vllm(samples: Samples) -> ReplicaStats:
+    """Normalise a vLLM scrape. Prefers the current names and falls back to the ``gpu_*`` ones."""
+    engine, family = vllm_flavour(samples)
+    kv_usage = samples.mean("vllm:kv_cache_usage_perc")
+    if kv_usage is None:
+        kv_usage = samples.mean("vllm:gpu_cache_usage_perc")
+    queries = samples.total("vllm:prefix_cache_queries_total")
+    if queries is None:
+        queries = samples.total("vllm:gpu_prefix_cache_queries_total")
+    hits = samples.total("vllm:prefix_cache_hits_total")
+    if hits is None:
+        hits = samples.total("vllm:gpu_prefix_cache_hits_total")
+    buckets, ttft_sum, ttft_count = samples.histogram("vllm:time_to_first_token_seconds")
+    block_size = _int(samples.label("vllm:cache_config_info", "block_size"))
+    num_blocks = _int(samples.label("vllm:cache_config_info", "num_gpu_blocks"))
+    return ReplicaStats(
+        engine=engine,
+        model=samples.first_label("model_name", "vllm:"),
+        kv_usage=kv_usage,
+        running=_count(samples.total("vllm:num_requests_running")),
+        waiting=_count(samples.total("vllm:num_requests_waiting")),
+        prefix_queries=queries,
+        prefix_hits=hits,
+        prompt_tokens=samples.total("vllm:prompt_tokens_total"),
+        generation_tokens=samples.total("vllm:generation_tokens_total"),
+        requests_success=samples.total("vllm:request_success_total"),
+        ttft_buckets=buckets,
+        ttft_sum=ttft_sum,
+        ttft_count=ttft_count,
+        block_size=block_size,
+        num_blocks=num_blocks,
+        version_family=family,
+    )
