@@ -1,0 +1,76 @@
+"""``prefix_hash``: rendezvous hashing on a prefix key that skips blocks shared by nearly everyone.
+
+A key built on the first block alone sends all traffic to one replica when every prompt starts the
+same way (the Mooncake trace's block 0), so the key is the first block past the leading blocks that
+carry at least ``skip_share`` of all requests (measured online), or past ``skip_blocks`` if set.
+"""
+
+from __future__ import annotations
+
+from pcache.fingerprint import Fingerprint
+from pcache.fleet_view import FleetView
+from pcache.hashing import hrw_score_bytes, key_bytes, load_bound
+from pcache.hotprefix import HotPrefixDetector
+from pcache.policy.base import Decision, Reason
+from pcache.policy.common import BasePolicy, excluded_by_state, least_loaded, no_replica, walk_ranking
+
+__all__ = ["PrefixHashPolicy"]
+
+
+class PrefixHashPolicy(BasePolicy):
+    """HRW on the prefix key over routable replicas, bounded by load."""
+
+    name = "prefix_hash"
+
+    def __init__(
+        self,
+        eps: float = 0.25,
+        skip_blocks: int | None = None,
+        skip_share: float = 0.5,
+        detector: HotPrefixDetector | None = None,
+    ) -> None:
+        if eps < 0:
+            raise ValueError("eps must be >= 0")
+        self.eps = eps
+        self.skip_blocks = skip_blocks
+        self.skip_share = skip_share
+        self._detector = detector if detector is not None else HotPrefixDetector()
+
+    def prefix_key(self, fingerprint: Fingerprint, book: bool = False) -> int:
+        """The block the prefix key is taken from: the first one not shared by nearly everyone."""
+        blocks = fingerprint.blocks
+        if not blocks:
+            return 0
+        if self.skip_blocks is not None:
+            skip = self.skip_blocks
+        else:
+            if book:
+                self._detector.observe(blocks, fingerprint.session)
+            skip = self._detector.shared_depth(blocks, self.skip_share)
+        return blocks[min(skip, len(blocks) - 1)]
+
+    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
+        routable = fleet.routable
+        if not routable:
+            return no_replica(self.name, fleet, fingerprint.session)
+        key = self.prefix_key(fingerprint, book)
+        kb = key_bytes(key)
+        ranked = sorted(
+            ((r, hrw_score_bytes(kb, r.name, r.weight)) for r in routable), key=lambda p: p[1], reverse=True
+        )
+        bound = load_bound(sum(r.load for r in routable), len(routable), self.eps)
+        chosen, candidates = walk_ranking(ranked, bound)
+        if chosen < 0:
+            replica, reason = least_loaded(routable).name, Reason.FALLBACK
+        else:
+            replica = ranked[chosen][0].name
+            reason = Reason.PREFIX_OWNER if chosen == 0 else Reason.OVERFLOW
+        candidates.extend(excluded_by_state(fleet))
+        return Decision(
+            policy=self.name,
+            replica=replica,
+            reason=reason,
+            candidates=tuple(candidates),
+            session=fingerprint.session,
+            prefix_key=key,
+        )
