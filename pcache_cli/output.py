@@ -8,6 +8,7 @@ commands, one per snapshot for ``status --watch``). ``table`` and ``wide`` are r
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
@@ -41,25 +42,33 @@ class OutputFormat(StrEnum):
 
 
 def jsonable(value: Any) -> Any:
-    """Pydantic models (and lists of them) as plain JSON data with every field present."""
+    """Pydantic models (and lists of them) as plain JSON data with every field present.
+
+    Non-finite floats (the ``+Inf`` histogram bucket) become Prometheus' strings ``"+Inf"``,
+    ``"-Inf"`` and ``"NaN"``, so the output stays strict JSON.
+    """
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
+        return jsonable(value.model_dump(mode="json", by_alias=True))
     if isinstance(value, list | tuple):
         return [jsonable(item) for item in value]
     if isinstance(value, dict):
         return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
     return value
 
 
 def print_json(value: Any) -> None:
     """One pretty JSON document on stdout, keys sorted so diffs and scripts stay stable."""
-    sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def print_jsonl(items: Iterable[Any]) -> None:
     """One compact JSON document per line on stdout."""
     for item in items:
-        sys.stdout.write(json.dumps(jsonable(item), sort_keys=True, separators=(",", ":")) + "\n")
+        sys.stdout.write(
+            json.dumps(jsonable(item), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+        )
     sys.stdout.flush()
 
 
