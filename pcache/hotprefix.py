@@ -81,9 +81,9 @@ class HotPrefixDetector:
     def observe(self, blocks: Sequence[int], session: Hashable | None = None) -> int:
         """Book one request; return the depth of its deepest hot block (0 if none).
 
-        With a session, the walk stops at the first block that is not hot (fewer sessions pass a
-        deeper block than a shallower one); without one, every leading block up to ``max_depth`` is
-        counted, since continuations stand in for sessions.
+        With a session, the walk stops after the first block no other session has passed through
+        (no deeper block can be shared either); without one, every leading block up to
+        ``max_depth`` is counted, since continuations stand in for sessions.
         """
         self._total += 1
         total = self._total
@@ -118,7 +118,7 @@ class HotPrefixDetector:
                     entry.identities = None
             if entry.sessions >= self.min_sessions:
                 deepest = i + 1
-            elif session is not None:
+            elif session is not None and entry.sessions < 2:
                 break
         return deepest
 
