@@ -1,9 +1,62 @@
-"""`pcache router` commands (to be filled in by its owner)."""
+"""`pcache router` commands: run the daemon, check a config."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from pcache_cli.common import ExitCode, fail, info
+
+if TYPE_CHECKING:
+    from pcache.router.config import RouterConfig
+
+router_app = typer.Typer(help="Run the cache-aware router daemon.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="Router config YAML (see configs/router.yaml).", show_default=False),
+]
+
+
+def _load(path: Path) -> RouterConfig:
+    from pcache.router.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        for line in lines[1:]:
+            info(f"error: {line}")
+        fail(lines[0] if lines else "invalid config", ExitCode.USAGE)
+
+
+@router_app.command()
+def serve(config: ConfigOption) -> None:
+    """Serve the OpenAI-compatible data plane and the admin API until interrupted."""
+    from pcache.router.config import ConfigError
+    from pcache.router.daemon import run
+
+    loaded = _load(config)
+    try:
+        run(loaded)
+    except ConfigError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    except KeyboardInterrupt:
+        pass
+
+
+@router_app.command("check-config")
+def check_config(config: ConfigOption) -> None:
+    """Validate a router config and print a one-line summary of it."""
+    loaded = _load(config)
+    print(
+        f"ok: {len(loaded.replicas)} replicas, {len(loaded.tier1)} Tier-1 prefixes, "
+        f"policy {loaded.policy.name}, data plane {loaded.listen}, admin {loaded.admin.listen}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.add_typer(router_app, name="router", rich_help_panel="Daemon")

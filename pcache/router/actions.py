@@ -1,0 +1,495 @@
+"""Operator actions with their real semantics; every change is persisted before it takes effect.
+
+- drain: Tier-1 prefixes the replica owned are prewarmed on their successors first, then the
+  replica takes no new sessions (its sessions re-home on their next request, by the policy) and
+  becomes ``drained`` once nothing is in flight. Draining the last routable replica needs ``force``.
+- add: the new replica is checked, the Tier-1 prefixes it will own under HRW are prewarmed on it,
+  and only then does it become routable, so scale-out costs no burst of cold misses.
+- remove: like drain (successors prewarmed first), then the replica leaves the fleet.
+- pin / unpin: Tier-1 prefixes pinned to replicas or k copies, optionally prewarmed.
+- prewarm: background jobs (see :mod:`pcache.prewarm`).
+
+Errors are :class:`ActionError` with an HTTP status and a code; the admin API turns them into
+OpenAI-style bodies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import xxhash
+
+from pcache.api import BlastRadius, PinIn, PinOut, PrewarmIn, PrewarmJob
+from pcache.fleet import Fleet, owners_of
+from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
+from pcache.prewarm import PrewarmJobs, PrewarmTarget
+from pcache.router.config import RouterConfig
+from pcache.router.routing import Routing
+from pcache.router.upstream import Upstream, UpstreamError
+from pcache.router.watcher import FleetWatcher
+from pcache.state import ReplicaRecord, StateStore, Tier1Record
+
+__all__ = ["ActionError", "OperatorActions"]
+
+log = logging.getLogger("pcache.router.actions")
+
+_TEXT_HEAD = 80
+
+
+class ActionError(Exception):
+    """An operator action that was refused or named something unknown."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def _not_found(kind: str, name: str) -> ActionError:
+    return ActionError(404, f"unknown {kind} {name!r}", f"unknown_{kind.replace(' ', '_')}")
+
+
+def _as(value: str) -> Literal["chat", "completion"]:
+    return "completion" if value == "completion" else "chat"
+
+
+def _with_state(view: FleetView, name: str, state: ReplicaState | None) -> tuple[ReplicaView, ...]:
+    """The view's replicas with ``name`` set to ``state`` (or left out when None)."""
+    out = []
+    for replica in view.replicas:
+        if replica.name == name:
+            if state is None:
+                continue
+            replica = dataclasses.replace(replica, state=state)
+        out.append(replica)
+    return tuple(out)
+
+
+class OperatorActions:
+    """Drain, undrain, add, remove, pin, unpin and prewarm, on the live fleet and the state store."""
+
+    def __init__(
+        self,
+        *,
+        config: RouterConfig,
+        store: StateStore,
+        fleet: Fleet,
+        routing: Routing,
+        watcher: FleetWatcher,
+        upstream: Upstream,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.fleet = fleet
+        self.routing = routing
+        self.watcher = watcher
+        self.upstream = upstream
+        self._records: dict[str, Tier1Record] = {}  # every Tier-1 prefix with its text, by name
+        self._models: dict[str, str] = {}
+        self.jobs = PrewarmJobs(self._send_prewarm, self._model_of)
+
+    # ---- start-up -------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Build the fleet and Tier-1 registry from the config plus the durable operator state."""
+        state = self.store.load()
+        for replica in self.config.replicas:
+            if replica.name in state.removed and replica.name not in state.replicas:
+                continue
+            self.fleet.add(
+                replica.name, replica.url, engine=replica.engine, group=replica.group, weight=replica.weight
+            )
+        for record in state.replicas.values():
+            if record.name not in self.fleet:
+                self.fleet.add(
+                    record.name,
+                    record.url,
+                    engine=record.engine,
+                    group=record.group,
+                    weight=record.weight,
+                    source="runtime",
+                )
+        for name, drain in state.drains.items():
+            if name in self.fleet:
+                self.fleet.set_drain(name, "drained" if drain == "drained" else "draining")
+        records: dict[str, Tier1Record] = {}
+        for prefix in self.config.tier1:
+            records[prefix.name] = Tier1Record(
+                name=prefix.name,
+                text=self.config.tier1_text(prefix),
+                as_=prefix.as_,
+                copies=prefix.copies,
+                replicas=tuple(prefix.replicas),
+                group=prefix.group,
+                source="config",
+            )
+        records.update(state.tier1)
+        self._records = records
+        self._publish_tier1()
+        log.info(
+            "restored %d replicas (%d drained/draining), %d Tier-1 prefixes",
+            len(self.fleet.entries()),
+            len(state.drains),
+            len(records),
+        )
+
+    async def start(self) -> None:
+        """Nothing to start yet beyond the prewarm job runner (created lazily)."""
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+
+    def _prefix(self, record: Tier1Record) -> Tier1Prefix:
+        return Tier1Prefix(
+            name=record.name,
+            blocks=self.routing.blocks_of(record.text, record.as_),
+            copies=record.copies,
+            pinned=tuple(record.replicas),
+            group=record.group,
+            source=record.source,
+        )
+
+    def _publish_tier1(self) -> None:
+        self.routing.set_tier1(self._prefix(r) for r in self._records.values())
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def records(self) -> dict[str, Tier1Record]:
+        return dict(self._records)
+
+    def pin_out(
+        self, record: Tier1Record, owners: dict[str, list[str]] | None = None, job: str | None = None
+    ) -> PinOut:
+        owners = owners if owners is not None else self.fleet.owners()
+        prefix = self.fleet.tier1.get(record.name)
+        blocks = len(prefix.blocks) if prefix is not None else 0
+        source: Literal["config", "pin", "auto"] = (
+            "config" if record.source == "config" else "auto" if record.source == "auto" else "pin"
+        )
+        return PinOut(
+            name=record.name,
+            source=source,
+            text_head=record.text[:_TEXT_HEAD],
+            tokens=blocks * self.routing.config.block_tokens,
+            replicas=list(record.replicas),
+            copies=record.copies,
+            group=record.group,
+            owners=owners.get(record.name, []),
+            prewarm_job=job,
+        )
+
+    def pins(self) -> list[PinOut]:
+        owners = self.fleet.owners()
+        return [self.pin_out(r, owners) for _, r in sorted(self._records.items())]
+
+    def texts(self) -> dict[str, str]:
+        return {name: r.text[:_TEXT_HEAD] for name, r in self._records.items()}
+
+    # ---- blast radius ---------------------------------------------------------------------------
+
+    def _successors(self, name: str, state: ReplicaState | None) -> dict[str, list[str]]:
+        """For each Tier-1 prefix ``name`` owns now, its owners once ``name`` is in ``state``."""
+        view = self.fleet.view()
+        after = _with_state(view, name, state)
+        moves: dict[str, list[str]] = {}
+        for prefix_name, prefix in self.fleet.tier1.items():
+            if name in owners_of(prefix, view.replicas):
+                if prefix.pinned:
+                    moves[prefix_name] = [
+                        r
+                        for r in prefix.pinned
+                        if r != name and any(v.name == r and v.routable for v in after)
+                    ]
+                else:
+                    moves[prefix_name] = owners_of(prefix, after)
+        return moves
+
+    def _radius(self, name: str, state: ReplicaState | None, dry_run: bool) -> BlastRadius:
+        entry = self.fleet.get(name)
+        moves = self._successors(name, state)
+        routable = self.fleet.routable_names()
+        return BlastRadius(
+            replica=name,
+            state=entry.state.value,
+            in_flight=entry.in_flight,
+            sessions=self.routing.policy.session_homes().get(name, 0),
+            tier1=[BlastRadius.Tier1Move(prefix=p, successors=s) for p, s in sorted(moves.items())],
+            last_routable=routable == [name],
+            dry_run=dry_run,
+        )
+
+    async def _warm_successors(self, moves: dict[str, list[str]], exclude: str) -> str | None:
+        """Prewarm each moving prefix on its new owners (that are not already owners); wait for it."""
+        owners = self.fleet.owners()
+        targets = []
+        for prefix_name, successors in sorted(moves.items()):
+            record = self._records.get(prefix_name)
+            fresh = tuple(r for r in successors if r != exclude and r not in owners.get(prefix_name, []))
+            if record is None or not fresh:
+                continue
+            targets.append(
+                PrewarmTarget(prefix_name, record.text, _as(record.as_), fresh, f"successor of {exclude}")
+            )
+        if not targets:
+            return None
+        job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
+        await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
+        return job.id
+
+    # ---- drain / undrain ------------------------------------------------------------------------
+
+    async def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
+        if name not in self.fleet:
+            raise _not_found("replica", name)
+        entry = self.fleet.get(name)
+        radius = self._radius(name, ReplicaState.DRAINING, dry_run)
+        if dry_run or entry.drain is not None:
+            return radius
+        if radius.last_routable and not force:
+            raise ActionError(
+                409,
+                f"{name} is the last routable replica; draining it leaves nothing to serve requests "
+                "(pass force=true to drain anyway)",
+                "last_routable",
+            )
+        moves = {m.prefix: m.successors for m in radius.tier1}
+        job = await self._warm_successors(moves, name)
+        self.store.set_drain(name, "draining")
+        self.fleet.set_drain(name, "draining")
+        if self.fleet.get(name).drain == "drained":
+            self.store.set_drain(name, "drained")
+        log.info("drain of %s started (%d in flight, %d sessions)", name, radius.in_flight, radius.sessions)
+        return radius.model_copy(update={"state": self.fleet.get(name).state.value, "prewarm_job": job})
+
+    def undrain(self, name: str) -> None:
+        if name not in self.fleet:
+            raise _not_found("replica", name)
+        self.store.set_drain(name, None)
+        self.fleet.set_drain(name, None)
+        log.info("replica %s undrained", name)
+
+    # ---- membership -----------------------------------------------------------------------------
+
+    async def add_replica(self, name: str, url: str, engine: str, group: str | None, weight: float) -> None:
+        if name in self.fleet:
+            raise ActionError(409, f"replica {name!r} already exists", "replica_exists")
+        if not url.startswith(("http://", "https://")):
+            raise ActionError(422, "url must start with http:// or https://", "invalid_url")
+        record = ReplicaRecord(name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight)
+        self.store.put_replica(record)
+        # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.
+        self.fleet.add(
+            name, record.url, engine=engine, group=group, weight=weight, source="runtime", healthy=False
+        )
+        if not await self.watcher.check(name):
+            log.warning("new replica %s failed its first health check; it joins when it recovers", name)
+            return
+        await self.watcher.scrape_one(name)
+        view = self.fleet.view()
+        after = _with_state(view, name, ReplicaState.HEALTHY)
+        targets = []
+        for prefix in self.fleet.tier1.values():
+            if not prefix.pinned and name in owners_of(prefix, after):
+                record_t = self._records.get(prefix.name)
+                if record_t is not None:
+                    targets.append(
+                        PrewarmTarget(
+                            prefix.name, record_t.text, _as(record_t.as_), (name,), "new owner (scale-out)"
+                        )
+                    )
+        if targets:
+            job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
+            await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
+        self.fleet.mark_healthy(name)
+        log.info("replica %s added (%d Tier-1 prefixes prewarmed)", name, len(targets))
+
+    async def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
+        if name not in self.fleet:
+            raise _not_found("replica", name)
+        radius = self._radius(name, None, False)
+        if radius.last_routable and not force:
+            raise ActionError(
+                409,
+                f"{name} is the last routable replica; removing it leaves nothing to serve requests "
+                "(pass force=true to remove anyway)",
+                "last_routable",
+            )
+        pinned_by = sorted(p for p, r in self._records.items() if name in r.replicas)
+        moves = {m.prefix: m.successors for m in radius.tier1}
+        job = await self._warm_successors(moves, name)
+        self.store.remove_replica(name)
+        self.fleet.remove(name)
+        self.routing.policy.forget_replica(name)
+        self.watcher.forget(name)
+        if pinned_by:
+            log.warning("removed replica %s was pinned by %s", name, ", ".join(pinned_by))
+        log.info("replica %s removed", name)
+        return radius.model_copy(update={"state": "removed", "prewarm_job": job})
+
+    # ---- pins -----------------------------------------------------------------------------------
+
+    def _check_replicas(self, names: Iterable[str]) -> None:
+        unknown = [n for n in names if n not in self.fleet]
+        if unknown:
+            raise ActionError(422, f"unknown replicas: {', '.join(unknown)}", "unknown_replica")
+
+    def _checked_record(
+        self,
+        name: str,
+        text: str,
+        as_: str,
+        replicas: Sequence[str] | None,
+        copies: int | None,
+        group: str | None,
+        source: str,
+    ) -> Tier1Record:
+        self._check_replicas(replicas or ())
+        record = Tier1Record(
+            name=name,
+            text=text,
+            as_=as_,
+            copies=copies or (len(replicas) if replicas else 1),
+            replicas=tuple(replicas or ()),
+            group=group,
+            source=source,
+        )
+        if not self.routing.blocks_of(text, as_):
+            raise ActionError(
+                422,
+                f"prefix {name!r} is shorter than one routing block "
+                f"({self.routing.config.chunk_chars} characters); it could never match a request",
+                "prefix_too_short",
+            )
+        return record
+
+    async def pin(self, name: str, pin: PinIn) -> PinOut:
+        record = self._checked_record(name, pin.text, pin.as_, pin.replicas, pin.copies, pin.group, "pin")
+        self.store.put_tier1(record)
+        self._records[name] = record
+        self._publish_tier1()
+        job_id = None
+        if pin.prewarm:
+            owners = self.fleet.owners().get(name, [])
+            if owners:
+                job = self.jobs.start(
+                    [PrewarmTarget(name, record.text, _as(record.as_), tuple(owners), "pinned")],
+                    concurrency=self.config.prewarm.concurrency,
+                    verify=False,
+                )
+                await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
+                job_id = job.id
+        log.info(
+            "pinned Tier-1 prefix %s (replicas=%s, copies=%d)", name, list(record.replicas), record.copies
+        )
+        return self.pin_out(record, job=job_id)
+
+    def unpin(self, name: str) -> PinOut:
+        record = self._records.get(name)
+        if record is None:
+            raise _not_found("pin", name)
+        configured = next((p for p in self.config.tier1 if p.name == name), None)
+        if record.source == "config":
+            raise ActionError(
+                409,
+                f"Tier-1 prefix {name!r} is defined in the config file; remove it there",
+                "defined_in_config",
+            )
+        out = self.pin_out(record)
+        self.store.delete_tier1(name)
+        if configured is not None:
+            self._records[name] = Tier1Record(
+                name=name,
+                text=self.config.tier1_text(configured),
+                as_=configured.as_,
+                copies=configured.copies,
+                replicas=tuple(configured.replicas),
+                group=configured.group,
+                source="config",
+            )
+        else:
+            del self._records[name]
+        self._publish_tier1()
+        log.info("unpinned Tier-1 prefix %s", name)
+        return out
+
+    # ---- prewarm --------------------------------------------------------------------------------
+
+    def _plan(self, request: PrewarmIn) -> tuple[list[PrewarmTarget], list[Tier1Record]]:
+        view = self.fleet.view()
+        targets: list[PrewarmTarget] = []
+        pins: list[Tier1Record] = []
+        for prefix in request.prefixes:
+            name = prefix.name or f"prefix-{xxhash.xxh3_64_hexdigest(prefix.text.encode())[:12]}"
+            replicas = prefix.replicas if prefix.replicas is not None else request.replicas
+            copies = prefix.copies if prefix.copies is not None else request.copies
+            if replicas:
+                self._check_replicas(replicas)
+                chosen, why = tuple(replicas), "explicit"
+            else:
+                blocks = self.routing.blocks_of(prefix.text, request.as_)
+                if not blocks:
+                    raise ActionError(
+                        422,
+                        f"prefix {name!r} is shorter than one routing block "
+                        f"({self.routing.config.chunk_chars} characters)",
+                        "prefix_too_short",
+                    )
+                existing = self._records.get(name)
+                k = copies or (existing.copies if existing else 1)
+                if existing is not None and existing.replicas:
+                    chosen, why = tuple(existing.replicas), "pinned"
+                else:
+                    probe = Tier1Prefix(name=name, blocks=blocks, copies=k)
+                    chosen, why = tuple(owners_of(probe, view.replicas)), f"top-{k} of HRW ranking"
+            targets.append(PrewarmTarget(name, prefix.text, request.as_, chosen, why))
+            if request.pin:
+                pins.append(
+                    self._checked_record(name, prefix.text, request.as_, replicas, copies, None, "pin")
+                )
+        return targets, pins
+
+    def prewarm(self, request: PrewarmIn) -> PrewarmJob:
+        targets, pins = self._plan(request)
+        if request.dry_run:
+            return self.jobs.plan(targets)
+        for record in pins:
+            self.store.put_tier1(record)
+            self._records[record.name] = record
+        if pins:
+            self._publish_tier1()
+        return self.jobs.start(targets, concurrency=request.concurrency, verify=request.verify)
+
+    async def _model_of(self, replica: str) -> str | None:
+        if self.config.prewarm.model:
+            return self.config.prewarm.model
+        cached = self._models.get(replica)
+        if cached is not None:
+            return cached
+        entry = self.fleet.get(replica)
+        model = entry.stats.model if entry.stats is not None else None
+        if model is None:
+            try:
+                result = await self.upstream.fetch(entry.url + "/v1/models", self.config.scrape.timeout_s)
+                data: Any = json.loads(result.body).get("data") if result.status == 200 else None
+                if isinstance(data, list) and data and isinstance(data[0], dict):
+                    model = data[0].get("id")
+            except (UpstreamError, ValueError, AttributeError):
+                model = None
+        if isinstance(model, str):
+            self._models[replica] = model
+            return model
+        return None
+
+    async def _send_prewarm(self, replica: str, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        url = self.fleet.url(replica) + path
+        self.fleet.begin(replica)
+        try:
+            result = await self.upstream.post_json(url, body, self.config.prewarm.timeout_s)
+        finally:
+            self.fleet.end(replica)
+        return result.status, result.body

@@ -1,0 +1,279 @@
+"""The admin API (FastAPI, its own listener): status, replicas, prefixes, pins, explain, prewarm, drift.
+
+Paths and wire models are those of :mod:`pcache.api` / :mod:`pcache.client`. Every write needs the
+bearer token (compared in constant time); reads need it only with ``admin.auth_reads``. Every error,
+including validation errors and unknown paths, is an OpenAI-style ``{"error": {...}}`` body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pcache import __version__
+from pcache.api import (
+    BlastRadius,
+    CandidateOut,
+    DecisionOut,
+    DriftSeries,
+    ErrorBody,
+    ExplainRequest,
+    PinIn,
+    PinOut,
+    PrefixHeat,
+    PrewarmIn,
+    PrewarmJob,
+    ReplicaIn,
+    ReplicaStatus,
+    StatusSnapshot,
+)
+from pcache.prompt import PromptError
+from pcache.router.actions import ActionError
+from pcache.router.snapshot import replica_status, status_snapshot
+
+if TYPE_CHECKING:
+    from pcache.router.daemon import RouterDaemon
+
+__all__ = ["build_admin_app"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+    404: {"model": ErrorBody, "description": "Unknown replica, pin or job"},
+    409: {"model": ErrorBody, "description": "Refused (e.g. draining the last routable replica)"},
+    422: {"model": ErrorBody, "description": "Invalid request"},
+}
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+}
+
+
+def _error(
+    status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def build_admin_app(daemon: RouterDaemon) -> FastAPI:
+    """The admin application bound to one running daemon."""
+    app = FastAPI(
+        title="pcache router admin API",
+        version=__version__,
+        description="Operate a pcache router: fleet status, drains, pins, prewarms, route explain, drift.",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    token = daemon.token
+    actions = daemon.actions
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else None
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return _error(exc.status_code, detail, code, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors():
+            loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
+        return _error(422, "; ".join(parts) or "invalid request", "invalid_request")
+
+    @app.exception_handler(ActionError)
+    async def _refused(_: Request, exc: ActionError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.code)
+
+    def _check(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    def require_write(request: Request) -> None:
+        _check(request)
+
+    def require_read(request: Request) -> None:
+        if daemon.config.admin.auth_reads:
+            _check(request)
+
+    read = [Depends(require_read)]
+    write = [Depends(require_write)]
+
+    def _replica_row(name: str) -> ReplicaStatus:
+        fleet = daemon.fleet
+        return replica_status(
+            fleet.get(name),
+            ledger=daemon.ledger,
+            sessions=daemon.policy.session_homes(),
+            owners=fleet.owners(),
+            pinned={n: p.pinned for n, p in fleet.tier1.items() if p.pinned},
+            stale_after_s=daemon.config.scrape.stale_after_s,
+            now=time.time(),
+        )
+
+    @app.get("/api/v1/status", response_model=StatusSnapshot, dependencies=read, responses=_ERRORS)
+    async def status() -> StatusSnapshot:
+        """The fleet at a glance: router header, one row per replica, the ALL row, call-outs."""
+        return status_snapshot(
+            daemon.fleet,
+            ledger=daemon.ledger,
+            sessions=daemon.policy.session_homes(),
+            policy=daemon.policy.name,
+            url=daemon.url,
+            admin_url=daemon.admin_url,
+            started_at=daemon.started_at,
+            stale_after_s=daemon.config.scrape.stale_after_s,
+        )
+
+    @app.get("/api/v1/replicas", response_model=list[ReplicaStatus], dependencies=read, responses=_ERRORS)
+    async def replicas() -> list[ReplicaStatus]:
+        """Every replica's status row."""
+        return (await status()).replicas
+
+    @app.post(
+        "/api/v1/replicas",
+        response_model=ReplicaStatus,
+        status_code=201,
+        dependencies=write,
+        responses=_ERRORS,
+    )
+    async def add_replica(replica: ReplicaIn) -> ReplicaStatus:
+        """Add a replica at run time; it takes traffic once healthy and prewarmed with its Tier-1 share."""
+        await actions.add_replica(replica.name, replica.url, replica.engine, replica.group, replica.weight)
+        return _replica_row(replica.name)
+
+    @app.get("/api/v1/replicas/{name}", response_model=ReplicaStatus, dependencies=read, responses=_ERRORS)
+    async def replica(name: str) -> ReplicaStatus:
+        """One replica's status row."""
+        if name not in daemon.fleet:
+            raise ActionError(404, f"unknown replica {name!r}", "unknown_replica")
+        return _replica_row(name)
+
+    @app.delete("/api/v1/replicas/{name}", response_model=BlastRadius, dependencies=write, responses=_ERRORS)
+    async def remove_replica(name: str, force: Annotated[bool, Query()] = False) -> BlastRadius:
+        """Remove a replica; its Tier-1 prefixes are prewarmed on their successors first."""
+        return await actions.remove_replica(name, force=force)
+
+    @app.post(
+        "/api/v1/replicas/{name}/drain", response_model=BlastRadius, dependencies=write, responses=_ERRORS
+    )
+    async def drain(
+        name: str,
+        dry_run: Annotated[bool, Query(description="only report the blast radius")] = False,
+        force: Annotated[bool, Query(description="allow draining the last routable replica")] = False,
+        confirm: Annotated[str | None, Query(description="the replica's name: same as force")] = None,
+    ) -> BlastRadius:
+        """Drain a replica (no new sessions; Tier-1 successors prewarmed first; drained when idle)."""
+        return await actions.drain(name, dry_run=dry_run, force=force or confirm == name)
+
+    @app.post(
+        "/api/v1/replicas/{name}/undrain", response_model=ReplicaStatus, dependencies=write, responses=_ERRORS
+    )
+    async def undrain(name: str) -> ReplicaStatus:
+        """Return a draining or drained replica to service."""
+        actions.undrain(name)
+        return _replica_row(name)
+
+    @app.get("/api/v1/prefixes", response_model=PrefixHeat, dependencies=read, responses=_ERRORS)
+    async def prefixes(top: Annotated[int, Query(ge=1, le=1000)] = 20) -> PrefixHeat:
+        """Heat map: top prefixes x replicas over the recent window."""
+        return daemon.ledger.heat(top, daemon.fleet.tier1, daemon.fleet.owners(), texts=actions.texts())
+
+    @app.get("/api/v1/pins", response_model=list[PinOut], dependencies=read, responses=_ERRORS)
+    async def pins() -> list[PinOut]:
+        """Every Tier-1 prefix (from the config, pinned at run time, or auto-promoted)."""
+        return actions.pins()
+
+    @app.put("/api/v1/pins/{name}", response_model=PinOut, dependencies=write, responses=_ERRORS)
+    async def pin(name: str, body: PinIn) -> PinOut:
+        """Register or replace a Tier-1 prefix pinned to replicas or k copies; optionally prewarm it."""
+        if not name or len(name) > 128:
+            raise ActionError(422, "pin names are 1 to 128 characters", "invalid_name")
+        return await actions.pin(name, body)
+
+    @app.delete("/api/v1/pins/{name}", response_model=PinOut, dependencies=write, responses=_ERRORS)
+    async def unpin(name: str) -> PinOut:
+        """Remove a run-time pin (config-defined prefixes are edited in the config)."""
+        return actions.unpin(name)
+
+    @app.post("/api/v1/route/explain", response_model=DecisionOut, dependencies=read, responses=_ERRORS)
+    async def explain(request: ExplainRequest) -> DecisionOut:
+        """The decision the router would make for this request now; nothing is booked."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if request.session is not None:
+            headers[daemon.fingerprint_config.session_header.lower()] = request.session
+        try:
+            fingerprint = daemon.routing.fingerprint(request.body, headers)
+        except PromptError as exc:
+            raise ActionError(422, str(exc), "invalid_prompt") from exc
+        decision = daemon.routing.explain(fingerprint)
+        return DecisionOut(
+            policy=decision.policy,
+            replica=decision.replica,
+            reason=decision.reason.value,
+            session=decision.session if decision.session is not None else fingerprint.session,
+            session_source=fingerprint.session_source.value,
+            prefix_key=f"{decision.prefix_key:016x}" if decision.prefix_key is not None else None,
+            tier1=decision.tier1 or fingerprint.tier1,
+            prompt_tokens=fingerprint.prompt_tokens,
+            blocks=len(fingerprint.blocks),
+            predicted_cached_tokens=min(
+                decision.predicted_cached_blocks * fingerprint.block_tokens, fingerprint.prompt_tokens
+            ),
+            drift_cause=decision.drift.cause.value if decision.drift is not None else None,
+            candidates=[
+                CandidateOut(
+                    replica=c.replica,
+                    score=c.score,
+                    load=c.load,
+                    excluded=c.excluded.value if c.excluded is not None else None,
+                )
+                for c in decision.candidates
+            ],
+        )
+
+    @app.post(
+        "/api/v1/prewarm", response_model=PrewarmJob, status_code=202, dependencies=write, responses=_ERRORS
+    )
+    async def prewarm(request: PrewarmIn) -> PrewarmJob:
+        """Start a prewarm job (or, with ``dry_run``, return its plan)."""
+        return actions.prewarm(request)
+
+    @app.get("/api/v1/prewarm", response_model=list[PrewarmJob], dependencies=read, responses=_ERRORS)
+    async def prewarm_jobs() -> list[PrewarmJob]:
+        """Recent prewarm jobs, oldest first."""
+        return actions.jobs.all()
+
+    @app.get("/api/v1/prewarm/{job_id}", response_model=PrewarmJob, dependencies=read, responses=_ERRORS)
+    async def prewarm_job(job_id: str) -> PrewarmJob:
+        """One prewarm job with its per-(prefix, replica) results."""
+        job = actions.jobs.get(job_id)
+        if job is None:
+            raise ActionError(404, f"unknown prewarm job {job_id!r}", "unknown_job")
+        return job
+
+    @app.get("/api/v1/drift", response_model=DriftSeries, dependencies=read, responses=_ERRORS)
+    async def drift(since: Annotated[float, Query(gt=0, le=86400 * 7)] = 900.0) -> DriftSeries:
+        """Session home moves and hit rates per ledger window."""
+        return daemon.ledger.drift(since)
+
+    return app

@@ -1,0 +1,304 @@
+"""The router's YAML configuration: schema, defaults, and errors that name the field and its line.
+
+``load_config(path)`` parses YAML with pyyaml, validates it with pydantic and, on failure, reports
+each bad field as ``router.yaml:12: replicas[1].url: ...`` by walking yaml's node tree to the
+offending key. Relative ``file:`` paths of Tier-1 prefixes resolve against the config's directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "AdminConfig",
+    "ConfigError",
+    "HealthConfig",
+    "ReplicaConfig",
+    "RouterConfig",
+    "ScrapeConfig",
+    "Tier1Config",
+    "UpstreamConfig",
+    "is_loopback",
+    "load_config",
+    "parse_config",
+    "split_host_port",
+]
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``str()`` is the full, line-numbered explanation."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``"[::1]:80"`` works too."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port out of range in {address!r}")
+    return host.strip("[]"), number
+
+
+def is_loopback(host: str) -> bool:
+    """True for loopback addresses and ``localhost``; wildcard binds are not loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_address(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+class AdminConfig(_Section):
+    """The admin API listener and its bearer token (read from the named environment variable)."""
+
+    listen: str = "127.0.0.1:8081"
+    token_env: str | None = "PCACHE_ADMIN_TOKEN"
+    auth_reads: bool = False  # require the token for reads too
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _check_address(value)
+
+    def token(self) -> str | None:
+        """The token from the environment, or None when unset or empty."""
+        if not self.token_env:
+            return None
+        return os.environ.get(self.token_env) or None
+
+
+class PolicyConfig(_Section):
+    name: str = "tiered"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplicaConfig(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)
+    url: str = Field(min_length=1)
+    engine: str = "auto"
+    group: str | None = None
+    weight: float = Field(default=1.0, gt=0, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class Tier1Config(_Section):
+    """A Tier-1 prefix: ``text`` or ``file``, routed to ``replicas`` (pinned) or to ``copies`` owners."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)
+    text: str | None = None
+    file: str | None = None
+    as_: Literal["chat", "completion"] = Field(default="chat", alias="as")
+    group: str | None = None
+    copies: int = Field(default=1, ge=1, le=1024)
+    replicas: tuple[str, ...] = ()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Tier1Config:
+        if (self.text is None) == (self.file is None):
+            raise ValueError("give exactly one of text or file")
+        if self.text is not None and not self.text:
+            raise ValueError("text must not be empty")
+        return self
+
+
+class HealthConfig(_Section):
+    """Active health checks: a replica is unhealthy after ``failures`` consecutive failed checks
+    (or proxied requests), and healthy again after ``recoveries`` consecutive good checks."""
+
+    path: str = "/health"
+    interval_s: float = Field(default=2.0, gt=0, le=3600)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    failures: int = Field(default=3, ge=1, le=100)
+    recoveries: int = Field(default=2, ge=1, le=100)
+
+
+class ScrapeConfig(_Section):
+    """``/metrics`` scraping through the engine adapters."""
+
+    interval_s: float = Field(default=2.0, gt=0, le=3600)
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    stale_after_s: float = Field(default=15.0, gt=0)
+
+
+class UpstreamConfig(_Section):
+    """The hop to the replicas: pooled client, timeouts, retry budget and request limits."""
+
+    client: Literal["httpx", "aiohttp"] = "aiohttp"
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=600.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)  # extra attempts on other candidates, per request
+    max_connections: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class PrewarmConfig(_Section):
+    concurrency: int = Field(default=8, ge=1, le=256)
+    timeout_s: float = Field(default=120.0, gt=0)
+    model: str | None = None  # model name sent with prewarm requests; default: the replica's first
+
+
+class HotPrefixConfig(_Section):
+    """Auto-detected hot prefixes (many distinct sessions) shown as Tier-1 candidates."""
+
+    min_sessions: int = Field(default=4, ge=2)
+    auto_promote: bool = False  # register hot prefixes as Tier-1 (source "auto") automatically
+
+
+class RouterConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    admin: AdminConfig = AdminConfig()
+    policy: PolicyConfig = PolicyConfig()
+    fingerprint: dict[str, Any] = Field(default_factory=dict)  # pcache.prompt.FingerprintConfig fields
+    replicas: tuple[ReplicaConfig, ...] = ()
+    tier1: tuple[Tier1Config, ...] = ()
+    health: HealthConfig = HealthConfig()
+    scrape: ScrapeConfig = ScrapeConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    prewarm: PrewarmConfig = PrewarmConfig()
+    hot_prefixes: HotPrefixConfig = HotPrefixConfig()
+    state: str = "memory://"  # a sqlite file path, "sqlite:///path", or "memory://"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    base_dir: str = "."  # set by load_config: where relative paths resolve
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouterConfig:
+        names = [r.name for r in self.replicas]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate replica names: {', '.join(duplicates)}")
+        prefixes = [t.name for t in self.tier1]
+        duplicates = sorted({n for n in prefixes if prefixes.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate tier1 names: {', '.join(duplicates)}")
+        known = set(names)
+        for prefix in self.tier1:
+            unknown = [r for r in prefix.replicas if r not in known]
+            if unknown:
+                raise ValueError(f"tier1 {prefix.name!r} pins unknown replicas: {', '.join(unknown)}")
+        return self
+
+    def tier1_text(self, prefix: Tier1Config) -> str:
+        """The prefix's text, reading ``file`` relative to the config's directory."""
+        if prefix.text is not None:
+            return prefix.text
+        assert prefix.file is not None
+        path = Path(prefix.file)
+        if not path.is_absolute():
+            path = Path(self.base_dir) / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"tier1 {prefix.name!r}: cannot read {path}: {exc.strerror}") from exc
+        if not text:
+            raise ConfigError(f"tier1 {prefix.name!r}: {path} is empty")
+        return text
+
+    def state_location(self) -> str:
+        """The state location with a relative file path resolved against the config's directory."""
+        location = self.state
+        if "://" in location and not location.startswith("sqlite:///"):
+            return location
+        raw = location.removeprefix("sqlite:///")
+        path = Path(raw)
+        if not path.is_absolute():
+            path = Path(self.base_dir) / path
+        return str(path)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Walk a composed YAML node tree along a pydantic error location; return a 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part or (part == "as_" and key.value == "as"):
+                    line, node = key.start_mark.line + 1, value
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + ("as" if part == "as_" else str(part))
+    return text or "(top level)"
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> RouterConfig:
+    """Parse and validate YAML text; raise :class:`ConfigError` naming each bad field and line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the config must be a mapping of fields")
+    data.setdefault("base_dir", base_dir)
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            line = _line_of(node, loc)
+            where = f"{source}:{line}" if line else source
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {_format_loc(loc)}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> RouterConfig:
+    """Read, parse and validate a router config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {file}: {exc.strerror}") from exc
+    return parse_config(text, source=str(file), base_dir=str(file.resolve().parent))

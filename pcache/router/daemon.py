@@ -1,0 +1,211 @@
+"""The router daemon: composes config, state, fleet, policy, watcher, proxy and admin API.
+
+Both listeners (data plane and admin API) run as uvicorn servers (uvloop + httptools) on one
+event loop in one process. Sockets are bound before serving so that port 0 works: the daemon
+prints ``data URL``, ``admin URL`` and then ``ready`` on stdout once both accept connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Generator
+
+import uvicorn
+
+from pcache.fleet import Fleet
+from pcache.ledger import Ledger
+from pcache.policy import make_policy
+from pcache.prompt import FingerprintConfig
+from pcache.router.actions import OperatorActions
+from pcache.router.admin import build_admin_app
+from pcache.router.config import ConfigError, RouterConfig, is_loopback, split_host_port
+from pcache.router.metrics import RouterMetrics
+from pcache.router.proxy import ProxyApp
+from pcache.router.routing import Routing
+from pcache.router.upstream import make_upstream
+from pcache.router.watcher import FleetWatcher
+from pcache.state import StateError, open_store
+
+__all__ = ["RouterDaemon", "run"]
+
+log = logging.getLogger("pcache.router")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the daemon (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind(address: str) -> socket.socket:
+    host, port = split_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class RouterDaemon:
+    """Everything the router runs, wired together. ``serve()`` runs until stopped."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.token = config.admin.token()
+        admin_host, _ = split_host_port(config.admin.listen)
+        if not is_loopback(admin_host) and not self.token:
+            raise ConfigError(
+                f"admin.listen {config.admin.listen} is not a loopback address: set a token in the "
+                f"environment variable named by admin.token_env ({config.admin.token_env or 'unset'})"
+            )
+        try:
+            self.fingerprint_config = FingerprintConfig(**config.fingerprint)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"fingerprint: {exc}") from exc
+        try:
+            self.policy = make_policy(config.policy.name, **config.policy.params)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"policy: {exc}") from exc
+        try:
+            self.store = open_store(config.state_location())
+        except StateError as exc:
+            raise ConfigError(f"state: {exc}") from exc
+        self.started_at = time.time()
+        self.metrics = RouterMetrics()
+        self.ledger = Ledger(hot_min_sessions=config.hot_prefixes.min_sessions)
+        self.fleet = Fleet(
+            failure_threshold=config.health.failures,
+            recovery_threshold=config.health.recoveries,
+            on_drained=self._drained,
+        )
+        self.routing = Routing(
+            policy=self.policy,
+            fleet=self.fleet,
+            config=self.fingerprint_config,
+            ledger=self.ledger,
+            metrics=self.metrics,
+        )
+        up = config.upstream
+        self.upstream = make_upstream(
+            up.client,
+            connect_timeout_s=up.connect_timeout_s,
+            read_timeout_s=up.read_timeout_s,
+            max_connections=up.max_connections,
+        )
+        self.watcher = FleetWatcher(
+            fleet=self.fleet,
+            upstream=self.upstream,
+            ledger=self.ledger,
+            health=config.health,
+            scrape=config.scrape,
+        )
+        self.actions = OperatorActions(
+            config=config,
+            store=self.store,
+            fleet=self.fleet,
+            routing=self.routing,
+            watcher=self.watcher,
+            upstream=self.upstream,
+        )
+        self.actions.restore()
+        self.proxy = ProxyApp(
+            routing=self.routing,
+            fleet=self.fleet,
+            upstream=self.upstream,
+            metrics=self.metrics,
+            retries=up.retries,
+            max_body_bytes=up.max_body_bytes,
+            on_metrics=lambda: self.metrics.refresh(self.fleet, self.ledger),
+        )
+        self.url = ""
+        self.admin_url = ""
+        self.admin = build_admin_app(self)
+        self._servers: list[_Server] = []
+
+    def _drained(self, name: str) -> None:
+        log.info("replica %s drained", name)
+        self.store.set_drain(name, "drained")
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+
+    async def serve(self) -> None:
+        data_sock = _bind(self.config.listen)
+        admin_sock = _bind(self.config.admin.listen)
+        self.url, self.admin_url = _url(data_sock), _url(admin_sock)
+        common = {
+            "loop": "none",
+            "http": "httptools",
+            "lifespan": "off",
+            "access_log": False,
+            "server_header": False,
+            "log_config": None,
+            "timeout_keep_alive": 75,
+            "backlog": 2048,
+        }
+        self._servers = [
+            _Server(uvicorn.Config(self.proxy, **common)),  # type: ignore[arg-type]
+            _Server(uvicorn.Config(self.admin, **common)),  # type: ignore[arg-type]
+        ]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        self.watcher.start()
+        await self.actions.start()
+        tasks = [
+            asyncio.create_task(self._servers[0].serve(sockets=[data_sock])),
+            asyncio.create_task(self._servers[1].serve(sockets=[admin_sock])),
+        ]
+        while not all(s.started for s in self._servers):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.01)
+        if all(s.started for s in self._servers):
+            print(f"data {self.url}", flush=True)
+            print(f"admin {self.admin_url}", flush=True)
+            print("ready", flush=True)
+            log.info("router ready: data plane %s, admin API %s", self.url, self.admin_url)
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self.stop()
+            await self.actions.stop()
+            await self.watcher.stop()
+            await self.upstream.aclose()
+            self.store.close()
+
+
+def run(config: RouterConfig) -> None:
+    """Build the daemon and serve until SIGINT/SIGTERM, on uvloop when available."""
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    daemon = RouterDaemon(config)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(daemon.serve())
+    else:
+        uvloop.run(daemon.serve())

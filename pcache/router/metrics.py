@@ -1,0 +1,129 @@
+"""The router's own Prometheus metrics, in a private registry served on ``/metrics``.
+
+Traffic counters and latency histograms are updated on the hot path; fleet-level gauges (replica
+state, KV usage, drift ratio, hit rates) are refreshed from the fleet and the ledger at scrape time
+by :meth:`RouterMetrics.refresh`, so they cost nothing per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pcache.fleet import Fleet
+from pcache.fleet_view import ReplicaState
+from pcache.ledger import Ledger
+
+__all__ = ["CONTENT_TYPE", "RouterMetrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_DECISION_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3)
+
+
+class RouterMetrics:
+    """Every ``pcache_*`` metric of the router."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "pcache_requests", "Requests routed, by replica and reason", ["replica", "reason"], registry=r
+        )
+        self.responses = Counter(
+            "pcache_responses", "Responses sent to clients, by status class", ["code"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "pcache_upstream_errors",
+            "Failed attempts to a replica (connect, status, stream)",
+            ["replica", "kind"],
+            registry=r,
+        )
+        self.retries = Counter("pcache_retries", "Requests retried on another replica", registry=r)
+        self.ttfb = Histogram(
+            "pcache_ttfb_seconds",
+            "Time from request arrival to the first upstream byte",
+            ["replica"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "pcache_request_duration_seconds",
+            "Time from request arrival to the end of the response",
+            ["replica"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decision = Histogram(
+            "pcache_decision_seconds",
+            "Time to fingerprint and route a request",
+            buckets=_DECISION_BUCKETS,
+            registry=r,
+        )
+        self.home_moves = Counter(
+            "pcache_session_home_moves", "Session home moves, by cause", ["cause"], registry=r
+        )
+        self.predicted_cached = Counter(
+            "pcache_predicted_cached_tokens", "Cached prompt tokens the router predicted", registry=r
+        )
+        self.reported_cached = Counter(
+            "pcache_reported_cached_tokens",
+            "Cached prompt tokens the engines reported in responses' usage",
+            registry=r,
+        )
+        self.reported_prompt = Counter(
+            "pcache_reported_prompt_tokens",
+            "Prompt tokens the engines reported in responses' usage",
+            registry=r,
+        )
+        self.drift_ratio = Gauge(
+            "pcache_drift_ratio", "Session home moves per session request, recent window", registry=r
+        )
+        self.hit_rate = Gauge(
+            "pcache_engine_hit_rate", "Fleet engine-reported prefix-cache hit rate, recent window", registry=r
+        )
+        self.predicted_hit_rate = Gauge(
+            "pcache_predicted_hit_rate", "Router-predicted prefix-cache hit rate, recent window", registry=r
+        )
+        self.replica_state = Gauge(
+            "pcache_replica_state", "1 for the replica's current state", ["replica", "state"], registry=r
+        )
+        self.replica_kv = Gauge(
+            "pcache_replica_kv_usage", "Engine KV-cache usage (0..1)", ["replica"], registry=r
+        )
+        self.replica_in_flight = Gauge(
+            "pcache_replica_in_flight", "Requests in flight through this router", ["replica"], registry=r
+        )
+        self._known: set[str] = set()
+
+    def refresh(self, fleet: Fleet, ledger: Ledger) -> None:
+        """Bring the fleet-level gauges up to date (called before each exposition)."""
+        names = set()
+        for entry in fleet.entries():
+            names.add(entry.name)
+            state = entry.state
+            for candidate in ReplicaState:
+                self.replica_state.labels(entry.name, candidate.value).set(1 if candidate is state else 0)
+            kv = entry.stats.kv_usage if entry.stats is not None else None
+            if kv is not None:
+                self.replica_kv.labels(entry.name).set(kv)
+            self.replica_in_flight.labels(entry.name).set(entry.in_flight)
+        for gone in self._known - names:
+            for candidate in ReplicaState:
+                self.replica_state.remove(gone, candidate.value)
+            for gauge in (self.replica_kv, self.replica_in_flight):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
+        self._known = names
+        for gauge, value in (
+            (self.drift_ratio, ledger.drift_ratio()),
+            (self.hit_rate, ledger.hit_rate()),
+            (self.predicted_hit_rate, ledger.predicted_hit_rate()),
+        ):
+            gauge.set(value if value is not None else float("nan"))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,534 @@
+"""The data plane: a raw ASGI app that fingerprints, routes and forwards OpenAI requests.
+
+``/v1/chat/completions`` and ``/v1/completions`` are parsed once, routed by the policy and
+forwarded with the client's headers minus hop-by-hop ones. Streams pass through chunk by chunk; the
+response head is held back until the first upstream byte so that a replica failing before it can be
+retried on the decision's next candidate (``upstream.retries`` extra attempts). A failure after
+bytes reached the client ends an SSE stream with an OpenAI-style error event. Non-streamed bodies
+are small and read whole (which also lets a mid-body failure be retried). ``/v1/models`` merges the
+replicas' lists; other ``/v1/*`` paths go to a policy-chosen replica. Responses carry
+``x-pcache-replica`` and ``x-pcache-reason``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pcache.fingerprint import Fingerprint
+from pcache.fleet import Fleet
+from pcache.policy.base import Decision, Outcome
+from pcache.prompt import PromptError
+from pcache.router.metrics import CONTENT_TYPE, RouterMetrics
+from pcache.router.routing import Routing
+from pcache.router.upstream import Upstream, UpstreamError, UpstreamResponse
+
+__all__ = ["ProxyApp", "error_body"]
+
+log = logging.getLogger("pcache.router.proxy")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+    }
+)
+_ROUTED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+_RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+_JSON = [(b"content-type", b"application/json")]
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """An OpenAI-style error envelope."""
+    return json.dumps({"error": {"message": message, "type": type_, "code": code, "param": param}}).encode()
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [*_JSON, (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _forward_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
+    """Headers to send upstream, and a str view of the client's headers for fingerprinting."""
+    forward: list[tuple[bytes, bytes]] = []
+    plain: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        plain[name.decode("latin-1")] = value.decode("latin-1")
+        if name not in _HOP_BY_HOP:
+            forward.append((name, value))
+    return forward, plain
+
+
+def _response_headers(
+    upstream: list[tuple[bytes, bytes]], decision_headers: list[tuple[bytes, bytes]], length: int | None
+) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in upstream if k.lower() not in _HOP_BY_HOP]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    headers.extend(decision_headers)
+    return headers
+
+
+def _usage_of(payload: object) -> tuple[int | None, int | None]:
+    """(prompt_tokens, cached_tokens) from a response's usage, when present."""
+    if not isinstance(payload, dict):
+        return None, None
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    prompt = usage.get("prompt_tokens")
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return (prompt if isinstance(prompt, int) else None, cached if isinstance(cached, int) else None)
+
+
+class _StreamUsage:
+    """Finds the usage object in an SSE stream without parsing every event."""
+
+    __slots__ = ("_tail", "cached_tokens", "prompt_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.cached_tokens: int | None = None
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if b'"usage"' not in chunk and not self._tail:
+            return
+        data = self._tail + chunk
+        self._tail = b""
+        for event in data.split(b"\n\n"):
+            if b'"prompt_tokens"' not in event:
+                continue
+            line = event.strip()
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                payload = json.loads(line[5:])
+            except ValueError:
+                # An event cut across chunks: keep it for the next one (bounded).
+                self._tail = event[-65536:]
+                continue
+            prompt, cached = _usage_of(payload)
+            if prompt is not None:
+                self.prompt_tokens, self.cached_tokens = prompt, cached
+
+
+class ProxyApp:
+    """The data-plane ASGI application."""
+
+    def __init__(
+        self,
+        *,
+        routing: Routing,
+        fleet: Fleet,
+        upstream: Upstream,
+        metrics: RouterMetrics,
+        retries: int,
+        max_body_bytes: int,
+        on_metrics: Callable[[], None] | None = None,
+        models_timeout_s: float = 5.0,
+    ) -> None:
+        self.routing = routing
+        self.fleet = fleet
+        self.upstream = upstream
+        self.metrics = metrics
+        self.retries = retries
+        self.max_body_bytes = max_body_bytes
+        self._on_metrics = on_metrics
+        self._models_timeout_s = models_timeout_s
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path in _ROUTED_PATHS:
+                if method != "POST":
+                    await self._error(send, 405, f"{method} not allowed on {path}", "invalid_request_error")
+                    return
+                await self._completion(scope, receive, send)
+            elif path == "/v1/models" and method == "GET":
+                await self._models(send)
+            elif path.startswith("/v1/"):
+                await self._passthrough(scope, receive, send)
+            elif path == "/metrics" and method == "GET":
+                await self._metrics(send)
+            elif path in ("/health", "/healthz"):
+                await _send_json(send, 200, b'{"status":"ok"}')
+            else:
+                await self._error(send, 404, f"unknown path {path}", "invalid_request_error", "not_found")
+        except ConnectionAbortedError:
+            return
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _error(
+        self, send: Send, status: int, message: str, type_: str, code: str | None = None
+    ) -> None:
+        self.metrics.responses.labels(f"{status // 100}xx").inc()
+        await _send_json(send, status, error_body(message, type_, code))
+
+    async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        try:
+            return await _read_body(scope, receive, self.max_body_bytes)
+        except _TooLarge:
+            await self._error(
+                send,
+                413,
+                f"request body exceeds {self.max_body_bytes} bytes",
+                "invalid_request_error",
+                "request_too_large",
+            )
+            return None
+
+    # ---- routed completions ---------------------------------------------------------------------
+
+    async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = time.perf_counter()
+        body = await self._body(scope, receive, send)
+        if body is None:
+            return
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            await self._error(send, 400, f"request body is not valid JSON: {exc}", "invalid_request_error")
+            return
+        if not isinstance(payload, dict):
+            await self._error(send, 400, "request body must be a JSON object", "invalid_request_error")
+            return
+        headers, plain = _forward_headers(scope)
+        try:
+            fingerprint = self.routing.fingerprint(payload, plain)
+        except PromptError as exc:
+            await self._error(send, 400, str(exc), "invalid_request_error", "invalid_prompt")
+            return
+        decision = self.routing.route(fingerprint)
+        stream = payload.get("stream") is True
+        await self._forward(scope, receive, send, headers, body, decision, fingerprint, stream, arrived)
+
+    async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = time.perf_counter()
+        body = await self._body(scope, receive, send)
+        if body is None:
+            return
+        headers, plain = _forward_headers(scope)
+        session = plain.get(getattr(self.routing.config, "session_header", "x-session-id"))
+        fingerprint = Fingerprint(blocks=(), session=session, prompt_tokens=0)
+        decision = self.routing.route(fingerprint)
+        # Unknown endpoints may stream: pass every successful body through as it arrives.
+        await self._forward(scope, receive, send, headers, body, decision, fingerprint, True, arrived)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        decision: Decision,
+        fingerprint: Fingerprint,
+        stream: bool,
+        arrived: float,
+    ) -> None:
+        if decision.replica is None:
+            await self._error(
+                send,
+                503,
+                "no replica is available to serve this request",
+                "service_unavailable",
+                "no_replica",
+            )
+            return
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string") and b"?" not in target:
+            target = target + b"?" + scope["query_string"]
+        path = target.decode("latin-1")
+        attempts = [decision.replica, *decision.fallbacks()[: self.retries]]
+        last_error = "no attempt made"
+        for number, replica in enumerate(attempts):
+            if number:
+                self.metrics.retries.inc()
+            if replica not in self.fleet:
+                continue
+            is_last = number == len(attempts) - 1
+            decision_headers = [
+                (b"x-pcache-replica", replica.encode()),
+                (b"x-pcache-reason", (decision.reason.value if number == 0 else "retry").encode()),
+            ]
+            self.fleet.begin(replica)
+            try:
+                outcome = await self._attempt(
+                    replica,
+                    scope["method"],
+                    path,
+                    headers,
+                    body,
+                    send,
+                    receive,
+                    stream,
+                    is_last,
+                    decision_headers,
+                    arrived,
+                )
+            except UpstreamError as exc:
+                last_error = str(exc)
+                continue
+            finally:
+                self.fleet.end(replica)
+            self.routing.observe(fingerprint, decision, outcome)
+            return
+        log.warning("all %d attempts failed; last error: %s", len(attempts), last_error)
+        self.routing.observe(fingerprint, decision, Outcome(replica=decision.replica, ok=False))
+        await self._error(
+            send,
+            502,
+            f"no replica could serve the request after {len(attempts)} attempt(s): {last_error}",
+            "upstream_error",
+            "upstream_failed",
+        )
+
+    async def _attempt(
+        self,
+        replica: str,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        send: Send,
+        receive: Receive,
+        stream: bool,
+        is_last: bool,
+        decision_headers: list[tuple[bytes, bytes]],
+        arrived: float,
+    ) -> Outcome:
+        """One try on one replica. Raises UpstreamError if nothing reached the client (retryable)."""
+        url = self.fleet.url(replica) + path
+        try:
+            response = await self.upstream.open(method, url, headers, body)
+        except UpstreamError as exc:
+            self._failed(replica, "connect", str(exc))
+            raise
+        try:
+            if response.status in _RETRYABLE_STATUS and not is_last:
+                self._failed(replica, "status", f"HTTP {response.status}")
+                raise UpstreamError(f"{replica} answered HTTP {response.status}")
+            if stream and response.status == 200:
+                return await self._stream(replica, response, send, receive, decision_headers, arrived)
+            return await self._whole(replica, response, send, decision_headers, arrived)
+        finally:
+            await response.close()
+
+    def _failed(self, replica: str, kind: str, error: str) -> None:
+        self.metrics.upstream_errors.labels(replica, kind).inc()
+        if self.fleet.report_failure(replica, error):
+            log.warning("replica %s marked unhealthy after proxied failures: %s", replica, error)
+
+    async def _whole(
+        self,
+        replica: str,
+        response: UpstreamResponse,
+        send: Send,
+        decision_headers: list[tuple[bytes, bytes]],
+        arrived: float,
+    ) -> Outcome:
+        chunks: list[bytes] = []
+        first = True
+        try:
+            async for chunk in response.body():
+                if first:
+                    self.metrics.ttfb.labels(replica).observe(time.perf_counter() - arrived)
+                    first = False
+                chunks.append(chunk)
+        except UpstreamError as exc:
+            self._failed(replica, "body", str(exc))
+            raise
+        content = b"".join(chunks)
+        ok = response.status < 400
+        prompt = cached = None
+        if ok and content[:1] == b"{" and b'"usage"' in content:
+            with contextlib.suppress(ValueError):
+                prompt, cached = _usage_of(json.loads(content))
+        if response.status < 500:
+            self.fleet.report_success(replica)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": _response_headers(response.headers, decision_headers, len(content)),
+            }
+        )
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+        self._finished(replica, response.status, arrived)
+        return Outcome(
+            replica=replica,
+            ok=ok,
+            cached_tokens=cached,
+            prompt_tokens=prompt,
+            ttft_s=None,
+        )
+
+    async def _stream(
+        self,
+        replica: str,
+        response: UpstreamResponse,
+        send: Send,
+        receive: Receive,
+        decision_headers: list[tuple[bytes, bytes]],
+        arrived: float,
+    ) -> Outcome:
+        usage = _StreamUsage()
+        started = False
+        ttfb: float | None = None
+        disconnected = asyncio.ensure_future(receive())
+        try:
+            async for chunk in response.body():
+                if not started:
+                    ttfb = time.perf_counter() - arrived
+                    self.metrics.ttfb.labels(replica).observe(ttfb)
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": response.status,
+                            "headers": _response_headers(response.headers, decision_headers, None),
+                        }
+                    )
+                    started = True
+                usage.feed(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if disconnected.done():
+                    log.info("client went away mid-stream from %s", replica)
+                    return Outcome(replica=replica, ok=False, ttft_s=ttfb)
+        except UpstreamError as exc:
+            self._failed(replica, "stream", str(exc))
+            if not started:
+                raise
+            event = error_body(
+                f"replica {replica} failed mid-stream: {exc}", "upstream_error", "upstream_disconnected"
+            )
+            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            self._finished(replica, 502, arrived)
+            return Outcome(replica=replica, ok=False, ttft_s=ttfb)
+        finally:
+            disconnected.cancel()
+        if not started:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": _response_headers(response.headers, decision_headers, None),
+                }
+            )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.fleet.report_success(replica)
+        self._finished(replica, response.status, arrived)
+        return Outcome(
+            replica=replica,
+            ok=True,
+            cached_tokens=usage.cached_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            ttft_s=ttfb,
+        )
+
+    def _finished(self, replica: str, status: int, arrived: float) -> None:
+        self.metrics.duration.labels(replica).observe(time.perf_counter() - arrived)
+        self.metrics.responses.labels(f"{status // 100}xx").inc()
+
+    # ---- other endpoints ------------------------------------------------------------------------
+
+    async def _models(self, send: Send) -> None:
+        """The union of the routable replicas' model lists (by id, first seen wins)."""
+        names = self.fleet.routable_names()
+        results = await asyncio.gather(
+            *(self.upstream.fetch(self.fleet.url(n) + "/v1/models", self._models_timeout_s) for n in names),
+            return_exceptions=True,
+        )
+        models: dict[str, object] = {}
+        for result in results:
+            if isinstance(result, BaseException) or result.status != 200:
+                continue
+            try:
+                data = json.loads(result.body).get("data", [])
+            except (ValueError, AttributeError):
+                continue
+            for model in data if isinstance(data, list) else []:
+                if isinstance(model, dict) and isinstance(model.get("id"), str):
+                    models.setdefault(model["id"], model)
+        if not models and names:
+            await self._error(
+                send, 502, "no replica answered /v1/models", "upstream_error", "upstream_failed"
+            )
+            return
+        if not names:
+            await self._error(send, 503, "no replica is available", "service_unavailable", "no_replica")
+            return
+        body = json.dumps({"object": "list", "data": list(models.values())}).encode()
+        await _send_json(send, 200, body)
+
+    async def _metrics(self, send: Send) -> None:
+        if self._on_metrics is not None:
+            self._on_metrics()
+        body = self.metrics.exposition()
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,131 @@
+"""Wire views of the live fleet: :class:`~pcache.api.ReplicaStatus` rows and the status snapshot."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+from pcache import __version__
+from pcache.api import ReplicaStatus, RouterInfo, StatusSnapshot
+from pcache.direct import imbalance_callouts
+from pcache.engines.histogram import merge_buckets, quantile
+from pcache.fleet import Fleet, ReplicaEntry
+from pcache.ledger import Ledger
+
+__all__ = ["all_row", "replica_status", "status_snapshot"]
+
+
+def replica_status(
+    entry: ReplicaEntry,
+    *,
+    ledger: Ledger,
+    sessions: Mapping[str, int],
+    owners: Mapping[str, list[str]],
+    pinned: Mapping[str, Sequence[str]],
+    stale_after_s: float,
+    now: float,
+) -> ReplicaStatus:
+    stats = entry.stats
+    full = [(float(le), float(c)) for le, c in stats.ttft_buckets] if stats and stats.ttft_buckets else None
+    # JSON has no +Inf: the wire keeps the finite buckets (the +Inf count is the total anyway).
+    buckets = [(le, c) for le, c in full if math.isfinite(le)] if full else None
+    age = now - entry.scraped_at if entry.scraped_at is not None else None
+    return ReplicaStatus(
+        name=entry.name,
+        url=entry.url,
+        engine=entry.detected_engine or entry.engine,
+        group=entry.group,
+        weight=entry.weight,
+        state=entry.state.value,
+        in_flight=entry.in_flight,
+        running=stats.running if stats else None,
+        waiting=stats.waiting if stats else None,
+        kv_usage=stats.kv_usage if stats else None,
+        hit_rate=entry.hit_rate(now),
+        ttft_p50=quantile(full, 0.5) if full else None,
+        ttft_p95=quantile(full, 0.95) if full else None,
+        ttft_buckets=buckets,
+        sessions=sessions.get(entry.name, 0),
+        tier1_owned=sorted(name for name, names in owners.items() if entry.name in names),
+        tier1_pinned=sorted(name for name, names in pinned.items() if entry.name in names),
+        requests_per_s=ledger.requests_per_s(entry.name),
+        requests_total=ledger.requests_total(entry.name),
+        scrape_age_s=age,
+        last_error=entry.last_error,
+        stale=age is None or age > stale_after_s,
+    )
+
+
+def _sum(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger) -> ReplicaStatus:
+    """Fleet totals: sums, the ledger's token-weighted hit rate, percentiles from merged buckets."""
+    kv = [r.kv_usage for r in rows if r.kv_usage is not None]
+    bucket_sets = [r.ttft_buckets for r in rows if r.ttft_buckets]
+    merged = [(float(le), float(c)) for le, c in merge_buckets(bucket_sets)] if bucket_sets else None
+    engines = sorted({r.engine for r in rows})
+    return ReplicaStatus(
+        name="ALL",
+        url="",
+        engine=engines[0] if len(engines) == 1 else ("mixed" if engines else "unknown"),
+        state="healthy" if any(r.state == "healthy" for r in rows) else "unhealthy",
+        in_flight=sum(r.in_flight for r in rows),
+        running=_sum([r.running for r in rows]),
+        waiting=_sum([r.waiting for r in rows]),
+        kv_usage=sum(kv) / len(kv) if kv else None,
+        hit_rate=ledger.hit_rate(),
+        ttft_p50=quantile(merged, 0.5) if merged else None,
+        ttft_p95=quantile(merged, 0.95) if merged else None,
+        ttft_buckets=merged,
+        sessions=sum(r.sessions for r in rows),
+        requests_per_s=ledger.requests_per_s(),
+        requests_total=ledger.requests_total(),
+    )
+
+
+def status_snapshot(
+    fleet: Fleet,
+    *,
+    ledger: Ledger,
+    sessions: Mapping[str, int],
+    policy: str,
+    url: str,
+    admin_url: str,
+    started_at: float,
+    stale_after_s: float,
+) -> StatusSnapshot:
+    now = time.time()
+    owners = fleet.owners()
+    pinned = {name: p.pinned for name, p in fleet.tier1.items() if p.pinned}
+    rows = [
+        replica_status(
+            entry,
+            ledger=ledger,
+            sessions=sessions,
+            owners=owners,
+            pinned=pinned,
+            stale_after_s=stale_after_s,
+            now=now,
+        )
+        for entry in fleet.entries()
+    ]
+    info = RouterInfo(
+        url=url,
+        admin_url=admin_url,
+        policy=policy,
+        version=__version__,
+        uptime_s=now - started_at,
+        requests_per_s=ledger.requests_per_s(),
+        requests_total=ledger.requests_total(),
+        hit_rate=ledger.hit_rate(),
+        predicted_hit_rate=ledger.predicted_hit_rate(),
+        drift_ratio=ledger.drift_ratio(),
+        generated_at=now,
+    )
+    return StatusSnapshot(
+        router=info, replicas=rows, all=all_row(rows, ledger), callouts=imbalance_callouts(rows)
+    )

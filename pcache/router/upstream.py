@@ -1,0 +1,252 @@
+"""The pooled HTTP client for the hop to the replicas, in two interchangeable implementations.
+
+:class:`AiohttpUpstream` and :class:`HttpxUpstream` share one small interface (:class:`Upstream`):
+``open`` sends a request and returns once the response head has arrived, ``body`` streams raw bytes
+as they come (never decoded, never buffered), ``fetch`` is a small GET for health checks and scrapes.
+Redirects are never followed. ``bench/proxy.py`` measures both; the config picks one. Failures before
+a response head are raised as :class:`UpstreamError` so the proxy can retry on another replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import httpx
+
+__all__ = [
+    "AiohttpUpstream",
+    "FetchResult",
+    "HttpxUpstream",
+    "Upstream",
+    "UpstreamError",
+    "UpstreamResponse",
+    "make_upstream",
+]
+
+
+class UpstreamError(Exception):
+    """The replica could not be reached or stopped answering (connect, timeout, reset)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    status: int
+    body: bytes
+
+
+class UpstreamResponse(Protocol):
+    """An open response: head received, body not yet read."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def body(self) -> AsyncIterator[bytes]:
+        """Raw body chunks as they arrive; raises :class:`UpstreamError` if the replica fails."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def open(
+        self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse: ...
+
+    async def fetch(self, url: str, timeout_s: float) -> FetchResult: ...
+
+    async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---- httpx --------------------------------------------------------------------------------------
+
+
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = list(response.headers.raw)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                if chunk:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamError(_describe(exc)) from exc
+
+    async def close(self) -> None:
+        await self._response.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class HttpxUpstream:
+    """httpx.AsyncClient with keep-alive pooling over HTTP/1.1."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_connections: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=False, transport=transport
+        )
+
+    async def open(
+        self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse:
+        request = self._client.build_request(method, url, headers=list(headers), content=body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(_describe(exc)) from exc
+        return _HttpxResponse(response)
+
+    async def fetch(self, url: str, timeout_s: float) -> FetchResult:
+        try:
+            response = await self._client.get(url, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(_describe(exc)) from exc
+        return FetchResult(response.status_code, response.content)
+
+    async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
+        try:
+            response = await self._client.post(url, json=payload, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(_describe(exc)) from exc
+        return FetchResult(response.status_code, response.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# ---- aiohttp ------------------------------------------------------------------------------------
+
+
+class _AiohttpResponse:
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.status: int = response.status
+        self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(_describe(exc)) from exc
+
+    async def close(self) -> None:
+        self._response.release()
+
+
+class AiohttpUpstream:
+    """aiohttp.ClientSession with a pooled TCPConnector; bodies are passed through undecoded."""
+
+    def __init__(self, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
+        self._session: Any = None
+        self._max_connections = max_connections
+
+    def _client(self) -> Any:
+        # Created lazily: aiohttp binds the session to the running loop.
+        if self._session is None:
+            connector = self._aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
+            )
+            self._session = self._aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
+    async def open(
+        self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse:
+        aiohttp = self._aiohttp
+        plain = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        try:
+            response = await self._client().request(
+                method,
+                url,
+                headers=_multidict(plain),
+                data=body,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise UpstreamError(_describe(exc)) from exc
+        return _AiohttpResponse(response)
+
+    async def _simple(self, method: str, url: str, timeout_s: float, payload: Any = None) -> FetchResult:
+        aiohttp = self._aiohttp
+        try:
+            async with self._client().request(
+                method,
+                url,
+                json=payload,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=False,
+            ) as response:
+                return FetchResult(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise UpstreamError(_describe(exc)) from exc
+
+    async def fetch(self, url: str, timeout_s: float) -> FetchResult:
+        return await self._simple("GET", url, timeout_s)
+
+    async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
+        return await self._simple("POST", url, timeout_s, payload)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _multidict(pairs: list[tuple[str, str]]) -> Any:
+    from multidict import CIMultiDict
+
+    return CIMultiDict(pairs)
+
+
+def make_upstream(
+    kind: Literal["httpx", "aiohttp"],
+    *,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    max_connections: int,
+) -> Upstream:
+    """Build the configured upstream client (aiohttp falls back to httpx when it is not installed)."""
+    if kind == "aiohttp":
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            logging.getLogger(__name__).warning("aiohttp is not installed; using httpx for upstream")
+        else:
+            return AiohttpUpstream(
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                max_connections=max_connections,
+            )
+    return HttpxUpstream(
+        connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, max_connections=max_connections
+    )

@@ -1,0 +1,140 @@
+"""The fleet watcher: active health checks and ``/metrics`` scrapes of every replica.
+
+Two loops on the router's event loop. Health checks feed the fleet's failure/recovery thresholds
+(passive failures from proxied requests feed the same counters). Scrapes go through the engine
+adapters; per-replica counter deltas of the prefix cache (robust to resets) feed the fleet's recent
+hit rate and the ledger. Each round checks all replicas concurrently and the next round starts one
+interval after the previous one finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pcache.engines import metrics_path, parse_metrics
+from pcache.engines.rates import CounterRate
+from pcache.fleet import Fleet
+from pcache.ledger import Ledger
+from pcache.router.config import HealthConfig, ScrapeConfig
+from pcache.router.upstream import Upstream, UpstreamError
+
+__all__ = ["FleetWatcher"]
+
+log = logging.getLogger("pcache.router.watcher")
+
+
+class _Counters:
+    """Per-replica rate trackers of the prefix-cache counters."""
+
+    __slots__ = ("hits", "queries")
+
+    def __init__(self) -> None:
+        self.queries = CounterRate()
+        self.hits = CounterRate()
+
+
+class FleetWatcher:
+    """Keeps the fleet's health and engine stats current."""
+
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        upstream: Upstream,
+        ledger: Ledger,
+        health: HealthConfig,
+        scrape: ScrapeConfig,
+    ) -> None:
+        self.fleet = fleet
+        self.upstream = upstream
+        self.ledger = ledger
+        self.health = health
+        self.scrape = scrape
+        self._counters: dict[str, _Counters] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(self.check_all, self.health.interval_s), name="health"),
+            asyncio.create_task(self._loop(self.scrape_all, self.scrape.interval_s), name="scrape"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def forget(self, name: str) -> None:
+        """Drop the counter state of a removed replica."""
+        self._counters.pop(name, None)
+
+    async def _loop(self, round_: object, interval_s: float) -> None:
+        assert callable(round_)
+        while True:
+            try:
+                await round_()
+            except Exception:  # a bug in one round must not stop the watcher
+                log.exception("watcher round failed")
+            await asyncio.sleep(interval_s)
+
+    # ---- health ---------------------------------------------------------------------------------
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.check(entry.name) for entry in self.fleet.entries()))
+
+    async def check(self, name: str) -> bool:
+        """One health check of ``name``; returns whether it passed."""
+        if name not in self.fleet:
+            return False
+        url = self.fleet.url(name) + self.health.path
+        try:
+            result = await self.upstream.fetch(url, self.health.timeout_s)
+        except UpstreamError as exc:
+            error = f"health check failed: {exc}"
+            ok = False
+        else:
+            ok = result.status == 200
+            error = f"health check answered HTTP {result.status}"
+        if ok:
+            if self.fleet.report_success(name):
+                log.info("replica %s is healthy again", name)
+        elif self.fleet.report_failure(name, error):
+            log.warning("replica %s marked unhealthy: %s", name, error)
+        return ok
+
+    # ---- scrapes --------------------------------------------------------------------------------
+
+    async def scrape_all(self) -> None:
+        await asyncio.gather(*(self.scrape_one(entry.name) for entry in self.fleet.entries()))
+
+    async def scrape_one(self, name: str) -> bool:
+        """Scrape ``name``'s metrics into the fleet and the ledger; returns whether it worked."""
+        if name not in self.fleet:
+            return False
+        entry = self.fleet.get(name)
+        engine = None if entry.engine == "auto" else entry.engine
+        path = metrics_path(engine or entry.detected_engine or "vllm")
+        try:
+            result = await self.upstream.fetch(entry.url + path, self.scrape.timeout_s)
+        except UpstreamError as exc:
+            self.fleet.scrape_failed(name, f"scrape failed: {exc}")
+            return False
+        if result.status != 200:
+            self.fleet.scrape_failed(name, f"{path} answered HTTP {result.status}")
+            return False
+        try:
+            stats = parse_metrics(result.body.decode("utf-8", "replace"), engine=engine)
+        except ValueError as exc:
+            self.fleet.scrape_failed(name, f"unreadable {path}: {exc}")
+            return False
+        counters = self._counters.setdefault(name, _Counters())
+        queries = counters.queries.update(stats.prefix_queries) if stats.prefix_queries is not None else None
+        hits = counters.hits.update(stats.prefix_hits) if stats.prefix_hits is not None else None
+        queries_delta = queries or 0.0
+        hits_delta = min(hits or 0.0, queries_delta)
+        self.fleet.apply_stats(name, stats, queries_delta, hits_delta)
+        if queries_delta > 0:
+            self.ledger.record_engine_counters(name, queries_delta, hits_delta)
+        return True
