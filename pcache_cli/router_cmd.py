@@ -26,10 +26,10 @@ def _load(path: Path) -> RouterConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        lines = str(exc).splitlines()
-        for line in lines[1:]:
+        lines = str(exc).splitlines() or ["invalid config"]
+        for line in lines[:-1]:
             info(f"error: {line}")
-        fail(lines[0] if lines else "invalid config", ExitCode.USAGE)
+        fail(lines[-1], ExitCode.USAGE)
 
 
 @router_app.command()

@@ -230,8 +230,8 @@ class RouterConfig(_Section):
         location = self.state
         if "://" in location and not location.startswith("sqlite:///"):
             return location
-        raw = location.removeprefix("sqlite:///")
-        path = Path(raw)
+        raw = location.removeprefix("sqlite://")
+        path = Path(raw).expanduser()
         if not path.is_absolute():
             path = Path(self.base_dir) / path
         return str(path)
