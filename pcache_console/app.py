@@ -1,0 +1,493 @@
+"""``pcache top``: the Textual app that watches the fleet and acts on it.
+
+One worker polls the source (one shared HTTP client), schedules the next poll after the last one
+finishes, and skips polls while paused or while a modal is open. Every action (drain, undrain, pin,
+unpin, prewarm) goes through a modal that opens with the focus on Cancel, then through the admin
+client; its result lands in the flash line under the header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from pcache.api import BlastRadius, PinIn, PrefixRow, PrewarmIn, PrewarmJob, PrewarmPrefix, StatusSnapshot
+from pcache.client import AdminClient, AdminError, RouterUnreachable
+from pcache_console.history import Backfill, History
+from pcache_console.screens.confirm import ConfirmScreen
+from pcache_console.screens.forms import PinForm, PinScreen, PrewarmForm, PrewarmScreen
+from pcache_console.screens.help import HelpScreen
+from pcache_console.screens.replica import ReplicaScreen
+from pcache_console.source import Frame, Source
+from pcache_console.widgets.drift import DriftChart
+from pcache_console.widgets.fleet import ALL_ROW, SORTS, FleetTable
+from pcache_console.widgets.header import StatusHeader
+from pcache_console.widgets.heatmap import HeatMap, PrefixDetail, prefix_label
+
+__all__ = ["REFRESH_STEPS", "ROUTER_ACTIONS", "TopApp", "blast_radius_text"]
+
+REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+ROUTER_ACTIONS = frozenset({"drain", "undrain", "pin", "unpin", "prewarm"})
+HistoryLoader = Callable[[StatusSnapshot], Backfill]
+
+
+@dataclass(frozen=True)
+class _SortKey:
+    key: str
+    sort: str
+
+
+_SORT_KEYS = (
+    _SortKey("N", "name"),
+    _SortKey("S", "state"),
+    _SortKey("K", "kv"),
+    _SortKey("H", "hit"),
+    _SortKey("T", "ttft"),
+    _SortKey("W", "waiting"),
+    _SortKey("E", "sessions"),
+    _SortKey("R", "rps"),
+)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def blast_radius_text(radius: BlastRadius) -> Text:
+    """What a drain of ``radius.replica`` touches, one line per kind of thing."""
+    text = Text()
+    text.append(f"{radius.replica}", style="bold")
+    text.append(f" is {radius.state}.\n")
+    text.append(f"• {_count(radius.in_flight, 'request')} in flight will finish there\n")
+    text.append(f"• {_count(radius.sessions, 'session')} homed there will move to their next choice\n")
+    if radius.tier1:
+        text.append("• Tier-1 prefixes re-homed (prewarmed on their successors first):\n")
+        for move in radius.tier1:
+            text.append(f"    {move.prefix} → {', '.join(move.successors) or 'nowhere'}\n")
+    else:
+        text.append("• no Tier-1 prefix is owned or pinned there\n")
+    if radius.last_routable:
+        text.append("⚠ it is the LAST routable replica: new requests will fail\n", style="bold red")
+    return text
+
+
+class TopApp(App[None]):
+    """The live console. ``source`` decides router or direct mode; ``clock`` is injectable for tests."""
+
+    CSS_PATH = "top.tcss"
+    TITLE = "pcache top"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("space", "pause", "Pause"),
+        Binding("plus", "slower", "Slower", key_display="+", show=False),
+        Binding("minus", "faster", "Faster", key_display="-", show=False),
+        Binding("d", "drain", "Drain"),
+        Binding("U", "undrain", "Undrain"),
+        Binding("p", "pin", "Pin"),
+        Binding("u", "unpin", "Unpin"),
+        Binding("w", "prewarm", "Prewarm"),
+        *(Binding(s.key, f"sort('{s.sort}')", f"Sort {s.sort}", show=False) for s in _SORT_KEYS),
+    ]
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        refresh_s: float = 2.0,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+        history_loader: HistoryLoader | None = None,
+        window_s: float = 900.0,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_s = min(max(refresh_s, REFRESH_STEPS[0]), REFRESH_STEPS[-1])
+        self.readonly = readonly
+        self.paused = False
+        self.history = History(window_s=window_s)
+        self.frame: Frame | None = None
+        self.polls = 0  # successful polls, for tests and the bench
+        self._clock = clock
+        self._history_loader = history_loader
+        self._last_ok: float | None = None
+        self._poll_error: str | None = None
+        self._wake = asyncio.Event()
+
+    # ---- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        yield Static(id="flash")
+        yield FleetTable(id="fleet")
+        with Horizontal(id="lower"):
+            with Vertical(id="heat-panel"):
+                yield HeatMap(id="heat")
+                yield PrefixDetail(id="detail")
+            yield DriftChart(id="drift")
+        yield Input(placeholder="filter replicas (Enter keeps, Esc clears)", id="filter")
+        yield Footer()
+
+    @property
+    def fleet(self) -> FleetTable:
+        return self.query_one("#fleet", FleetTable)
+
+    @property
+    def heat(self) -> HeatMap:
+        return self.query_one("#heat", HeatMap)
+
+    def on_mount(self) -> None:
+        self.fleet.focus()
+        self.query_one("#heat-panel").border_title = "prefix heat map (o owner, P pinned)"
+        self.query_one("#drift").border_title = "affinity drift"
+        self.query_one("#detail", PrefixDetail).show(None)
+        self._render_header()
+        self.set_interval(1.0, self._render_header)
+        self.run_worker(self._poll_loop(), name="poll", group="poll", exclusive=True)
+
+    # ---- polling ------------------------------------------------------------------------------
+
+    def _modal_open(self) -> bool:
+        return isinstance(self.screen, ModalScreen)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            if not self.paused and not self._modal_open():
+                await self.poll_once()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
+
+    def poll_now(self) -> None:
+        """Poll at once instead of at the end of the interval (after an action)."""
+        self._wake.set()
+
+    async def poll_once(self) -> None:
+        try:
+            frame = await self.source.poll()
+        except AdminError as exc:
+            if self._poll_error is None:
+                self.flash(f"{exc} (retrying every {self.refresh_s:g}s)", error=True)
+            self._poll_error = str(exc)
+            self._render_header()
+            return
+        if self._poll_error is not None:
+            self.flash("router answering again")
+        self._poll_error = None
+        first = self._last_ok is None
+        self.apply(frame)
+        if first and self._history_loader is not None:
+            self.run_worker(self._backfill(frame.status), name="history", group="history")
+
+    def apply(self, frame: Frame) -> None:
+        """Show one frame: record history, update every widget in place."""
+        self.frame = frame
+        self._last_ok = self._clock()
+        self.polls += 1
+        self.history.record(frame)
+        self.fleet.show(frame.status, self.history)
+        if frame.heat is not None:
+            self.heat.show(frame.heat)
+            self.query_one("#detail", PrefixDetail).show(self.heat.selected)
+        self.query_one("#drift", DriftChart).show(self.history.fleet(), self.history.moves_by_cause)
+        if frame.warnings:
+            self.flash("; ".join(frame.warnings), error=True)
+        self._render_header()
+        if isinstance(self.screen, ReplicaScreen):
+            self.screen.show(frame, self.history)
+
+    async def _backfill(self, status: StatusSnapshot) -> None:
+        assert self._history_loader is not None
+        try:
+            backfill = await asyncio.to_thread(self._history_loader, status)
+        except Exception as exc:  # the history is a bonus: say why it is missing, keep going live
+            self.flash(f"no history from Prometheus: {exc}", error=True)
+            return
+        self.history.backfill(backfill)
+        self.query_one("#drift", DriftChart).show(self.history.fleet(), self.history.moves_by_cause)
+        if self.frame is not None:
+            self.fleet.show(self.frame.status, self.history)
+        self.flash(f"history loaded from Prometheus: {len(backfill.fleet)} points")
+
+    def _render_header(self) -> None:
+        age = None if self._last_ok is None else max(0.0, self._clock() - self._last_ok)
+        stale = self._poll_error is not None or (age is not None and age > 2 * self.refresh_s + 2)
+        self.query_one(StatusHeader).show(
+            label=self.source.label,
+            snapshot=self.frame.status if self.frame else None,
+            age_s=age,
+            stale=stale,
+            paused=self.paused,
+            refresh_s=self.refresh_s,
+            readonly=self.readonly,
+        )
+
+    def flash(self, message: str, *, error: bool = False) -> None:
+        """The one-line result of the last action (or poll problem), under the header."""
+        style = "bold red" if error else "green"
+        glyph = "✗" if error else "✓"
+        self.query_one("#flash", Static).update(Text(f" {glyph} {message}", style=style))
+
+    # ---- view keys ----------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        disabled = {a: self._disabled_reason() or "" for a in ROUTER_ACTIONS if self._disabled_reason()}
+        self.push_screen(HelpScreen(disabled))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.fleet.filter_text = event.value.strip()
+        if self.frame is not None:
+            self.fleet.show(self.frame.status, self.history)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        self.fleet.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.value:
+            box.value = ""  # fires Input.Changed, which re-shows every row
+        box.display = False
+        self.fleet.filter_text = ""
+        if self.frame is not None:
+            self.fleet.show(self.frame.status, self.history)
+        self.fleet.focus()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.poll_now()
+        self._render_header()
+
+    def _step_refresh(self, direction: int) -> None:
+        steps = REFRESH_STEPS
+        index = min(range(len(steps)), key=lambda i: abs(steps[i] - self.refresh_s))
+        self.refresh_s = steps[min(max(index + direction, 0), len(steps) - 1)]
+        self._render_header()
+
+    def action_slower(self) -> None:
+        self._step_refresh(+1)
+
+    def action_faster(self) -> None:
+        self._step_refresh(-1)
+
+    def action_sort(self, sort_by: str) -> None:
+        self.fleet.set_sort(sort_by)
+        direction = "descending" if self.fleet.descending else "ascending"
+        self.flash(f"sorted by {SORTS[sort_by][0]}, {direction}")
+
+    @on(DataTable.RowSelected, "#fleet")
+    def _drill_down(self, event: DataTable.RowSelected) -> None:
+        name = event.row_key.value
+        if name is None or name == ALL_ROW:
+            return
+        screen = ReplicaScreen(name)
+        self.push_screen(screen)
+        if self.frame is not None:
+            screen.show(self.frame, self.history)
+
+    @on(DataTable.RowHighlighted, "#heat")
+    def _prefix_highlighted(self) -> None:
+        self.query_one("#detail", PrefixDetail).show(self.heat.selected)
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def _disabled_reason(self) -> str | None:
+        if self.readonly:
+            return "--readonly"
+        if self.source.client is None:
+            return "direct mode (no router)"
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ROUTER_ACTIONS:
+            if self._modal_open():
+                return False
+            return None if self._disabled_reason() else True
+        return True
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Show every key", self.action_help)
+        yield SystemCommand("Pause / resume", "Stop or restart polling", self.action_pause)
+        if self._disabled_reason() is None:
+            yield SystemCommand("Drain replica", "Drain the selected replica", self.action_drain)
+            yield SystemCommand("Undrain replica", "Undrain the selected replica", self.action_undrain)
+            yield SystemCommand("Pin prefix", "Pin the selected prefix", self.action_pin)
+            yield SystemCommand("Unpin prefix", "Unpin the selected prefix", self.action_unpin)
+            yield SystemCommand("Prewarm", "Prewarm the selected prefix or a file", self.action_prewarm)
+        for sort in _SORT_KEYS:
+            label = SORTS[sort.sort][0]
+            yield SystemCommand(
+                f"Sort by {label}", f"Sort the fleet table ({sort.key})", self._sorter(sort.sort)
+            )
+
+    def _sorter(self, sort_by: str) -> Callable[[], None]:
+        return lambda: self.action_sort(sort_by)
+
+    def _client(self) -> AdminClient:
+        client = self.source.client
+        assert client is not None  # check_action keeps router actions off without a router
+        return client
+
+    def _selected_replica(self) -> str | None:
+        if isinstance(self.screen, ReplicaScreen):
+            return self.screen.replica_name
+        name = self.fleet.selected_name
+        if name is None or name == ALL_ROW:
+            self.flash("select a replica first (the ALL row cannot be drained)", error=True)
+            return None
+        return name
+
+    def _selected_prefix(self) -> PrefixRow | None:
+        row = self.heat.selected
+        if row is None:
+            self.flash("select a prefix in the heat map first", error=True)
+        return row
+
+    def action_drain(self) -> None:
+        if (name := self._selected_replica()) is not None:
+            self.run_worker(self._drain(name), group="action", exclusive=True)
+
+    def action_undrain(self) -> None:
+        if (name := self._selected_replica()) is not None:
+            self.run_worker(self._undrain(name), group="action", exclusive=True)
+
+    def action_pin(self) -> None:
+        if (row := self._selected_prefix()) is not None:
+            self.run_worker(self._pin(row), group="action", exclusive=True)
+
+    def action_unpin(self) -> None:
+        if (row := self._selected_prefix()) is not None:
+            self.run_worker(self._unpin(row), group="action", exclusive=True)
+
+    def action_prewarm(self) -> None:
+        self.run_worker(self._prewarm(self.heat.selected), group="action", exclusive=True)
+
+    async def _attempt(self, what: str, call: Callable[[], object]) -> object | None:
+        """Await one admin call; on failure flash why and return ``None``."""
+        try:
+            result = call()
+            return await result if asyncio.iscoroutine(result) else result
+        except RouterUnreachable as exc:
+            self.flash(f"{what} failed: {exc}", error=True)
+        except AdminError as exc:
+            self.flash(f"{what} refused: {exc}", error=True)
+        return None
+
+    async def _drain(self, name: str) -> None:
+        client = self._client()
+        self.flash(f"checking what draining {name} would touch…")
+        radius = await self._attempt("drain dry-run", lambda: client.drain(name, dry_run=True))
+        if not isinstance(radius, BlastRadius):
+            return
+        confirm = ConfirmScreen(f"Drain {name}?", blast_radius_text(radius), f"Drain {name}")
+        if not await self.push_screen_wait(confirm):
+            self.flash(f"drain of {name} cancelled; nothing sent")
+            return
+        done = await self._attempt("drain", lambda: client.drain(name))
+        if isinstance(done, BlastRadius):
+            job = f", prewarm job {done.prewarm_job}" if done.prewarm_job else ""
+            self.flash(f"{name} is {done.state}: {done.sessions} sessions moving{job}")
+            self.poll_now()
+
+    async def _undrain(self, name: str) -> None:
+        client = self._client()
+        current = self.fleet.replicas.get(name)
+        body = Text(
+            f"{name} ({current.state if current else 'unknown state'}) will take new sessions again;\n"
+        )
+        body.append("sessions whose HRW first choice it is will come back to it.")
+        confirm = ConfirmScreen(f"Undrain {name}?", body, f"Undrain {name}", danger=False)
+        if not await self.push_screen_wait(confirm):
+            self.flash(f"undrain of {name} cancelled; nothing sent")
+            return
+        done = await self._attempt("undrain", lambda: client.undrain(name))
+        if done is not None:
+            self.flash(f"{name} is {getattr(done, 'state', 'undrained')}")
+            self.poll_now()
+
+    async def _pin(self, row: PrefixRow) -> None:
+        client = self._client()
+        selected = self.fleet.selected_name
+        default = row.owners or ([selected] if selected and selected != ALL_ROW else [])
+        form = await self.push_screen_wait(PinScreen(row, default))
+        if not isinstance(form, PinForm):
+            self.flash(f"pin of {prefix_label(row)} cancelled; nothing sent")
+            return
+        pin = PinIn(text=form.text, replicas=form.replicas)
+        done = await self._attempt("pin", lambda: client.pin(form.name, pin))
+        if done is not None:
+            self.flash(f"pinned {form.name} to {', '.join(form.replicas)}")
+            self.poll_now()
+
+    async def _unpin(self, row: PrefixRow) -> None:
+        client = self._client()
+        if row.kind != "pinned" or row.name is None:
+            self.flash(f"{prefix_label(row)} is not pinned", error=True)
+            return
+        name = row.name
+        body = Text(f"{name} is pinned to {', '.join(row.owners) or '-'}.\n")
+        body.append(f"Its {row.sessions} sessions go back to the prefix's HRW top-k replicas.")
+        if not await self.push_screen_wait(ConfirmScreen(f"Unpin {name}?", body, f"Unpin {name}")):
+            self.flash(f"unpin of {name} cancelled; nothing sent")
+            return
+        if await self._attempt("unpin", lambda: client.unpin(name)) is not None:
+            self.flash(f"unpinned {name}")
+            self.poll_now()
+
+    async def _prewarm(self, row: PrefixRow | None) -> None:
+        client = self._client()
+        form = await self.push_screen_wait(PrewarmScreen(row))
+        if not isinstance(form, PrewarmForm):
+            self.flash("prewarm cancelled; nothing sent")
+            return
+        prefixes = [PrewarmPrefix(name=name, text=text) for name, text in form.texts]
+        request = PrewarmIn(prefixes=prefixes, copies=form.copies, dry_run=True)
+        plan = await self._attempt("prewarm plan", lambda: client.prewarm(request))
+        if not isinstance(plan, PrewarmJob):
+            return
+        body = Text(f"{plan.total} (prefix, replica) pairs:\n")
+        for entry in plan.plan[:12]:
+            body.append(f"• {entry.prefix} → {', '.join(entry.replicas)} ({entry.why})\n")
+        if len(plan.plan) > 12:
+            body.append(f"… and {len(plan.plan) - 12} more\n", style="dim")
+        if not await self.push_screen_wait(ConfirmScreen("Run this prewarm?", body, "Prewarm", danger=False)):
+            self.flash("prewarm cancelled; nothing sent")
+            return
+        run = request.model_copy(update={"dry_run": False})
+        job = await self._attempt("prewarm", lambda: client.prewarm(run))
+        while isinstance(job, PrewarmJob) and job.state in ("planned", "running"):
+            self.flash(f"prewarm {job.id}: {job.done}/{job.total} done, {job.failed} failed…")
+            await asyncio.sleep(0.5)
+            job = await self._attempt("prewarm status", partial(client.prewarm_job, job.id))
+        if isinstance(job, PrewarmJob):
+            self.flash(
+                f"prewarm {job.id} {job.state}: {job.done}/{job.total} done, {job.failed} failed",
+                error=job.state == "failed" or job.failed > 0,
+            )
+            self.poll_now()
+
+    async def on_unmount(self) -> None:
+        await self.source.aclose()

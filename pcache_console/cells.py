@@ -1,0 +1,111 @@
+"""How one value looks in a cell: KV bars, percentages, states, shades and text sparklines.
+
+Colour never carries meaning alone: every colour has a word or a glyph beside it, so the console
+reads the same under ``NO_COLOR``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from pcache.api import ReplicaStatus
+
+__all__ = [
+    "KV_CRITICAL",
+    "KV_WARNING",
+    "SPARK_GLYPHS",
+    "heat_cell",
+    "kv_bar",
+    "number",
+    "percent",
+    "rate",
+    "seconds",
+    "spark",
+    "state_label",
+]
+
+KV_WARNING = 0.65
+KV_CRITICAL = 0.85
+SPARK_GLYPHS = " ▁▂▃▄▅▆▇█"
+_SHADES = (" ", "░", "▒", "▓", "█")
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    """A ratio 0..1 as ``64.2%``; ``-`` when unknown."""
+    return "-" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def seconds(value: float | None) -> str:
+    """A duration in ms below one second, else in seconds; ``-`` when unknown."""
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
+def rate(value: float | None) -> str:
+    """Requests per second with one decimal."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+def number(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def kv_bar(usage: float | None, width: int = 10) -> Text:
+    """A KV-cache usage bar: yellow from 65%, red from 85%, with the word ``high``/``FULL`` beside it."""
+    if usage is None:
+        return Text("-".ljust(width + 10), style="dim")
+    usage = min(max(usage, 0.0), 1.0)
+    filled = round(usage * width)
+    if usage >= KV_CRITICAL:
+        style, word = "bold red", "FULL"
+    elif usage >= KV_WARNING:
+        style, word = "yellow", "high"
+    else:
+        style, word = "green", ""
+    text = Text()
+    text.append("█" * filled, style=style)
+    text.append("░" * (width - filled), style="dim")
+    text.append(f" {usage * 100:3.0f}% ")
+    text.append(f"{word:<4}", style=style)
+    return text
+
+
+def state_label(replica: ReplicaStatus) -> Text:
+    """The replica's state as a word: UP, DOWN, STALE, DRAINING, DRAINED, REMOVED."""
+    if replica.stale and replica.state in ("healthy", "draining"):
+        return Text("STALE", style="bold magenta")
+    return {
+        "healthy": Text("UP", style="green"),
+        "unhealthy": Text("DOWN", style="bold red"),
+        "draining": Text("DRAINING", style="yellow"),
+        "drained": Text("DRAINED", style="dim"),
+        "removed": Text("REMOVED", style="dim"),
+    }[replica.state]
+
+
+def spark(values: Sequence[float | None], width: int = 12, top: float = 1.0) -> str:
+    """A text sparkline of the last ``width`` values (0..top); gaps where a value is unknown."""
+    tail = list(values)[-width:]
+    steps = len(SPARK_GLYPHS) - 1
+    glyphs = []
+    for value in tail:
+        if value is None:
+            glyphs.append(" ")
+            continue
+        level = round(min(max(value / top, 0.0), 1.0) * steps) if top > 0 else 0
+        glyphs.append(SPARK_GLYPHS[max(level, 1)])
+    return "".join(glyphs).rjust(width)
+
+
+def heat_cell(share: float, *, owner: bool, pinned: bool) -> Text:
+    """A heat-map cell: two shade glyphs for the share, then ``P`` (pinned) or ``o`` (owner)."""
+    level = 0 if share <= 0 else min(len(_SHADES) - 1, 1 + int(share * (len(_SHADES) - 1)))
+    shade = _SHADES[level] * 2
+    style = ("", "blue", "cyan", "yellow", "bold red")[level]
+    mark = "P" if pinned else ("o" if owner else " ")
+    text = Text(shade, style=style)
+    text.append(mark, style="bold" if mark != " " else "")
+    return text

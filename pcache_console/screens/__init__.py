@@ -1,0 +1,1 @@
+"""The console's screens: confirmation modals, help, and the replica drill-down."""

@@ -1,0 +1,115 @@
+"""Where the console's data comes from: the router's admin API, or the replicas directly.
+
+A source turns one poll into a :class:`Frame`. The app owns exactly one source, and a source owns
+exactly one shared HTTP client for its whole life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from pcache.api import DriftSeries, PrefixHeat, StatusSnapshot
+from pcache.client import AdminClient, AdminError
+from pcache.direct import DirectState, direct_snapshot, replica_names
+
+__all__ = ["DirectSource", "Frame", "RouterSource", "Source"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One poll's worth of data. ``heat`` and ``drift`` are ``None`` where the source has none."""
+
+    status: StatusSnapshot
+    heat: PrefixHeat | None = None
+    drift: DriftSeries | None = None
+    fetched_at: float = 0.0
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Source(Protocol):
+    label: str
+    client: AdminClient | None  # set only when router actions are possible
+
+    async def poll(self) -> Frame: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RouterSource:
+    """Polls status, the prefix heat map and the drift series from the router's admin API."""
+
+    def __init__(
+        self,
+        client: AdminClient,
+        *,
+        top_prefixes: int = 20,
+        drift_window_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client: AdminClient | None = client
+        self.label = client.base_url
+        self._admin = client
+        self._top = top_prefixes
+        self._window = drift_window_s
+        self._clock = clock
+
+    async def poll(self) -> Frame:
+        # Status is the frame; heat map and drift are extras a frame survives without.
+        status, heat, drift = await asyncio.gather(
+            self._admin.status(),
+            self._admin.prefixes(top=self._top),
+            self._admin.drift(since_s=self._window),
+            return_exceptions=True,
+        )
+        if isinstance(status, BaseException):
+            raise status
+        warnings = tuple(
+            f"{what}: {error}"
+            for what, error in (("prefixes", heat), ("drift", drift))
+            if isinstance(error, AdminError)
+        )
+        for extra in (heat, drift):
+            if isinstance(extra, BaseException) and not isinstance(extra, AdminError):
+                raise extra
+        return Frame(
+            status=status,
+            heat=heat if isinstance(heat, PrefixHeat) else None,
+            drift=drift if isinstance(drift, DriftSeries) else None,
+            fetched_at=self._clock(),
+            warnings=warnings,
+        )
+
+    async def aclose(self) -> None:
+        await self._admin.aclose()
+
+
+class DirectSource:
+    """Scrapes replicas that are not behind a router (``pcache top --replicas``): no actions."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 3.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client: AdminClient | None = None
+        self._replicas = replica_names(urls)
+        self.label = f"direct: {len(self._replicas)} replicas"
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._state: DirectState | None = None  # the previous scrape, for rates
+        self._clock = clock
+
+    async def poll(self) -> Frame:
+        status, self._state = await direct_snapshot(self._replicas, self._http, self._state)
+        return Frame(status=status, fetched_at=self._clock())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,1 @@
+"""The console's widgets: header, fleet table, prefix heat map, drift chart."""

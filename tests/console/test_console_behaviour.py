@@ -1,0 +1,123 @@
+"""Console behaviour on a fake admin API (httpx.MockTransport): staleness, pause, refresh keys,
+read-only mode, drill-down, the command palette, and the no-terminal path of ``pcache top``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+from textual.app import App
+from textual.widgets import Static
+from typer.testing import CliRunner
+
+from pcache_cli.context import CliContext
+from pcache_cli.main import app as cli_app
+from pcache_console.app import REFRESH_STEPS
+from pcache_console.screens.help import HelpScreen
+from pcache_console.widgets.header import StatusHeader
+from tests.console.conftest import fake_app, screen_name, text_of, until
+from tests.console.fleet_data import FakeRouter
+
+SIZE = (150, 44)
+
+
+def _header(app: App[object]) -> str:
+    return text_of(app.query_one(StatusHeader))
+
+
+def _flash(app: App[object]) -> str:
+    return text_of(app.query_one("#flash", Static))
+
+
+async def test_router_going_away_shows_stale_then_recovers(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        assert "STALE" not in _header(app)
+        fake_router.down = True
+        app.poll_now()
+        await until(pilot, lambda: "STALE" in _header(app))
+        assert "router unreachable" in _flash(app)
+        assert app.fleet.row_count == 7  # the last rows stay on screen while the router is away
+        fake_router.down = False
+        app.poll_now()
+        await until(pilot, lambda: "STALE" not in _header(app))
+        assert "answering again" in _flash(app)
+
+
+async def test_space_pauses_polling_and_resumes(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        await pilot.press("space")
+        assert "PAUSED" in _header(app)
+        before = len(fake_router.requests)
+        app.poll_now()
+        await pilot.pause(0.1)
+        assert len(fake_router.requests) == before
+        await pilot.press("space")
+        await until(pilot, lambda: app.polls >= 2)
+        assert "PAUSED" not in _header(app)
+
+
+async def test_refresh_keys_step_and_clamp(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router, refresh_s=2.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("minus")
+        assert app.refresh_s == 1.0
+        await pilot.press(*["minus"] * 12)
+        assert app.refresh_s == REFRESH_STEPS[0]
+        await pilot.press(*["plus"] * 20)
+        assert app.refresh_s == REFRESH_STEPS[-1]
+        assert f"every {REFRESH_STEPS[-1]:g}s" in _header(app)
+
+
+async def test_readonly_greys_out_actions_in_help_and_palette(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router, readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        for action in ("drain", "undrain", "pin", "unpin", "prewarm"):
+            assert app.check_action(action, ()) is None  # shown, but disabled
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert "Drain replica" not in titles and "Sort by KV usage" in titles
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = " ".join(text_of(w) for w in app.screen.query(Static))
+        assert "disabled: --readonly" in text
+        await pilot.press("escape")
+        await pilot.press("d")
+        await pilot.pause()
+        assert screen_name(app) == "Screen" and fake_router.writes == []
+
+
+async def test_enter_drills_into_a_replica_and_escape_returns(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: screen_name(app) == "ReplicaScreen")
+        stats = text_of(app.screen.query_one("#replica-stats", Static))
+        assert "http://127.0.0.1:8102" in stats  # r2's URL
+        prefixes = text_of(app.screen.query_one("#replica-prefixes", Static))
+        assert "prefix-0" in prefixes
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "Screen")
+        assert app.fleet.selected_name == "r2"
+
+
+def test_no_terminal_prints_the_status_table_and_a_hint() -> None:
+    fake = FakeRouter()
+    result = CliRunner().invoke(
+        cli_app, ["top"], obj=CliContext(transport=httpx.MockTransport(fake.handle)), catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "r1" in result.stdout and "ALL" in result.stdout
+    assert "needs a terminal" in result.stderr
+    assert [path for _, path in fake.requests] == ["/api/v1/status"]
+
+
+def test_cli_import_does_not_load_textual() -> None:
+    code = "import sys, pcache_cli.main; print('textual' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
