@@ -1,0 +1,246 @@
+"""Replay a trace through any set of policies, each over its own simulated fleet, in one pass.
+
+The trace is streamed once; every record is fingerprinted once and then routed by every policy in
+lockstep, so memory does not grow with the trace (beyond the bounded per-policy state) and the
+policies see exactly the same work. Results per policy: token-weighted cache hit rate, TTFT
+percentiles, p90 of the per-minute load imbalance (busiest replica's requests / mean), and, with a
+scale event, the fraction of sessions and of prefix keys whose replica changed across it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcache.fingerprint import Fingerprint
+from pcache.policy import make_policy
+from pcache.policy.base import Outcome, Policy
+from pcache.replay.metrics import LogHistogram, MinutePoint, MinuteWindows
+from pcache.replay.simfleet import ServiceModel, SimulatedFleet
+from pcache.replay.trace import TraceFingerprinter, TraceReader, TraceRecord, count_lines
+
+__all__ = ["PolicyResult", "ReplayReport", "ScaleEvent", "run_replay"]
+
+_SCALE = re.compile(r"^\s*(\d+(?:\.\d+)?)(%?)\s*:\s*([+-]\d+)\s*$")
+_TRACKED_KEYS = 1_000_000  # cap on sessions / prefix keys tracked across a scale event
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleEvent:
+    """Add (``delta`` > 0) or remove replicas once a point of the trace is reached.
+
+    ``"50%:+1"`` is half-way through the trace's requests; ``"6000:-1"`` is at request 6000.
+    """
+
+    at: float
+    percent: bool
+    delta: int
+
+    @classmethod
+    def parse(cls, spec: str) -> ScaleEvent:
+        match = _SCALE.match(spec)
+        if match is None or int(match.group(3)) == 0:
+            raise ValueError(f"scale event {spec!r} is not like '50%:+1' or '6000:-1'")
+        at = float(match.group(1))
+        percent = bool(match.group(2))
+        if percent and at > 100:
+            raise ValueError(f"scale event {spec!r}: a percentage must be at most 100")
+        return cls(at, percent, int(match.group(3)))
+
+    def request_index(self, total: int) -> int:
+        """The 0-based index of the first request routed after the event."""
+        return round(total * self.at / 100) if self.percent else int(self.at)
+
+    def __str__(self) -> str:
+        at = f"{self.at:g}%" if self.percent else f"{self.at:g}"
+        return f"{at}:{self.delta:+d}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    policy: str
+    requests: int
+    hit_rate: float
+    ttft_p50_s: float
+    ttft_p90_s: float
+    ttft_p99_s: float
+    imbalance_p90: float
+    unrouted: int = 0
+    sessions_moved: float | None = None
+    prefix_keys_moved: float | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+    drift: dict[str, int] = field(default_factory=dict)
+    timeline: list[MinutePoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    trace: str
+    replicas: int
+    requests: int
+    bad_lines: int
+    first_bad_line: int | None
+    first_bad_problem: str | None
+    scale: str | None
+    scale_at_request: int | None
+    elapsed_s: float
+    results: list[PolicyResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Moves:
+    """Last replica per key before a scale event, first replica after it; bounded."""
+
+    def __init__(self) -> None:
+        self.before: OrderedDict[object, str] = OrderedDict()
+        self.after: dict[object, str] = {}
+
+    def record(self, key: object, replica: str, after_event: bool) -> None:
+        if not after_event:
+            self.before[key] = replica
+            self.before.move_to_end(key)
+            if len(self.before) > _TRACKED_KEYS:
+                self.before.popitem(last=False)
+        elif key in self.before and key not in self.after:
+            self.after[key] = replica
+
+    def fraction(self) -> float | None:
+        if not self.after:
+            return None
+        return sum(1 for key, replica in self.after.items() if self.before[key] != replica) / len(self.after)
+
+
+class _Lane:
+    """One policy with its own simulated fleet and accumulators."""
+
+    def __init__(self, name: str, policy: Policy, replicas: int, model: ServiceModel) -> None:
+        self.name = name
+        self.policy = policy
+        self.fleet = SimulatedFleet(replicas, model)
+        self.hits = 0
+        self.tokens = 0
+        self.requests = 0
+        self.unrouted = 0
+        self.ttft = LogHistogram()
+        self.minutes = MinuteWindows()
+        self.reasons: Counter[str] = Counter()
+        self.drift: Counter[str] = Counter()
+        self.sessions = _Moves()
+        self.prefixes = _Moves()
+
+    def step(
+        self, now: float, fingerprint: Fingerprint, prefix_key: int, record: TraceRecord, after: bool
+    ) -> None:
+        view = self.fleet.view(now)
+        decision = self.policy.route(fingerprint, view)
+        self.reasons[decision.reason.value] += 1
+        if decision.replica is None:
+            self.unrouted += 1
+            return
+        if decision.drift is not None:
+            self.drift[decision.drift.cause.value] += 1
+        served = self.fleet.replicas[decision.replica].serve(
+            now, fingerprint.blocks, record.input_length, record.output_length
+        )
+        self.policy.observe(
+            fingerprint,
+            decision,
+            Outcome(decision.replica, True, served.cached_tokens, record.input_length, served.ttft_s),
+        )
+        self.requests += 1
+        self.hits += served.cached_tokens
+        self.tokens += record.input_length
+        self.ttft.add(served.ttft_s)
+        members = tuple(r.name for r in view.replicas)
+        self.minutes.add(
+            now, decision.replica, members, served.cached_tokens, record.input_length, served.ttft_s
+        )
+        if fingerprint.session is not None:
+            self.sessions.record(fingerprint.session, decision.replica, after)
+        self.prefixes.record(prefix_key, decision.replica, after)
+
+    def scale(self, delta: int) -> None:
+        for _ in range(abs(delta)):
+            if delta > 0:
+                self.fleet.add()
+            else:
+                self.fleet.remove()
+
+    def result(self, scaled: bool) -> PolicyResult:
+        self.minutes.close()
+        return PolicyResult(
+            policy=self.name,
+            requests=self.requests,
+            hit_rate=self.hits / self.tokens if self.tokens else 0.0,
+            ttft_p50_s=self.ttft.quantile(0.5),
+            ttft_p90_s=self.ttft.quantile(0.9),
+            ttft_p99_s=self.ttft.quantile(0.99),
+            imbalance_p90=self.minutes.imbalance_p90(),
+            unrouted=self.unrouted,
+            sessions_moved=self.sessions.fraction() if scaled else None,
+            prefix_keys_moved=self.prefixes.fraction() if scaled else None,
+            reasons=dict(self.reasons),
+            drift=dict(self.drift),
+            timeline=self.minutes.points,
+        )
+
+
+def run_replay(
+    trace: str | Path,
+    policies: Sequence[str],
+    replicas: int = 8,
+    *,
+    model: ServiceModel | None = None,
+    scale: ScaleEvent | None = None,
+    strict: bool = False,
+    policy_params: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Replay ``trace`` through each named policy over ``replicas`` simulated replicas.
+
+    Raises :class:`~pcache.policy.UnknownPolicyError` for an unknown name before reading anything,
+    and :class:`~pcache.replay.trace.TraceError` for a bad line when ``strict``.
+    """
+    if replicas < 1:
+        raise ValueError("replicas must be >= 1")
+    model = model or ServiceModel()
+    params = policy_params or {}
+    lanes = [_Lane(name, make_policy(name, **params.get(name, {})), replicas, model) for name in policies]
+    if scale is not None and scale.delta < 0 and replicas + scale.delta < 1:
+        raise ValueError(f"cannot scale {replicas} replicas by {scale.delta}")
+    scale_index = scale.request_index(count_lines(trace)) if scale is not None else None
+    reader = TraceReader(trace, strict=strict)
+    fingerprinter = TraceFingerprinter(model.block_tokens)
+    started = time.perf_counter()
+    index = 0
+    for record in reader:
+        after = scale_index is not None and index >= scale_index
+        if index == scale_index and scale is not None:
+            for lane in lanes:
+                lane.scale(scale.delta)
+        fingerprint, prefix_key = fingerprinter.fingerprint(record)
+        for lane in lanes:
+            lane.step(record.timestamp_s, fingerprint, prefix_key, record, after)
+        index += 1
+        if progress is not None and index % 1000 == 0:
+            progress(index)
+    first_bad = reader.first_bad
+    return ReplayReport(
+        trace=str(trace),
+        replicas=replicas,
+        requests=index,
+        bad_lines=reader.bad_lines,
+        first_bad_line=first_bad.line if first_bad else None,
+        first_bad_problem=first_bad.problem if first_bad else None,
+        scale=str(scale) if scale is not None else None,
+        scale_at_request=scale_index,
+        elapsed_s=time.perf_counter() - started,
+        results=[lane.result(scale_index is not None and index > scale_index) for lane in lanes],
+    )

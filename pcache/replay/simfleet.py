@@ -1,0 +1,126 @@
+"""The replayer's simulated fleet: per replica a finite LRU block cache and a prefill queue.
+
+Defaults model an 8B model on one H100: about 20k prompt tokens/s of prefill plus about 20 ms fixed
+per request, room for about 450k tokens of KV cache, and decode at about 50 tokens/s per request.
+A request's time to first token is its wait in the replica's FIFO prefill queue plus the prefill of
+its uncached tokens. Load, as a router sees it, is the requests in flight (queued, prefilling or
+decoding) at the moment a new one arrives.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from pcache.fleet_view import FleetView, ReplicaState, ReplicaView
+
+__all__ = ["Served", "ServiceModel", "SimulatedFleet", "SimulatedReplica"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceModel:
+    """How fast a simulated replica works, and how much it can cache."""
+
+    prefill_tokens_per_s: float = 20_000.0
+    fixed_s: float = 0.020
+    decode_s_per_token: float = 0.020
+    cache_tokens: int = 450_000
+    block_tokens: int = 512
+
+    @property
+    def cache_blocks(self) -> int:
+        return max(1, self.cache_tokens // self.block_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What happened to one request on its replica."""
+
+    cached_tokens: int
+    ttft_s: float
+
+
+class SimulatedReplica:
+    """One replica: an LRU cache of block hashes, a FIFO prefill queue, and requests in flight."""
+
+    __slots__ = ("_cache", "_capacity", "_in_flight", "_prefill_free_at", "model", "name")
+
+    def __init__(self, name: str, model: ServiceModel) -> None:
+        self.name = name
+        self.model = model
+        self._capacity = model.cache_blocks
+        self._cache: OrderedDict[int, None] = OrderedDict()
+        self._prefill_free_at = 0.0
+        self._in_flight: list[float] = []  # heap of completion times
+
+    def load(self, now: float) -> int:
+        """Requests still in flight at ``now``."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0] <= now:
+            heapq.heappop(in_flight)
+        return len(in_flight)
+
+    def cached_prefix(self, blocks: tuple[int, ...]) -> int:
+        """How many leading blocks are in the cache (without touching it)."""
+        count = 0
+        for block in blocks:
+            if block not in self._cache:
+                break
+            count += 1
+        return count
+
+    def serve(self, now: float, blocks: tuple[int, ...], input_tokens: int, output_tokens: int) -> Served:
+        """Queue a request: look up its cached prefix, prefill the rest, cache every block."""
+        model = self.model
+        cached_blocks = self.cached_prefix(blocks)
+        cached = min(cached_blocks * model.block_tokens, input_tokens)
+        start = max(now, self._prefill_free_at)
+        done = start + model.fixed_s + (input_tokens - cached) / model.prefill_tokens_per_s
+        self._prefill_free_at = done
+        heapq.heappush(self._in_flight, done + output_tokens * model.decode_s_per_token)
+        cache = self._cache
+        for block in blocks:
+            if block in cache:
+                cache.move_to_end(block)
+            else:
+                cache[block] = None
+        while len(cache) > self._capacity:
+            cache.popitem(last=False)
+        return Served(cached, done - now)
+
+
+class SimulatedFleet:
+    """Named simulated replicas in a stable order; builds the :class:`FleetView` a policy reads."""
+
+    def __init__(self, replicas: int, model: ServiceModel | None = None) -> None:
+        self.model = model or ServiceModel()
+        self.replicas: dict[str, SimulatedReplica] = {}
+        self.removed: dict[str, SimulatedReplica] = {}
+        self._next = 1
+        for _ in range(replicas):
+            self.add()
+
+    def add(self) -> str:
+        """Add a replica with an empty cache; returns its name."""
+        name = f"r{self._next}"
+        self._next += 1
+        self.replicas[name] = SimulatedReplica(name, self.model)
+        return name
+
+    def remove(self) -> str:
+        """Remove the newest replica (its requests in flight still finish); returns its name."""
+        if len(self.replicas) <= 1:
+            raise ValueError("cannot remove the last replica")
+        name = next(reversed(self.replicas))
+        self.removed[name] = self.replicas.pop(name)
+        return name
+
+    def view(self, now: float) -> FleetView:
+        capacity = self.model.cache_tokens
+        return FleetView(
+            tuple(
+                ReplicaView(name, ReplicaState.HEALTHY, replica.load(now), cache_capacity_tokens=capacity)
+                for name, replica in self.replicas.items()
+            )
+        )
