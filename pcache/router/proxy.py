@@ -131,9 +131,11 @@ def _usage_of(payload: object) -> tuple[int | None, int | None]:
 
 
 class _StreamUsage:
-    """Finds the usage object in an SSE stream without parsing every event."""
+    """Finds the usage object in an SSE stream, parsing only complete events that mention it."""
 
     __slots__ = ("_tail", "cached_tokens", "prompt_tokens")
+
+    _MAX_TAIL = 65536
 
     def __init__(self) -> None:
         self.prompt_tokens: int | None = None
@@ -141,21 +143,22 @@ class _StreamUsage:
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
-        if b'"usage"' not in chunk and not self._tail:
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._tail = data[-self._MAX_TAIL :]
             return
-        data = self._tail + chunk
-        self._tail = b""
-        for event in data.split(b"\n\n"):
-            if b'"prompt_tokens"' not in event:
-                continue
+        complete = data[:end]
+        self._tail = data[end + 2 :][-self._MAX_TAIL :]
+        if b'"prompt_tokens"' not in complete:
+            return
+        for event in complete.split(b"\n\n"):
             line = event.strip()
-            if not line.startswith(b"data:"):
+            if b'"prompt_tokens"' not in line or not line.startswith(b"data:"):
                 continue
             try:
                 payload = json.loads(line[5:])
             except ValueError:
-                # An event cut across chunks: keep it for the next one (bounded).
-                self._tail = event[-65536:]
                 continue
             prompt, cached = _usage_of(payload)
             if prompt is not None:

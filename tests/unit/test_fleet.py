@@ -1,0 +1,118 @@
+"""The live fleet: views, health thresholds, the drain state machine and Tier-1 owners."""
+
+from __future__ import annotations
+
+import pytest
+
+from pcache.engines.base import ReplicaStats
+from pcache.fleet import Fleet, UnknownReplica, owners_of
+from pcache.fleet_view import ReplicaState, ReplicaView, Tier1Prefix
+
+
+def _fleet(*names: str, **kwargs: object) -> Fleet:
+    fleet = Fleet(**kwargs)  # type: ignore[arg-type]
+    for name in names:
+        fleet.add(name, f"http://127.0.0.1:1/{name}/")
+    return fleet
+
+
+def test_the_view_is_cached_until_something_changes() -> None:
+    fleet = _fleet("r1", "r2")
+    view = fleet.view()
+    assert fleet.view() is view
+    fleet.begin("r1")
+    changed = fleet.view()
+    assert changed is not view
+    assert changed.by_name("r1") is not None and changed.by_name("r1").load == 1  # type: ignore[union-attr]
+
+
+def test_load_is_in_flight_plus_engine_waiting() -> None:
+    fleet = _fleet("r1")
+    fleet.begin("r1")
+    fleet.begin("r1")
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm", waiting=5, kv_usage=0.5), 0.0, 0.0)
+    replica = fleet.view().by_name("r1")
+    assert replica is not None and replica.load == 7 and replica.kv_usage == 0.5
+
+
+def test_draining_becomes_drained_when_the_last_request_ends() -> None:
+    drained: list[str] = []
+    fleet = _fleet("r1", "r2", on_drained=drained.append)
+    fleet.begin("r1")
+    fleet.set_drain("r1", "draining")
+    assert fleet.get("r1").state is ReplicaState.DRAINING
+    assert fleet.routable_names() == ["r2"]
+    fleet.end("r1")
+    assert fleet.get("r1").state is ReplicaState.DRAINED
+    assert drained == ["r1"]
+
+
+def test_draining_an_idle_replica_is_drained_at_once() -> None:
+    fleet = _fleet("r1", "r2")
+    fleet.set_drain("r1", "draining")
+    assert fleet.get("r1").state is ReplicaState.DRAINED
+    fleet.set_drain("r1", None)
+    assert fleet.get("r1").state is ReplicaState.HEALTHY
+
+
+def test_failures_and_recoveries_follow_the_thresholds() -> None:
+    fleet = _fleet("r1", failure_threshold=2, recovery_threshold=2)
+    assert fleet.report_failure("r1", "boom") is False
+    assert fleet.get("r1").healthy
+    assert fleet.report_failure("r1", "boom") is True
+    assert fleet.get("r1").state is ReplicaState.UNHEALTHY
+    assert fleet.report_success("r1") is False
+    assert fleet.report_success("r1") is True
+    assert fleet.get("r1").state is ReplicaState.HEALTHY
+
+
+def test_a_success_resets_the_failure_streak() -> None:
+    fleet = _fleet("r1", failure_threshold=2)
+    fleet.report_failure("r1", "x")
+    fleet.report_success("r1")
+    fleet.report_failure("r1", "x")
+    assert fleet.get("r1").healthy
+
+
+def test_membership_changes() -> None:
+    fleet = _fleet("r1")
+    with pytest.raises(ValueError):
+        fleet.add("r1", "http://x")
+    fleet.add("r2", "http://x/", source="runtime", healthy=False)
+    assert fleet.get("r2").url == "http://x"
+    assert fleet.routable_names() == ["r1"]
+    fleet.mark_healthy("r2")
+    assert fleet.routable_names() == ["r1", "r2"]
+    fleet.remove("r1")
+    with pytest.raises(UnknownReplica):
+        fleet.get("r1")
+    fleet.end("r1")  # a request finishing on a removed replica is harmless
+
+
+def test_owners_are_pinned_replicas_or_the_top_copies_of_the_hrw_ranking() -> None:
+    replicas = tuple(ReplicaView(name=f"r{i}") for i in range(1, 6))
+    pinned = Tier1Prefix(name="p", blocks=(1, 2), pinned=("r4",))
+    assert owners_of(pinned, replicas) == ["r4"]
+    shared = Tier1Prefix(name="s", blocks=(7, 8, 9), copies=2)
+    owners = owners_of(shared, replicas)
+    assert len(owners) == 2
+    without_first = tuple(r for r in replicas if r.name != owners[0])
+    assert owners_of(shared, without_first)[0] == owners[1]  # the successor is the next in HRW order
+
+
+def test_owners_skip_unroutable_replicas_and_other_groups() -> None:
+    replicas = (
+        ReplicaView(name="a", group="gpu"),
+        ReplicaView(name="b", group="gpu", state=ReplicaState.DRAINED),
+        ReplicaView(name="c", group="cpu"),
+    )
+    prefix = Tier1Prefix(name="p", blocks=(3,), copies=3, group="gpu")
+    assert owners_of(prefix, replicas) == ["a"]
+
+
+def test_the_recent_hit_rate_comes_from_scrape_deltas() -> None:
+    fleet = _fleet("r1")
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm"), 100.0, 25.0)
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm"), 100.0, 75.0)
+    entry = fleet.get("r1")
+    assert entry.hit_rate(entry.scraped_at or 0.0) == pytest.approx(0.5)

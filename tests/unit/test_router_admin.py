@@ -1,0 +1,148 @@
+"""The admin API in process (httpx ASGITransport): paths, auth, errors, explain, dry runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from pcache.api import ExplainRequest
+from pcache.client import AdminClient, NotFound, Refused, Unauthorized
+from pcache.router.config import ConfigError, parse_config
+from pcache.router.daemon import RouterDaemon
+
+TOKEN = "t0ken"
+SYSTEM = "You are a helpful assistant for the ACME store. " * 20
+CONFIG = f"""
+admin: {{token_env: PCACHE_UNIT_ADMIN_TOKEN}}
+replicas:
+  - {{name: r1, url: "http://127.0.0.1:9"}}
+  - {{name: r2, url: "http://127.0.0.1:9"}}
+  - {{name: r3, url: "http://127.0.0.1:9"}}
+tier1:
+  - {{name: shop, text: "{SYSTEM}", copies: 2}}
+"""
+
+
+@pytest.fixture()
+def daemon(monkeypatch: pytest.MonkeyPatch) -> RouterDaemon:
+    monkeypatch.setenv("PCACHE_UNIT_ADMIN_TOKEN", TOKEN)
+    return RouterDaemon(parse_config(CONFIG))
+
+
+@pytest.fixture()
+async def admin(daemon: RouterDaemon) -> AsyncIterator[AdminClient]:
+    transport = httpx.ASGITransport(app=daemon.admin)
+    async with AdminClient("http://admin", token=TOKEN, transport=transport) as client:
+        yield client
+
+
+def test_a_non_loopback_admin_address_needs_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PCACHE_UNIT_ADMIN_TOKEN", raising=False)
+    config = parse_config("admin: {listen: '0.0.0.0:8081', token_env: PCACHE_UNIT_ADMIN_TOKEN}\n")
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        RouterDaemon(config)
+
+
+def test_an_unknown_policy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="policy"):
+        RouterDaemon(parse_config("policy: {name: nonsense}\n"))
+
+
+async def test_the_openapi_schema_lists_every_client_path(daemon: RouterDaemon) -> None:
+    transport = httpx.ASGITransport(app=daemon.admin)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+        schema = (await http.get("/openapi.json")).json()
+    paths = set(schema["paths"])
+    assert {
+        "/api/v1/status",
+        "/api/v1/replicas",
+        "/api/v1/replicas/{name}",
+        "/api/v1/replicas/{name}/drain",
+        "/api/v1/replicas/{name}/undrain",
+        "/api/v1/prefixes",
+        "/api/v1/pins",
+        "/api/v1/pins/{name}",
+        "/api/v1/route/explain",
+        "/api/v1/prewarm",
+        "/api/v1/prewarm/{job_id}",
+        "/api/v1/drift",
+    } <= paths
+
+
+async def test_writes_need_the_bearer_token(daemon: RouterDaemon) -> None:
+    transport = httpx.ASGITransport(app=daemon.admin)
+    async with AdminClient("http://admin", transport=transport) as anonymous:
+        assert len(await anonymous.replicas()) == 3
+        with pytest.raises(Unauthorized):
+            await anonymous.drain("r1", dry_run=True)
+    async with AdminClient("http://admin", token="nope", transport=transport) as wrong:
+        with pytest.raises(Unauthorized):
+            await wrong.undrain("r1")
+
+
+async def test_errors_are_openai_style(daemon: RouterDaemon) -> None:
+    transport = httpx.ASGITransport(app=daemon.admin)
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin", headers=headers) as http:
+        for response in (
+            await http.get("/api/v1/nothing-here"),
+            await http.post("/api/v1/replicas", json={"name": "", "url": "x"}),
+            await http.get("/api/v1/prefixes", params={"top": 0}),
+            await http.post("/api/v1/replicas/ghost/undrain"),
+        ):
+            error = response.json()["error"]
+            assert response.status_code in (404, 422)
+            assert error["message"] and error["type"]
+
+
+async def test_explain_returns_the_decision_without_booking_it(
+    admin: AdminClient, daemon: RouterDaemon
+) -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}],
+    }
+    decision = await admin.explain(ExplainRequest(body=body, session="s1"))
+    assert decision.tier1 == "shop"
+    assert decision.replica in {"r1", "r2", "r3"}
+    assert {c.replica for c in decision.candidates} == {"r1", "r2", "r3"}
+    assert decision.session == "s1" and decision.blocks > 0
+    assert daemon.ledger.requests_total() == 0
+    with pytest.raises(Refused):
+        await admin.explain(ExplainRequest(body={"messages": []}))
+
+
+async def test_a_dry_run_drain_reports_the_blast_radius_and_changes_nothing(admin: AdminClient) -> None:
+    owners = next(p for p in await admin.pins() if p.name == "shop").owners
+    radius = await admin.drain(owners[0], dry_run=True)
+    assert radius.dry_run
+    assert [move.prefix for move in radius.tier1] == ["shop"]
+    assert owners[0] not in radius.tier1[0].successors and len(radius.tier1[0].successors) == 2
+    assert all(r.state == "healthy" for r in await admin.replicas())
+
+
+async def test_config_prefixes_cannot_be_unpinned_and_unknown_ones_are_404(admin: AdminClient) -> None:
+    with pytest.raises(Refused) as refused:
+        await admin.unpin("shop")
+    assert refused.value.status == 409
+    with pytest.raises(NotFound):
+        await admin.unpin("ghost")
+
+
+async def test_the_data_plane_rejects_bad_requests_with_openai_errors(daemon: RouterDaemon) -> None:
+    transport = httpx.ASGITransport(app=daemon.proxy)
+    async with httpx.AsyncClient(transport=transport, base_url="http://data") as http:
+        too_big = await http.post("/v1/completions", content=b"x" * (daemon.proxy.max_body_bytes + 1))
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
+        not_json = await http.post("/v1/completions", content=b"{")
+        assert not_json.status_code == 400
+        wrong_method = await http.get("/v1/chat/completions")
+        assert wrong_method.status_code == 405
+        for name in ("r1", "r2", "r3"):
+            daemon.fleet.set_drain(name, "draining")
+        none_left = await http.post("/v1/completions", json={"model": "m", "prompt": "hello"})
+        assert none_left.status_code == 503 and none_left.json()["error"]["code"] == "no_replica"
+        metrics = await http.get("/metrics")
+        assert b"pcache_requests_total" in metrics.content
