@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
             "no_color": cli.no_color,
             "timeout": cli.timeout,
         }
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"key": key, "value": _shown(key, values[key]), "source": cli.sources.get(key, "default")}
             for key in FILE_KEYS
         ]

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         names = split_names(replicas)
         if names and copies:
             fail("give either --replicas or --copies, not both", ExitCode.USAGE)
-        request = PinIn(text=body, replicas=names, copies=copies, group=group, prewarm=prewarm, as_=as_)
+        request = PinIn(text=body, replicas=names, copies=copies, group=group, prewarm=prewarm, **{"as": as_})
         with cli.admin(subject=f"pin {name}") as client:
             result = client.pin(name, request)
             _emit_one(cli, result, fmt)

@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         request = PrewarmIn(
             prefixes=prefixes,
-            as_=as_,
+            **{"as": as_},
             copies=copies,
             replicas=split_names(replicas),
             pin=pin,

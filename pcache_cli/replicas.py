@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
@@ -92,11 +93,9 @@ def register(app: typer.Typer) -> None:
             fail(f"invalid URL {url!r}: must start with http:// or https://", ExitCode.USAGE)
         try:
             request = ReplicaIn(name=name, url=url, engine=engine, group=group_name, weight=weight)
-        except ValueError as exc:
-            fail(
-                f"invalid replica {name!r}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
-                ExitCode.USAGE,
-            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            fail(f"invalid replica {error['loc'][0]}: {error['msg']}", ExitCode.USAGE)
         with cli.admin(subject=f"replica {name}") as client:
             added = client.add_replica(request)
         info(f"replica {added.name} added ({added.url})")

@@ -120,3 +120,14 @@ def test_format_follows_extension_then_content() -> None:
     assert detect_format(Path("a.txt"), '{"text": "x"}') == "text"
     assert detect_format(Path("prefixes"), '\n{"text": "x"}\n') == "jsonl"
     assert detect_format(Path("prefixes"), "You are helpful.\n") == "text"
+
+
+def test_the_shipped_examples_parse() -> None:
+    configs = Path(__file__).parent.parent.parent / "configs"
+    text = read_prefixes(configs / "prefixes.example.txt")
+    assert len(text) == 2 and "\n- Point out bugs before style." in text[1].text
+    yaml_prefixes = read_prefixes(configs / "prefixes.example.yaml")
+    assert [(p.name, p.copies, p.replicas) for p in yaml_prefixes] == [
+        ("support", 2, None),
+        ("code-review", None, ["r1", "r3"]),
+    ]
