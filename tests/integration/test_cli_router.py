@@ -508,3 +508,59 @@ def test_shell_completion_lists_replicas_and_pins_from_the_router(stack: Stack) 
     assert complete(f"pcache --router {url} undrain r") == ["r1", "r2", "r3", "r4"]
     assert complete(f"pcache --router {url} unpin s") == ["support"]
     assert complete("pcache --router http://127.0.0.1:9 drain ") == []  # unreachable: nothing, no noise
+
+
+def _on_a_tty(stack: Stack, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run ``pcache ARGS`` on a pseudo-terminal, answer its prompt, return (exit code, screen text)."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pcache_cli.main", *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, **stack.env()},
+        close_fds=True,
+    )
+    os.close(terminal)
+    screen = b""
+    answered = False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            if not answered and b"[y/n]" in screen:
+                os.write(controller, answer)
+                answered = True
+            if process.poll() is not None and not ready:
+                break
+        return process.wait(10), screen.decode(errors="replace")
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+
+
+def test_drain_on_a_tty_asks_first_and_honours_the_answer(stack: Stack) -> None:
+    code, screen = _on_a_tty(stack, ["drain", "r2"], b"n\n")
+    assert "sessions homed" in screen and "Drain r2?" in screen
+    assert code == 1 and "drain cancelled" in screen
+    assert "healthy" in rows(stack.cli("replicas").stdout)["r2"]
+    try:
+        code, screen = _on_a_tty(stack, ["drain", "r2"], b"y\n")
+        assert code == 0, screen
+        assert "DRAIN" in rows(stack.cli("replicas").stdout)["r2"]
+    finally:
+        assert stack.cli("undrain", "r2").exit_code == 0
