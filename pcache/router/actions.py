@@ -24,6 +24,7 @@ from typing import Any, Literal
 import xxhash
 
 from pcache.api import BlastRadius, PinIn, PinOut, PrewarmIn, PrewarmJob
+from pcache.engines import ENGINES
 from pcache.fleet import Fleet, owners_of
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
@@ -280,6 +281,12 @@ class OperatorActions:
             raise ActionError(409, f"replica {name!r} already exists", "replica_exists")
         if not url.startswith(("http://", "https://")):
             raise ActionError(422, "url must start with http:// or https://", "invalid_url")
+        if engine != "auto" and engine not in ENGINES:
+            raise ActionError(
+                422,
+                f"unknown engine {engine!r}; expected auto or one of {', '.join(ENGINES)}",
+                "unknown_engine",
+            )
         record = ReplicaRecord(name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight)
         self.store.put_replica(record)
         # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pcache.engines import ENGINES
+
 __all__ = [
     "AdminConfig",
     "ConfigError",
@@ -97,6 +99,13 @@ class ReplicaConfig(_Section):
     engine: str = "auto"
     group: str | None = None
     weight: float = Field(default=1.0, gt=0, le=1000)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value != "auto" and value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}; expected auto or one of {', '.join(ENGINES)}")
+        return value
 
     @field_validator("url")
     @classmethod
