@@ -100,6 +100,8 @@ def register(app: typer.Typer) -> None:
         cli = get_context(ctx)
         if (prompt is None) == (file is None):
             fail("give exactly one of --prompt or --file", ExitCode.USAGE)
+        if prompt == "":
+            fail("--prompt must not be empty", ExitCode.USAGE)
         if file is not None:
             body = read_request_file(file)
         elif as_ == "chat":

@@ -446,6 +446,8 @@ def test_route_explain_names_the_decision_and_every_candidate(stack: Stack, tmp_
     assert bad.exit_code == 1 and one_line(bad).startswith(f"error: {broken}:3: invalid JSON")
     neither = stack.cli("route", "explain")
     assert neither.exit_code == 2
+    empty = stack.cli("route", "explain", "--prompt", "")
+    assert empty.exit_code == 2 and one_line(empty) == "error: --prompt must not be empty"
 
 
 def test_prefixes_heat_map_marks_the_tier1_owners(stack: Stack) -> None:
