@@ -244,7 +244,10 @@ def fingerprint_request(
             raise PromptError(f"messages must be a list, got {type(messages).__name__}")
         if not messages:
             raise PromptError("messages is empty")
-        text = render_chat(messages, body.get("tools"))
+        try:
+            text = render_chat(messages, body.get("tools"))
+        except RecursionError:  # json.dumps of hostile, deeply nested parts, tools or tool calls
+            raise PromptError("messages, tools or tool_calls are nested too deeply") from None
         chat = True
     elif "prompt" in body:
         text = _completion_text(body["prompt"])
