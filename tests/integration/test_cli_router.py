@@ -566,3 +566,35 @@ def test_drain_on_a_tty_asks_first_and_honours_the_answer(stack: Stack) -> None:
         assert "DRAIN" in rows(stack.cli("replicas").stdout)["r2"]
     finally:
         assert stack.cli("undrain", "r2").exit_code == 0
+
+
+def test_status_calls_out_the_replica_with_the_load_skew(stack: Stack) -> None:
+    """Six slow requests sent straight to r4's engine: the router scrapes them and names r4."""
+    stack.sim.set_faults("r4", slow_factor=1000.0)  # about 3 s per request
+    body = {"model": "sim-model", "prompt": "A request that takes its time. " * 4, "max_tokens": 1}
+    threads = [
+        threading.Thread(
+            target=httpx.post,
+            args=(f"{stack.sim.urls['r4']}/v1/completions",),
+            kwargs={"json": body, "timeout": 30},
+        )
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+
+        def skew_callout() -> str | None:
+            result = stack.cli("status")
+            return next(
+                (line for line in result.stdout.splitlines() if line.startswith("! r4: load 6 ")), None
+            )
+
+        line = wait_for(skew_callout, timeout=10, interval=0.2)
+        assert line.startswith("! r4: load 6 (running+waiting), fleet mean 1.5")
+        data = json.loads(stack.cli("status", "-o", "json").stdout)
+        assert any(callout.startswith("r4: load") for callout in data["callouts"])
+    finally:
+        stack.sim.set_faults("r4", slow_factor=1.0)
+        for thread in threads:
+            thread.join(30)
