@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from pcache.engines.base import ReplicaStats
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
-from pcache.hashing import hrw_rank
 
 __all__ = ["Fleet", "ReplicaEntry", "UnknownReplica"]
 
@@ -74,17 +73,6 @@ class ReplicaEntry:
                 queries += q
                 hits += h
         return hits / queries if queries else None
-
-
-def owners_of(prefix: Tier1Prefix, replicas: Iterable[ReplicaView]) -> list[str]:
-    """Where a Tier-1 prefix is routed: its pinned replicas, else the top ``copies`` routable replicas
-    (in its group, when it has one) of the prefix's HRW ranking."""
-    if prefix.pinned:
-        return list(prefix.pinned)
-    eligible = [r for r in replicas if r.routable and (prefix.group is None or r.group == prefix.group)]
-    if not eligible:
-        return []
-    return [name for name, _ in hrw_rank(prefix.key, eligible)[: prefix.copies]]
 
 
 class Fleet:
@@ -146,11 +134,6 @@ class Fleet:
     @property
     def tier1(self) -> Mapping[str, Tier1Prefix]:
         return self._tier1
-
-    def owners(self, view: FleetView | None = None) -> dict[str, list[str]]:
-        """Current owners of every Tier-1 prefix."""
-        view = view or self.view()
-        return {name: owners_of(prefix, view.replicas) for name, prefix in self._tier1.items()}
 
     def routable_names(self) -> list[str]:
         return [e.name for e in self._entries.values() if e.state is ReplicaState.HEALTHY]

@@ -25,7 +25,7 @@ import xxhash
 
 from pcache.api import BlastRadius, PinIn, PinOut, PrewarmIn, PrewarmJob
 from pcache.engines import ENGINES
-from pcache.fleet import Fleet, owners_of
+from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
 from pcache.router.config import RouterConfig
@@ -166,7 +166,7 @@ class OperatorActions:
     def pin_out(
         self, record: Tier1Record, owners: dict[str, list[str]] | None = None, job: str | None = None
     ) -> PinOut:
-        owners = owners if owners is not None else self.fleet.owners()
+        owners = owners if owners is not None else self.routing.owners()
         prefix = self.fleet.tier1.get(record.name)
         blocks = len(prefix.blocks) if prefix is not None else 0
         source: Literal["config", "pin", "auto"] = (
@@ -185,7 +185,7 @@ class OperatorActions:
         )
 
     def pins(self) -> list[PinOut]:
-        owners = self.fleet.owners()
+        owners = self.routing.owners()
         return [self.pin_out(r, owners) for _, r in sorted(self._records.items())]
 
     def texts(self) -> dict[str, str]:
@@ -196,19 +196,12 @@ class OperatorActions:
     def _successors(self, name: str, state: ReplicaState | None) -> dict[str, list[str]]:
         """For each Tier-1 prefix ``name`` owns now, its owners once ``name`` is in ``state``."""
         view = self.fleet.view()
-        after = _with_state(view, name, state)
-        moves: dict[str, list[str]] = {}
-        for prefix_name, prefix in self.fleet.tier1.items():
-            if name in owners_of(prefix, view.replicas):
-                if prefix.pinned:
-                    moves[prefix_name] = [
-                        r
-                        for r in prefix.pinned
-                        if r != name and any(v.name == r and v.routable for v in after)
-                    ]
-                else:
-                    moves[prefix_name] = owners_of(prefix, after)
-        return moves
+        after = FleetView(replicas=_with_state(view, name, state), tier1=view.tier1)
+        return {
+            prefix_name: self.routing.owners_of(prefix, after)
+            for prefix_name, prefix in view.tier1.items()
+            if name in self.routing.owners_of(prefix, view)
+        }
 
     def _radius(self, name: str, state: ReplicaState | None, dry_run: bool) -> BlastRadius:
         entry = self.fleet.get(name)
@@ -226,7 +219,7 @@ class OperatorActions:
 
     async def _warm_successors(self, moves: dict[str, list[str]], exclude: str) -> str | None:
         """Prewarm each moving prefix on its new owners (that are not already owners); wait for it."""
-        owners = self.fleet.owners()
+        owners = self.routing.owners()
         targets = []
         for prefix_name, successors in sorted(moves.items()):
             record = self._records.get(prefix_name)
@@ -298,10 +291,10 @@ class OperatorActions:
             return
         await self.watcher.scrape_one(name)
         view = self.fleet.view()
-        after = _with_state(view, name, ReplicaState.HEALTHY)
+        after = FleetView(replicas=_with_state(view, name, ReplicaState.HEALTHY), tier1=view.tier1)
         targets = []
         for prefix in self.fleet.tier1.values():
-            if not prefix.pinned and name in owners_of(prefix, after):
+            if not prefix.pinned and name in self.routing.owners_of(prefix, after):
                 record_t = self._records.get(prefix.name)
                 if record_t is not None:
                     targets.append(
@@ -381,7 +374,7 @@ class OperatorActions:
         self._publish_tier1()
         job_id = None
         if pin.prewarm:
-            owners = self.fleet.owners().get(name, [])
+            owners = self.routing.owners().get(name, [])
             if owners:
                 job = self.jobs.start(
                     [PrewarmTarget(name, record.text, _as(record.as_), tuple(owners), "pinned")],
@@ -452,7 +445,7 @@ class OperatorActions:
                     chosen, why = tuple(existing.replicas), "pinned"
                 else:
                     probe = Tier1Prefix(name=name, blocks=blocks, copies=k)
-                    chosen, why = tuple(owners_of(probe, view.replicas)), f"top-{k} of HRW ranking"
+                    chosen, why = tuple(self.routing.owners_of(probe, view)), f"top-{k} of HRW ranking"
             targets.append(PrewarmTarget(name, prefix.text, request.as_, chosen, why))
             if request.pin:
                 pins.append(

@@ -124,7 +124,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             fleet.get(name),
             ledger=daemon.ledger,
             sessions=daemon.policy.session_homes(),
-            owners=fleet.owners(),
+            owners=daemon.routing.owners(),
             pinned={n: p.pinned for n, p in fleet.tier1.items() if p.pinned},
             stale_after_s=daemon.config.scrape.stale_after_s,
             now=time.time(),
@@ -135,6 +135,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         """The fleet at a glance: router header, one row per replica, the ALL row, call-outs."""
         return status_snapshot(
             daemon.fleet,
+            owners=daemon.routing.owners(),
             ledger=daemon.ledger,
             sessions=daemon.policy.session_homes(),
             policy=daemon.policy.name,
@@ -196,7 +197,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     @app.get("/api/v1/prefixes", response_model=PrefixHeat, dependencies=read, responses=_ERRORS)
     async def prefixes(top: Annotated[int, Query(ge=1, le=1000)] = 20) -> PrefixHeat:
         """Heat map: top prefixes x replicas over the recent window."""
-        return daemon.ledger.heat(top, daemon.fleet.tier1, daemon.fleet.owners(), texts=actions.texts())
+        return daemon.ledger.heat(top, daemon.fleet.tier1, daemon.routing.owners(), texts=actions.texts())
 
     @app.get("/api/v1/pins", response_model=list[PinOut], dependencies=read, responses=_ERRORS)
     async def pins() -> list[PinOut]:

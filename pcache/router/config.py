@@ -174,10 +174,10 @@ class PrewarmConfig(_Section):
 
 
 class HotPrefixConfig(_Section):
-    """Auto-detected hot prefixes (many distinct sessions) shown as Tier-1 candidates."""
+    """Hot prefixes (seen from many distinct sessions) shown in the heat map as Tier-1 candidates.
+    Routing them is the policy's business (``tiered`` detects hot prefixes itself)."""
 
     min_sessions: int = Field(default=4, ge=2)
-    auto_promote: bool = False  # register hot prefixes as Tier-1 (source "auto") automatically
 
 
 class RouterConfig(_Section):

@@ -256,6 +256,9 @@ class ProxyApp:
         except ValueError as exc:
             await self._error(send, 400, f"request body is not valid JSON: {exc}", "invalid_request_error")
             return
+        except RecursionError:
+            await self._error(send, 400, "request body is nested too deeply", "invalid_request_error")
+            return
         if not isinstance(payload, dict):
             await self._error(send, 400, "request body must be a JSON object", "invalid_request_error")
             return

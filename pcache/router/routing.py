@@ -13,13 +13,16 @@ from typing import Any
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
-from pcache.fleet_view import Tier1Prefix
+from pcache.fleet_view import FleetView, Tier1Prefix
 from pcache.ledger import Ledger
-from pcache.policy.base import Decision, Outcome, Policy
+from pcache.policy.base import Decision, Exclusion, Outcome, Policy
 from pcache.prompt import FingerprintConfig, Tier1Index, fingerprint_request, prefix_blocks
 from pcache.router.metrics import RouterMetrics
 
 __all__ = ["Routing"]
+
+# A candidate left out only for load is still an owner (the prefix is cached there).
+_OWNER_EXCLUSIONS = frozenset({None, Exclusion.OVER_LOAD_BOUND})
 
 
 class Routing:
@@ -75,6 +78,28 @@ class Routing:
 
     def explain(self, fingerprint: Fingerprint) -> Decision:
         return self.policy.explain(fingerprint, self.fleet.view())
+
+    def owners_of(self, prefix: Tier1Prefix, view: FleetView | None = None) -> list[str]:
+        """Where the policy sends a request carrying exactly this Tier-1 prefix now (or in ``view``):
+        its candidates not left out as non-owners, unpinned, of another group or unroutable."""
+        view = view or self.fleet.view()
+        if view.tier1.get(prefix.name) != prefix:
+            view = FleetView(replicas=view.replicas, tier1={**view.tier1, prefix.name: prefix})
+        probe = Fingerprint(
+            blocks=prefix.blocks,
+            session=None,
+            prompt_tokens=len(prefix.blocks) * self.config.block_tokens,
+            tier1=prefix.name,
+            tier1_blocks=len(prefix.blocks),
+            block_tokens=self.config.block_tokens,
+        )
+        decision = self.policy.explain(probe, view)
+        return [c.replica for c in decision.candidates if c.excluded in _OWNER_EXCLUSIONS]
+
+    def owners(self, view: FleetView | None = None) -> dict[str, list[str]]:
+        """Current owners of every registered Tier-1 prefix."""
+        view = view or self.fleet.view()
+        return {name: self.owners_of(prefix, view) for name, prefix in view.tier1.items()}
 
     def observe(self, fingerprint: Fingerprint, decision: Decision, outcome: Outcome) -> None:
         """Report a finished request back to the policy and the ledger."""

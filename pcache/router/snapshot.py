@@ -90,6 +90,7 @@ def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger) -> ReplicaStatus:
 def status_snapshot(
     fleet: Fleet,
     *,
+    owners: Mapping[str, list[str]],
     ledger: Ledger,
     sessions: Mapping[str, int],
     policy: str,
@@ -99,7 +100,6 @@ def status_snapshot(
     stale_after_s: float,
 ) -> StatusSnapshot:
     now = time.time()
-    owners = fleet.owners()
     pinned = {name: p.pinned for name, p in fleet.tier1.items() if p.pinned}
     rows = [
         replica_status(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pcache.engines.base import ReplicaStats
-from pcache.fleet import Fleet, UnknownReplica, owners_of
-from pcache.fleet_view import ReplicaState, ReplicaView, Tier1Prefix
+from pcache.fleet import Fleet, UnknownReplica
+from pcache.fleet_view import ReplicaState
 
 
 def _fleet(*names: str, **kwargs: object) -> Fleet:
@@ -87,27 +87,6 @@ def test_membership_changes() -> None:
     with pytest.raises(UnknownReplica):
         fleet.get("r1")
     fleet.end("r1")  # a request finishing on a removed replica is harmless
-
-
-def test_owners_are_pinned_replicas_or_the_top_copies_of_the_hrw_ranking() -> None:
-    replicas = tuple(ReplicaView(name=f"r{i}") for i in range(1, 6))
-    pinned = Tier1Prefix(name="p", blocks=(1, 2), pinned=("r4",))
-    assert owners_of(pinned, replicas) == ["r4"]
-    shared = Tier1Prefix(name="s", blocks=(7, 8, 9), copies=2)
-    owners = owners_of(shared, replicas)
-    assert len(owners) == 2
-    without_first = tuple(r for r in replicas if r.name != owners[0])
-    assert owners_of(shared, without_first)[0] == owners[1]  # the successor is the next in HRW order
-
-
-def test_owners_skip_unroutable_replicas_and_other_groups() -> None:
-    replicas = (
-        ReplicaView(name="a", group="gpu"),
-        ReplicaView(name="b", group="gpu", state=ReplicaState.DRAINED),
-        ReplicaView(name="c", group="cpu"),
-    )
-    prefix = Tier1Prefix(name="p", blocks=(3,), copies=3, group="gpu")
-    assert owners_of(prefix, replicas) == ["a"]
 
 
 def test_the_recent_hit_rate_comes_from_scrape_deltas() -> None:

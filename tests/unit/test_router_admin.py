@@ -9,6 +9,7 @@ import pytest
 
 from pcache.api import ExplainRequest
 from pcache.client import AdminClient, NotFound, Refused, Unauthorized
+from pcache.fleet_view import Tier1Prefix
 from pcache.router.config import ConfigError, parse_config
 from pcache.router.daemon import RouterDaemon
 
@@ -146,3 +147,14 @@ async def test_the_data_plane_rejects_bad_requests_with_openai_errors(daemon: Ro
         assert none_left.status_code == 503 and none_left.json()["error"]["code"] == "no_replica"
         metrics = await http.get("/metrics")
         assert b"pcache_requests_total" in metrics.content
+
+
+def test_owners_are_what_the_policy_routes_to(daemon: RouterDaemon) -> None:
+    prefix = daemon.fleet.tier1["shop"]
+    owners = daemon.routing.owners_of(prefix)
+    assert len(owners) == 2
+    pinned = Tier1Prefix(name="vip", blocks=prefix.blocks[:2], pinned=("r3",))
+    assert daemon.routing.owners_of(pinned) == ["r3"]
+    daemon.fleet.set_drain(owners[0], "draining")
+    after = daemon.routing.owners_of(prefix)
+    assert owners[0] not in after and owners[1] in after and len(after) == 2
