@@ -128,8 +128,10 @@ def test_status_json_has_stable_keys_raw_numbers_and_the_sessions(stack: Stack) 
     assert sum(r["sessions"] for r in data["replicas"]) == 6
     assert sum(r["requests_total"] for r in data["replicas"]) >= 12
     assert isinstance(data["router"]["uptime_s"], float)
-    owned = sorted(name for r in data["replicas"] for name in r["tier1_owned"])
-    assert owned == ["support", "support"]  # copies: 2
+    owners = sorted(r["name"] for r in data["replicas"] if "support" in r["tier1_owned"])
+    pins = json.loads(stack.cli("pins", "-o", "json").stdout)
+    assert owners == sorted(next(p for p in pins if p["name"] == "support")["owners"])
+    assert len(owners) >= 2  # copies: 2, or more as its share of load grows
 
 
 def test_status_watch_jsonl_prints_one_snapshot_per_refresh(stack: Stack) -> None:
@@ -455,10 +457,10 @@ def test_prefixes_heat_map_marks_the_tier1_owners(stack: Stack) -> None:
     assert result.exit_code == 0, result.stderr
     heat = json.loads(result.stdout)
     support = next(row for row in heat["prefixes"] if row["name"] == "support")
-    assert support["requests"] >= 12 and len(support["owners"]) == 2
+    assert support["requests"] >= 12 and len(support["owners"]) >= 2
     table = rows(stack.cli("prefixes", "--top", "5").stdout)
     cells = table["support"].split("%")
-    assert table["support"].count(" O") == 2  # both owners marked
+    assert table["support"].count(" O") == len(support["owners"])  # every owner marked
     assert sum(1 for cell in cells if any(shade in cell for shade in "░▒▓█")) >= 1
 
 
