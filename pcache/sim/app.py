@@ -56,6 +56,9 @@ def _error(message: str, kind: str, status: int) -> JSONResponse:
     return JSONResponse(error_body(message, kind, status), status_code=status)
 
 
+_DONE = b"data: [DONE]\n\n"
+
+
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -171,37 +174,48 @@ def build_app(replica: SimReplica) -> Starlette:
         return JSONResponse(build(new_id(chat), spec.model, text, "length", usage_info))
 
     async def _stream(parsed: ParsedRequest, generation: Generation) -> AsyncIterator[bytes]:
-        request_id, created = new_id(parsed.chat), int(time.time())
+        request_id, created, model = new_id(parsed.chat), int(time.time()), parsed.model
         die_after = replica.faults.die_after_chunks
         sent = 0
 
-        def chunk(payload: dict[str, Any]) -> bytes:
+        def emit(payloads: list[dict[str, Any] | None]) -> tuple[bytes, bool]:
+            """SSE bytes for these events (``None`` is ``[DONE]``) and whether to die after them."""
             nonlocal sent
-            if die_after is not None and sent >= die_after:
-                raise SimulatedDisconnect(f"simulated death after {die_after} chunks")
-            sent += 1
-            return _sse(payload)
+            allowed = len(payloads) if die_after is None else max(die_after - sent, 0)
+            sent += min(allowed, len(payloads))
+            data = b"".join(_DONE if payload is None else _sse(payload) for payload in payloads[:allowed])
+            return data, allowed < len(payloads)
 
         async with generation:
             await generation.prefill()
+            payloads: list[dict[str, Any] | None] = []
             if parsed.chat:
-                yield chunk(
-                    chat_chunk(request_id, parsed.model, created, {"role": "assistant", "content": ""})
-                )
-            last = generation.max_tokens - 1
-            index = 0
-            async for token in generation.stream():
-                reason = "length" if index == last else None
-                if parsed.chat:
-                    yield chunk(chat_chunk(request_id, parsed.model, created, {"content": token}, reason))
-                else:
-                    yield chunk(completion_chunk(request_id, parsed.model, created, token, reason))
-                index += 1
+                payloads.append(chat_chunk(request_id, model, created, {"role": "assistant", "content": ""}))
+            async for tokens in generation.stream():
+                first = generation.generated - len(tokens)  # index of tokens[0] in the completion
+                for offset, token in enumerate(tokens):
+                    last = first + offset + 1 == generation.max_tokens
+                    reason = "length" if last else None
+                    if parsed.chat:
+                        payloads.append(chat_chunk(request_id, model, created, {"content": token}, reason))
+                    else:
+                        payloads.append(completion_chunk(request_id, model, created, token, reason))
+                data, dead = emit(payloads)
+                payloads = []
+                if data:
+                    yield data
+                if dead:
+                    raise SimulatedDisconnect(f"simulated death after {die_after} chunks")
         if parsed.include_usage:
             usage_info = usage(generation.prompt_tokens, generation.generated, generation.cached_tokens)
             build = chat_chunk if parsed.chat else completion_chunk
-            yield chunk(build(request_id, parsed.model, created, None, None, usage_info))
-        yield b"data: [DONE]\n\n"
+            payloads.append(build(request_id, model, created, None, None, usage_info))
+        payloads.append(None)
+        data, dead = emit(payloads)
+        if data:
+            yield data
+        if dead:
+            raise SimulatedDisconnect(f"simulated death after {die_after} chunks")
 
     routes = [
         Route("/health", health, methods=["GET"]),

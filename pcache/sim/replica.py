@@ -171,16 +171,33 @@ class Generation:
     def _token_gap(self) -> float:
         return self._replica.spec.timing.inter_token * self._replica.faults.slow_factor
 
-    async def stream(self) -> AsyncIterator[str]:
-        """Yield the generated tokens one by one at the inter-token latency (after :meth:`prefill`)."""
-        for index in range(self.max_tokens):
-            if index:
-                gap = self._token_gap()
-                await asyncio.sleep(gap)
-                self._check_alive()
-                self._metrics.record_inter_token(gap)
-            self.generated = index + 1
-            yield filler_text(index)
+    async def stream(self) -> AsyncIterator[list[str]]:
+        """Yield generated tokens at the inter-token latency, in batches of the tokens now due.
+
+        Token ``i`` is due ``i`` inter-token gaps after the first token; a wake-up that comes late
+        (a busy CPU) catches up with every token due by then, so the rate holds under load.
+        """
+        if self.max_tokens < 1:
+            self._finished = True
+            return
+        self.generated = 1
+        yield [filler_text(0)]
+        scheduled = last_sent = self._first_token  # when the latest token was due / actually sent
+        while self.generated < self.max_tokens:
+            gap = self._token_gap()
+            due = scheduled + gap
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._check_alive()
+            now = time.perf_counter()
+            count = 1 if gap <= 0 else min(self.max_tokens - self.generated, 1 + int((now - due) / gap))
+            self._metrics.record_inter_token(now - last_sent)
+            self._metrics.record_inter_token(0.0, count - 1)  # caught-up tokens arrive together
+            scheduled, last_sent = due + (count - 1) * gap, now
+            start = self.generated
+            self.generated += count
+            yield [filler_text(index) for index in range(start, self.generated)]
         self._finished = True
 
     async def complete(self) -> str:
