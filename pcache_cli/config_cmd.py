@@ -11,9 +11,8 @@ from rich.table import Table
 
 from pcache_cli.common import fail
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, print_json, print_jsonl
+from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
 from pcache_cli.settings import FILE_KEYS
-from pcache_cli.status import OutputOpt
 
 __all__ = ["register"]
 

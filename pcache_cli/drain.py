@@ -16,8 +16,7 @@ from pcache.client import SyncAdminClient
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, print_json, print_jsonl, state_text
-from pcache_cli.status import OutputOpt
+from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl, state_text
 
 __all__ = ["register", "render_blast_radius", "wait_drained"]
 

@@ -14,8 +14,7 @@ from rich.text import Text
 from pcache.api import DriftSeries
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, percent, print_json, print_jsonl
-from pcache_cli.status import OutputOpt
+from pcache_cli.output import OutputFormat, OutputOpt, percent, print_json, print_jsonl
 
 __all__ = ["drift_chart", "parse_duration", "register", "render_drift"]
 

@@ -12,16 +12,21 @@ import math
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from pydantic import BaseModel
 from rich.text import Text
 
 __all__ = [
+    "KV_CRITICAL",
+    "KV_WARN",
     "OutputFormat",
+    "OutputOpt",
     "bar",
     "dash",
     "jsonable",
+    "kv_style",
     "percent",
     "print_json",
     "print_jsonl",
@@ -39,6 +44,10 @@ class OutputFormat(StrEnum):
     @property
     def is_machine(self) -> bool:
         return self in (OutputFormat.JSON, OutputFormat.JSONL)
+
+
+OutputOpt = Annotated[OutputFormat | None, typer.Option("--output", "-o", help="table, wide, json or jsonl.")]
+"""The per-command ``-o``; it overrides the global one (see ``CliContext.output_for``)."""
 
 
 def jsonable(value: Any) -> Any:

@@ -13,9 +13,8 @@ from pcache.api import PinIn, PinOut
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_pin, complete_prefix
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, print_json, print_jsonl
+from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
 from pcache_cli.prewarm import follow_job, report_job, split_names
-from pcache_cli.status import OutputOpt
 
 __all__ = ["pins_table", "register"]
 

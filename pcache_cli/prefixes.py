@@ -11,8 +11,7 @@ from rich.text import Text
 
 from pcache.api import PrefixCell, PrefixHeat, PrefixRow
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, percent, print_json, print_jsonl
-from pcache_cli.status import OutputOpt
+from pcache_cli.output import OutputFormat, OutputOpt, percent, print_json, print_jsonl
 
 __all__ = ["heat_cell", "register", "render_heat"]
 

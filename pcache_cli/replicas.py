@@ -14,8 +14,7 @@ from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.drain import render_blast_radius
-from pcache_cli.output import OutputFormat, bar, print_json, print_jsonl, state_text
-from pcache_cli.status import OutputOpt
+from pcache_cli.output import OutputFormat, OutputOpt, bar, print_json, print_jsonl, state_text
 
 __all__ = ["register", "replicas_table"]
 

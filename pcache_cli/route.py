@@ -14,8 +14,7 @@ from rich.text import Text
 from pcache.api import DecisionOut, ExplainRequest
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, print_json, print_jsonl
-from pcache_cli.status import OutputOpt
+from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
 
 __all__ = ["read_request_file", "register", "render_decision"]
 

@@ -23,6 +23,7 @@ from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.output import (
     OutputFormat,
+    OutputOpt,
     bar,
     dash,
     percent,
@@ -33,8 +34,6 @@ from pcache_cli.output import (
 )
 
 __all__ = ["load_replica_list", "register", "render_status", "status_table"]
-
-OutputOpt = Annotated[OutputFormat | None, typer.Option("--output", "-o", help="table, wide, json or jsonl.")]
 
 
 def _ttft(row: ReplicaStatus, q: float) -> float | None:
