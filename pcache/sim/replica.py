@@ -38,6 +38,7 @@ class SimReplica:
         self._boot()
 
     def _boot(self) -> None:
+        self.prefill_busy_until = 0.0  # perf_counter time when queued prompt compute is done
         self.cache = PrefixCache(self.spec.num_gpu_blocks, self.spec.block_size)
         self.scheduler = Scheduler(self.cache, self.spec.max_num_seqs)
         scheduler, cache = self.scheduler, self.cache
@@ -158,10 +159,14 @@ class Generation:
         self._admitted = time.perf_counter()
         self.cached_tokens = allocation.hit_tokens
         self._metrics.record_admission(self.prompt_tokens, self.cached_tokens)
-        spec = self._replica.spec
-        uncached = self.prompt_tokens - self.cached_tokens
-        delay = (spec.timing.t0 + uncached * spec.timing.per_prompt_token) * self._replica.faults.slow_factor
-        await asyncio.sleep(delay)
+        timing, slow = self._replica.spec.timing, self._replica.faults.slow_factor
+        compute = (self.prompt_tokens - self.cached_tokens) * timing.per_prompt_token * slow
+        # One accelerator: prompt compute is serialised across requests (a burst of cache misses
+        # delays everyone's first token, which is what cache hits save); t0 overlaps.
+        now = time.perf_counter()
+        finish = max(now, self._replica.prefill_busy_until) + compute
+        self._replica.prefill_busy_until = finish
+        await asyncio.sleep(finish - now + timing.t0 * slow)
         self._check_alive()
         self._cache.commit(allocation)
         self._first_token = time.perf_counter()

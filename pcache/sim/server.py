@@ -85,9 +85,10 @@ async def serve_fleet(
     ]
     try:
         while not all(server.started for server in servers):
-            if any(task.done() for task in tasks):
-                break
-            await asyncio.sleep(0.01)
+            failed = [spec.name for spec, task in zip(config.replicas, tasks, strict=True) if task.done()]
+            if failed:
+                raise OSError(f"replica {failed[0]} failed to start")
+            await asyncio.sleep(0.01)  # uvicorn's startup exposes a flag, not an event
         urls: dict[str, str] = {}
         for spec, sock in zip(config.replicas, sockets, strict=True):
             urls[spec.name] = _url(config.host, sock.getsockname()[1])

@@ -64,6 +64,19 @@ async def test_ttft_grows_with_uncached_tokens_and_a_cached_prefix_cuts_it() -> 
     assert warm.ttft < cold.ttft / 2
 
 
+async def test_prompt_compute_is_serialised_so_concurrent_misses_delay_each_other() -> None:
+    replica = SimReplica(spec(t0=0.0, per_prompt_token=0.0001, inter_token=0.0))
+
+    async def one(tag: str) -> float:
+        async with replica.generation(tag * 4 * 500, 1) as generation:  # 500 tokens: 50 ms of compute
+            await generation.prefill()
+        return generation.ttft
+
+    ttfts = sorted(await asyncio.gather(one("a"), one("b")))
+    assert ttfts[0] >= 0.05
+    assert ttfts[1] >= 0.1
+
+
 async def test_slow_factor_scales_the_latency_model() -> None:
     replica = SimReplica(spec(t0=0.02, per_prompt_token=0.0, inter_token=0.0))
     replica.set_faults(FaultSettings(slow_factor=3.0))
