@@ -6,10 +6,12 @@
         fleet.metrics("r2")   # Prometheus text
 
 Keyword options become ``pcache sim`` flags (``num_gpu_blocks=64`` -> ``--num-gpu-blocks 64``).
+``async with SimFleet(...)`` works too (start and stop run in a thread, off the event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -76,6 +78,18 @@ class SimFleet:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    async def __aenter__(self) -> SimFleet:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
 
     def start(self) -> None:
         """Start the process and wait for its ``ready`` line (or fail with its stderr)."""

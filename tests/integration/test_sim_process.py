@@ -116,3 +116,9 @@ def test_invalid_config_is_rejected_before_binding(tmp_path: Path) -> None:
     assert "error_rate must be between 0 and 1" in result.stderr
     with pytest.raises(SimFleetError, match="error_rate"):
         SimFleet(replicas=None, config=config).start()
+
+
+async def test_harness_works_as_an_async_context_manager() -> None:
+    async with SimFleet(replicas=1) as fleet, httpx.AsyncClient() as client:
+        assert (await client.get(f"{fleet.url()}/health")).status_code == 200
+    assert fleet.returncode == 0
