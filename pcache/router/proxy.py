@@ -55,6 +55,8 @@ _HOP_BY_HOP = frozenset(
 )
 _ROUTED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+_MAX_HEADER_BYTES = 64 * 1024  # request headers in total; the ASGI server itself sets no limit
+_MAX_HEADERS = 256
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -197,6 +199,16 @@ class ProxyApp:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        headers = scope["headers"]
+        if len(headers) > _MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > _MAX_HEADER_BYTES:
+            await self._error(
+                send,
+                431,
+                "request headers are too large",
+                "invalid_request_error",
+                "request_headers_too_large",
+            )
+            return
         try:
             if path in _ROUTED_PATHS:
                 if method != "POST":
@@ -228,7 +240,7 @@ class ProxyApp:
     async def _error(
         self, send: Send, status: int, message: str, type_: str, code: str | None = None
     ) -> None:
-        self.metrics.responses.labels(f"{status // 100}xx").inc()
+        self.metrics.count_response(status)
         await _send_json(send, status, error_body(message, type_, code))
 
     async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
@@ -402,7 +414,7 @@ class ProxyApp:
         try:
             async for chunk in response.body():
                 if first:
-                    self.metrics.ttfb.labels(replica).observe(time.perf_counter() - arrived)
+                    self.metrics.observe_ttfb(replica, time.perf_counter() - arrived)
                     first = False
                 chunks.append(chunk)
         except UpstreamError as exc:
@@ -450,7 +462,7 @@ class ProxyApp:
             async for chunk in response.body():
                 if not started:
                     ttfb = time.perf_counter() - arrived
-                    self.metrics.ttfb.labels(replica).observe(ttfb)
+                    self.metrics.observe_ttfb(replica, ttfb)
                     await send(
                         {
                             "type": "http.response.start",
@@ -497,8 +509,8 @@ class ProxyApp:
         )
 
     def _finished(self, replica: str, status: int, arrived: float) -> None:
-        self.metrics.duration.labels(replica).observe(time.perf_counter() - arrived)
-        self.metrics.responses.labels(f"{status // 100}xx").inc()
+        self.metrics.observe_duration(replica, time.perf_counter() - arrived)
+        self.metrics.count_response(status)
 
     # ---- other endpoints ------------------------------------------------------------------------
 
