@@ -159,6 +159,7 @@ class RouterDaemon:
             "lifespan": "off",
             "access_log": False,
             "server_header": False,
+            "proxy_headers": False,
             "log_config": None,
             "timeout_keep_alive": 75,
             "backlog": 2048,

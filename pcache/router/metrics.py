@@ -8,6 +8,7 @@ by :meth:`RouterMetrics.refresh`, so they cost nothing per request.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -20,6 +21,7 @@ __all__ = ["CONTENT_TYPE", "RouterMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DECISION_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3)
 
@@ -98,6 +100,27 @@ class RouterMetrics:
             "pcache_replica_in_flight", "Requests in flight through this router", ["replica"], registry=r
         )
         self._known: set[str] = set()
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """A labelled child, cached: ``labels()`` costs microseconds on every request otherwise."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def count_request(self, replica: str, reason: str) -> None:
+        self._child(self.requests, replica, reason).inc()
+
+    def count_response(self, status: int) -> None:
+        self._child(self.responses, _STATUS_CLASSES.get(status // 100, "other")).inc()
+
+    def observe_ttfb(self, replica: str, seconds: float) -> None:
+        self._child(self.ttfb, replica).observe(seconds)
+
+    def observe_duration(self, replica: str, seconds: float) -> None:
+        self._child(self.duration, replica).observe(seconds)
 
     def refresh(self, fleet: Fleet, ledger: Ledger) -> None:
         """Bring the fleet-level gauges up to date (called before each exposition)."""

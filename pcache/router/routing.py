@@ -66,7 +66,7 @@ class Routing:
         decision = self.policy.route(fingerprint, self.fleet.view())
         self.metrics.decision.observe(time.perf_counter() - started)
         self.ledger.record_route(fingerprint, decision)
-        self.metrics.requests.labels(decision.replica or "none", decision.reason.value).inc()
+        self.metrics.count_request(decision.replica or "none", decision.reason.value)
         if decision.drift is not None:
             self.metrics.home_moves.labels(decision.drift.cause.value).inc()
         if decision.predicted_cached_blocks:

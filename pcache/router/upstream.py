@@ -9,12 +9,13 @@ a response head are raised as :class:`UpstreamError` so the proxy can retry on a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import aiohttp
 import httpx
+from multidict import CIMultiDict
 
 __all__ = [
     "AiohttpUpstream",
@@ -134,20 +135,20 @@ class HttpxUpstream:
 
 # ---- aiohttp ------------------------------------------------------------------------------------
 
+_AIOHTTP_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
 
 class _AiohttpResponse:
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self.status: int = response.status
-        self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+        self.status = response.status
+        self.headers = list(response.raw_headers)
 
     async def body(self) -> AsyncIterator[bytes]:
-        import aiohttp
-
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except _AIOHTTP_ERRORS as exc:
             raise UpstreamError(_describe(exc)) from exc
 
     async def close(self) -> None:
@@ -158,20 +159,15 @@ class AiohttpUpstream:
     """aiohttp.ClientSession with a pooled TCPConnector; bodies are passed through undecoded."""
 
     def __init__(self, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int) -> None:
-        import aiohttp
-
-        self._aiohttp = aiohttp
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
-        self._session: Any = None
         self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> Any:
+    def _client(self) -> aiohttp.ClientSession:
         # Created lazily: aiohttp binds the session to the running loop.
         if self._session is None:
-            connector = self._aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
-            )
-            self._session = self._aiohttp.ClientSession(
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
                 auto_decompress=False,
@@ -182,22 +178,16 @@ class AiohttpUpstream:
     async def open(
         self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
     ) -> UpstreamResponse:
-        aiohttp = self._aiohttp
-        plain = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        plain = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
         try:
             response = await self._client().request(
-                method,
-                url,
-                headers=_multidict(plain),
-                data=body,
-                allow_redirects=False,
+                method, url, headers=plain, data=body, allow_redirects=False
             )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except _AIOHTTP_ERRORS as exc:
             raise UpstreamError(_describe(exc)) from exc
         return _AiohttpResponse(response)
 
     async def _simple(self, method: str, url: str, timeout_s: float, payload: Any = None) -> FetchResult:
-        aiohttp = self._aiohttp
         try:
             async with self._client().request(
                 method,
@@ -207,7 +197,7 @@ class AiohttpUpstream:
                 allow_redirects=False,
             ) as response:
                 return FetchResult(response.status, await response.read())
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except _AIOHTTP_ERRORS as exc:
             raise UpstreamError(_describe(exc)) from exc
 
     async def fetch(self, url: str, timeout_s: float) -> FetchResult:
@@ -222,12 +212,6 @@ class AiohttpUpstream:
             self._session = None
 
 
-def _multidict(pairs: list[tuple[str, str]]) -> Any:
-    from multidict import CIMultiDict
-
-    return CIMultiDict(pairs)
-
-
 def make_upstream(
     kind: Literal["httpx", "aiohttp"],
     *,
@@ -235,18 +219,13 @@ def make_upstream(
     read_timeout_s: float,
     max_connections: int,
 ) -> Upstream:
-    """Build the configured upstream client (aiohttp falls back to httpx when it is not installed)."""
+    """Build the configured upstream client."""
     if kind == "aiohttp":
-        try:
-            import aiohttp  # noqa: F401
-        except ImportError:
-            logging.getLogger(__name__).warning("aiohttp is not installed; using httpx for upstream")
-        else:
-            return AiohttpUpstream(
-                connect_timeout_s=connect_timeout_s,
-                read_timeout_s=read_timeout_s,
-                max_connections=max_connections,
-            )
+        return AiohttpUpstream(
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            max_connections=max_connections,
+        )
     return HttpxUpstream(
         connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, max_connections=max_connections
     )
