@@ -106,8 +106,18 @@ def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
     headers.append("REQ/S")
     if wide:
         headers += ["IN-FLIGHT", "REQUESTS", "GROUP", "WEIGHT", "SCRAPED", "URL", "LAST ERROR"]
+    # On a narrow terminal rich shrinks columns; the replica's name and state must stay readable.
+    keep = {
+        "NAME": max([len("ALL"), *(len(r.name) for r in snapshot.replicas)]),
+        "STATE": max((len(state_text(r.state, r.stale)) for r in snapshot.replicas), default=5),
+    }
     for header in headers:
-        table.add_column(header, no_wrap=True, justify="right" if header in _NUMERIC else "left")
+        table.add_column(
+            header,
+            no_wrap=True,
+            justify="right" if header in _NUMERIC else "left",
+            min_width=keep.get(header),
+        )
     for row in sorted(snapshot.replicas, key=lambda r: r.name):
         table.add_row(*_row_cells(row, wide, _ttft(row, 0.5), _ttft(row, 0.95)))
     table.add_section()

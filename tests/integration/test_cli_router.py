@@ -514,14 +514,20 @@ def test_shell_completion_lists_replicas_and_pins_from_the_router(stack: Stack) 
     assert complete("pcache --router http://127.0.0.1:9 drain ") == []  # unreachable: nothing, no noise
 
 
-def _on_a_tty(stack: Stack, args: list[str], answer: bytes) -> tuple[int, str]:
+def _on_a_tty(
+    stack: Stack, args: list[str], answer: bytes, columns: int = 160, rows_: int = 50
+) -> tuple[int, str]:
     """Run ``pcache ARGS`` on a pseudo-terminal, answer its prompt, return (exit code, screen text)."""
+    import fcntl
     import os
     import select
+    import struct
     import subprocess
     import sys
+    import termios
 
     controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows_, columns, 0, 0))
     process = subprocess.Popen(
         [sys.executable, "-m", "pcache_cli.main", *args],
         stdin=terminal,
@@ -600,3 +606,10 @@ def test_status_calls_out_the_replica_with_the_load_skew(stack: Stack) -> None:
         stack.sim.set_faults("r4", slow_factor=1.0)
         for thread in threads:
             thread.join(30)
+
+
+def test_status_watch_on_a_terminal_redraws_in_place_with_colour(stack: Stack) -> None:
+    code, screen = _on_a_tty(stack, ["status", "--watch", "--interval", "0.1", "--count", "3"], b"")
+    assert code == 0, screen
+    assert screen.count("ALL") >= 1 and "r4" in screen
+    assert "\x1b[" in screen  # a live display (cursor movement) on a terminal
