@@ -17,6 +17,7 @@ __all__ = [
     "error_body",
     "new_id",
     "parse_request",
+    "render_chat",
     "usage",
 ]
 
