@@ -21,7 +21,7 @@ def sim(
     ] = None,
     base_port: Annotated[
         int, typer.Option("--base-port", help="Port of r1; r2 gets the next one. 0 = OS-chosen free ports.")
-    ] = 8100,
+    ] = 8101,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     config: Annotated[
         Path | None,
