@@ -35,6 +35,8 @@ class ReplicaView:
     group: str | None = None
     kv_usage: float | None = None
     cache_capacity_tokens: int | None = None
+    # Estimated prompt tokens still to prefill before a new request could start (0 if unknown).
+    pending_tokens: int = 0
 
     @property
     def routable(self) -> bool:

@@ -170,4 +170,6 @@ class HotPrefixDetector:
         else:
             return 0.0
         since = max(entry.first, (window - 1) * self.window + 1, 1)
-        return min(1.0, (current + previous) / (total - since + 1))
+        # A prefix first seen a moment ago is measured against at least a window of traffic (or all
+        # of it, early on), so two quick requests do not make it look like all the load.
+        return min(1.0, (current + previous) / max(total - since + 1, min(total, self.window)))

@@ -1,15 +1,24 @@
-"""``tiered`` (the default): Tier-1 prefix owners, then session homes, then bounded-load spill.
+"""``tiered`` (the default): Tier-1 prefix owners, session homes, and the soonest first token under
+the load bound.
 
 1. Tier 1: a request matching a pinned Tier-1 prefix may only go to its pinned replicas; one matching
-   a registered or auto-detected hot prefix goes to the top ``copies`` replicas of the prefix's HRW
-   ranking (within its group), ``copies`` growing with the prefix's share of load, so a prefix that
-   carries all traffic spreads over every replica and sessions do the balancing. Otherwise every
-   routable replica is a candidate.
-2. Tier 2: a session whose home is a candidate and under the load bound goes home.
-3. Otherwise the first candidate in the HRW ranking of the session key (the prefix key without a
-   session) under ``ceil((1 + eps) * mean_load)``; if every candidate is over the bound, the least
-   loaded routable replica outside the set. The chosen replica becomes the session's home; a change
-   of home is reported as drift with its cause.
+   a registered prefix goes to the top ``copies`` replicas of the prefix's HRW ranking (within its
+   group), ``copies`` growing with the prefix's measured share of requests. Otherwise every routable
+   replica is a candidate.
+2. Tier 2: the session's home is preferred: it holds the session's cached history. It is left when
+   it is over the load bound, or when another candidate would produce the first token sooner.
+3. Candidates are ranked by expected prefill work before the first token: prompt tokens still queued
+   there (``pending_tokens``) plus this prompt's tokens not predicted to be cached there (an
+   approximate per-replica prefix index, as ``cache_aware`` keeps); ties go to the home, then to
+   HRW on the session key (the prefix key without a session). The first candidate under
+   ``ceil((1 + eps) * mean_load)`` wins; if none is, the least busy routable replica outside the
+   set. The chosen replica becomes the session's home; a change of home is drift, with its cause.
+
+A prefix shared by every request (the Mooncake trace's first block) is cached everywhere, so it
+costs the same on every replica and sessions and queues do the balancing; a prefix shared by a few
+sessions ranks the replicas that hold it first, and spreads to more of them when they get busy.
+This is the cost NVIDIA Dynamo's KV router and llm-d's prefix scorer weigh: cached overlap against
+queued work.
 """
 
 from __future__ import annotations
@@ -21,14 +30,16 @@ from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.hashing import hrw_score_bytes, key_bytes, load_bound
 from pcache.hotprefix import HotPrefixDetector
-from pcache.policy.base import Candidate, Decision, DriftCause, DriftEvent, Exclusion, Reason
-from pcache.policy.common import BasePolicy, excluded_by_state, least_loaded, no_replica, walk_ranking
+from pcache.policy.base import Candidate, Decision, DriftCause, DriftEvent, Exclusion, Outcome, Reason
+from pcache.policy.cache_aware import correct_index
+from pcache.policy.cache_index import ApproximateCacheIndex
+from pcache.policy.common import BasePolicy, excluded_by_state, no_replica
 
 __all__ = ["TieredPolicy"]
 
 
 class TieredPolicy(BasePolicy):
-    """Tier-1 owners, session homes (a bounded LRU table) and bounded-load rendezvous hashing."""
+    """Tier-1 owners, session homes (a bounded LRU table) and bounded-load, cache-ranked choice."""
 
     name = "tiered"
 
@@ -36,9 +47,12 @@ class TieredPolicy(BasePolicy):
         self,
         eps: float = 0.25,
         max_sessions: int = 1_000_000,
-        auto_hot: bool = True,
-        hot_min_sessions: int = 8,
+        cache_index: bool = True,
+        default_capacity_tokens: int = 450_000,
+        miss_weight: float = 1.0,
+        everywhere_share: float = 0.5,
         hot_copy_factor: float = 2.0,
+        hot_min_sessions: int = 8,
         hot_max_entries: int = 200_000,
         detector: HotPrefixDetector | None = None,
     ) -> None:
@@ -48,8 +62,10 @@ class TieredPolicy(BasePolicy):
             raise ValueError("max_sessions must be >= 1")
         self.eps = eps
         self.max_sessions = max_sessions
-        self.auto_hot = auto_hot
         self.hot_copy_factor = hot_copy_factor
+        self.miss_weight = miss_weight
+        self.everywhere_share = everywhere_share
+        self.index = ApproximateCacheIndex(default_capacity_tokens) if cache_index else None
         self.detector = (
             detector
             if detector is not None
@@ -58,43 +74,37 @@ class TieredPolicy(BasePolicy):
         self._homes: OrderedDict[str, str] = OrderedDict()
 
     def copies_for(self, share: float, pool: int) -> int:
-        """Replicas a prefix carrying ``share`` of the load should be cached on (1..pool)."""
+        """Replicas a prefix carrying ``share`` of the requests should be cached on (1..pool)."""
         if pool < 1:
             return 0
         return min(pool, max(1, math.ceil(share * pool * self.hot_copy_factor)))
 
     def _owner_set(
-        self, prefix: Tier1Prefix | None, auto_key: int | None, routable: tuple[ReplicaView, ...]
+        self, prefix: Tier1Prefix | None, routable: tuple[ReplicaView, ...]
     ) -> tuple[list[ReplicaView], list[Candidate], Reason]:
         """The Tier-1 candidate set, the routable replicas left out of it, and the in-set reason."""
-        if prefix is None and auto_key is None:
+        if prefix is None:
             return list(routable), [], Reason.PREFIX_OWNER
-        if prefix is not None and prefix.pinned:
+        if prefix.pinned:
             pinned = set(prefix.pinned)
             inside = [r for r in routable if r.name in pinned]
-            outside = [
+            not_pinned = [
                 Candidate(r.name, 0.0, r.load, Exclusion.NOT_PINNED) for r in routable if r.name not in pinned
             ]
-            return inside, outside, Reason.PINNED
-        outside = []
+            return inside, not_pinned, Reason.PINNED
         pool = list(routable)
-        if prefix is not None:
-            key = prefix.key
-            if prefix.group is not None:
-                pool = [r for r in routable if r.group == prefix.group]
-                outside = [
-                    Candidate(r.name, 0.0, r.load, Exclusion.OTHER_GROUP)
-                    for r in routable
-                    if r.group != prefix.group
-                ]
-            copies = max(prefix.copies, self.copies_for(self.detector.share(key), len(pool)))
-        else:
-            assert auto_key is not None
-            key = auto_key
-            copies = self.copies_for(self.detector.share(key), len(pool))
+        outside: list[Candidate] = []
+        if prefix.group is not None:
+            pool = [r for r in routable if r.group == prefix.group]
+            outside = [
+                Candidate(r.name, 0.0, r.load, Exclusion.OTHER_GROUP)
+                for r in routable
+                if r.group != prefix.group
+            ]
+        copies = max(prefix.copies, self.copies_for(self.detector.share(prefix.key), len(pool)))
         if copies >= len(pool):
             return pool, outside, Reason.PREFIX_OWNER
-        kb = key_bytes(key)
+        kb = key_bytes(prefix.key)
         ranked = sorted(pool, key=lambda r: hrw_score_bytes(kb, r.name, r.weight), reverse=True)
         outside.extend(Candidate(r.name, 0.0, r.load, Exclusion.NOT_OWNER) for r in ranked[copies:])
         return ranked[:copies], outside, Reason.PREFIX_OWNER
@@ -105,17 +115,17 @@ class TieredPolicy(BasePolicy):
         if not routable:
             return no_replica(self.name, fleet, session)
         blocks = fingerprint.blocks
-
         prefix = fleet.tier1.get(fingerprint.tier1) if fingerprint.tier1 else None
-        depth = 0
-        if self.auto_hot:
-            depth = self.detector.observe(blocks, session) if book else self.detector.depth(blocks)
-        auto_key = blocks[depth - 1] if prefix is None and depth > 0 else None
-        inside, outside, in_set_reason = self._owner_set(prefix, auto_key, routable)
-        prefix_key = prefix.key if prefix is not None else auto_key
-        tier1_name = prefix.name if prefix is not None else None
-        if auto_key is not None:
-            tier1_name = f"auto:{auto_key:016x}"
+        if book:
+            self.detector.observe(blocks, session)
+        # Blocks carried by nearly every request, and a Tier-1 prefix on its owners, count as cached
+        # on every candidate: they are (or will be after one miss each), and preferring the few
+        # replicas that got them first would starve the rest, a replica added by a scale-out most.
+        everywhere = self.detector.shared_depth(blocks, self.everywhere_share)
+        if prefix is not None:
+            everywhere = max(everywhere, fingerprint.tier1_blocks)
+        inside, outside, in_set_reason = self._owner_set(prefix, routable)
+        prefix_key = prefix.key if prefix is not None else None
 
         bound = load_bound(sum(r.load for r in routable), len(routable), self.eps)
         if session is not None:
@@ -125,62 +135,80 @@ class TieredPolicy(BasePolicy):
         else:
             route_key = blocks[-1] if blocks else 0
         kb = key_bytes(route_key)
-        ranked = sorted(
-            ((r, hrw_score_bytes(kb, r.name, r.weight)) for r in inside), key=lambda p: p[1], reverse=True
-        )
-        chosen_index, candidates = walk_ranking(ranked, bound)
-
         old_home = self._homes.get(session) if session is not None else None
-        replica: str | None = None
-        reason = Reason.FALLBACK
-        if old_home is not None:
-            for i, (view, _) in enumerate(ranked):
-                if view.name == old_home:
-                    if candidates[i].excluded is None:
-                        replica = old_home
-                        reason = Reason.PINNED if in_set_reason is Reason.PINNED else Reason.SESSION_HOME
-                        candidates.insert(0, candidates.pop(i))
-                    break
-        if replica is None and chosen_index >= 0:
-            replica = ranked[chosen_index][0].name
+        matches = self.index.matched_blocks(blocks, inside) if self.index is not None else [0] * len(inside)
+        tokens, block_tokens = fingerprint.prompt_tokens, fingerprint.block_tokens
+        ranked = sorted(
+            (
+                (
+                    r.pending_tokens + self.miss_weight * max(0, tokens - max(m, everywhere) * block_tokens),
+                    r.name != old_home,
+                    r.load,
+                    -hrw_score_bytes(kb, r.name, r.weight),
+                    m,
+                    r,
+                )
+                for r, m in zip(inside, matches, strict=True)
+            ),
+            key=lambda item: item[:4],
+        )
+        candidates = [
+            Candidate(r.name, -cost, r.load, None if r.load + 1 <= bound else Exclusion.OVER_LOAD_BOUND)
+            for cost, _, _, _, _, r in ranked
+        ]
+        chosen = next((i for i, c in enumerate(candidates) if c.excluded is None), -1)
+        replica: ReplicaView
+        predicted = 0
+        if chosen >= 0:
+            replica, predicted = ranked[chosen][5], ranked[chosen][4]
             if in_set_reason is Reason.PINNED:
                 reason = Reason.PINNED
+            elif replica.name == old_home:
+                reason = Reason.SESSION_HOME
+            elif chosen > 0:
+                reason = Reason.OVERFLOW
+            elif predicted > 0 and predicted == max(matches):
+                reason = Reason.CACHE_MATCH
             else:
-                reason = Reason.PREFIX_OWNER if chosen_index == 0 else Reason.OVERFLOW
-        if replica is None:
-            # Every candidate is over the bound (or none is routable): spill outside the set. When the
-            # set is every routable replica someone is always under the bound, so this pool is not empty.
+                reason = Reason.PREFIX_OWNER
+            candidates.insert(0, candidates.pop(chosen))
+        else:
+            # Every candidate is over a bound (or none is routable): spill outside the set; when the
+            # set is every routable replica, the least busy of them.
             inside_names = {view.name for view in inside}
-            spill = least_loaded([r for r in routable if r.name not in inside_names])
-            replica = spill.name
+            pool = [r for r in routable if r.name not in inside_names] or inside
+            replica = min(pool, key=lambda r: (r.load, r.pending_tokens))
             reason = Reason.OVERFLOW if inside else Reason.FALLBACK
-            candidates.insert(0, Candidate(spill.name, 0.0, spill.load))
-            outside = [c for c in outside if c.replica != replica]
-
+            candidates = [c for c in candidates if c.replica != replica.name]
+            candidates.insert(0, Candidate(replica.name, 0.0, replica.load))
+            outside = [c for c in outside if c.replica != replica.name]
+            if self.index is not None:
+                predicted = self.index.matched_blocks(blocks, (replica,))[0]
         candidates.extend(outside)
         candidates.extend(excluded_by_state(fleet))
 
         drift: DriftEvent | None = None
-        new_home = False
-        if session is not None and old_home != replica:
-            new_home = True
-            if old_home is not None:
-                cause = self._drift_cause(old_home, fleet, inside)
-                drift = DriftEvent(session, old_home, replica, cause)
-        if book and session is not None:
-            homes = self._homes
-            homes[session] = replica
-            homes.move_to_end(session)
-            if len(homes) > self.max_sessions:
-                homes.popitem(last=False)
+        new_home = session is not None and old_home != replica.name
+        if new_home and old_home is not None and session is not None:
+            drift = DriftEvent(session, old_home, replica.name, self._drift_cause(old_home, fleet, inside))
+        if book:
+            if self.index is not None:
+                self.index.insert(replica, blocks, fingerprint.block_tokens)
+            if session is not None:
+                homes = self._homes
+                homes[session] = replica.name
+                homes.move_to_end(session)
+                if len(homes) > self.max_sessions:
+                    homes.popitem(last=False)
         return Decision(
             policy=self.name,
-            replica=replica,
+            replica=replica.name,
             reason=reason,
             candidates=tuple(candidates),
             session=session,
             prefix_key=prefix_key,
-            tier1=tier1_name,
+            tier1=prefix.name if prefix is not None else None,
+            predicted_cached_blocks=predicted,
             drift=drift,
             new_home=new_home,
         )
@@ -198,10 +226,17 @@ class TieredPolicy(BasePolicy):
             return DriftCause.PIN
         return DriftCause.OVERLOAD
 
+    def observe(self, fingerprint: Fingerprint, decision: Decision, outcome: Outcome) -> None:
+        """Correct the cache index from what the engine reported."""
+        if self.index is not None:
+            correct_index(self.index, fingerprint, decision, outcome)
+
     def session_homes(self) -> dict[str, int]:
         return dict(Counter(self._homes.values()))
 
     def forget_replica(self, name: str) -> None:
-        """Forget the sessions homed on a removed replica (they get new homes without drift)."""
+        """Forget a removed replica's cache and sessions (they get new homes without drift)."""
+        if self.index is not None:
+            self.index.forget(name)
         for session in [s for s, home in self._homes.items() if home == name]:
             del self._homes[session]

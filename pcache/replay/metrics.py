@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 __all__ = ["LogHistogram", "MinutePoint", "MinuteWindows", "nearest_rank"]
@@ -51,7 +51,11 @@ def nearest_rank(values: list[float], q: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class MinutePoint:
-    """One minute of a replay: hit rate, TTFT p90 and load imbalance (busiest / mean requests)."""
+    """One minute of a replay: hit rate, TTFT p90, and load imbalance (busiest / mean load).
+
+    Load is a replica's requests in flight averaged over the minute; ``imbalance`` is None for the
+    trace's last, partial minute (the fleet drains) and for minutes without load.
+    """
 
     minute: int
     requests: int
@@ -61,7 +65,12 @@ class MinutePoint:
 
 
 class MinuteWindows:
-    """Per-minute accumulation, closed as time moves on, so memory stays bounded by one minute."""
+    """Per-minute accumulation, closed as time moves on, so memory stays bounded by a few minutes.
+
+    Each request adds its time in flight, split over the minutes it spans, to its replica's load.
+    A minute is complete when the first request of a later minute arrives, since later requests
+    cannot add to it.
+    """
 
     def __init__(self) -> None:
         self.points: list[MinutePoint] = []
@@ -69,35 +78,55 @@ class MinuteWindows:
         self._hits = 0
         self._tokens = 0
         self._ttfts: list[float] = []
-        self._per_replica: Counter[str] = Counter()
+        self._busy: dict[int, defaultdict[str, float]] = {}  # minute -> replica -> seconds in flight
         self._members: set[str] = set()
 
     def add(
-        self, now: float, replica: str, members: tuple[str, ...], hit: int, tokens: int, ttft: float
+        self,
+        now: float,
+        finish: float,
+        replica: str,
+        members: tuple[str, ...],
+        hit: int,
+        tokens: int,
+        ttft: float,
     ) -> None:
         minute = int(now // 60)
         if minute != self._minute:
-            self.close()
+            self._close(partial=False)
             self._minute = minute
         self._hits += hit
         self._tokens += tokens
         self._ttfts.append(ttft)
-        self._per_replica[replica] += 1
         self._members.update(members)
+        start = now
+        while start < finish:
+            m = int(start // 60)
+            end = min(finish, (m + 1) * 60.0)
+            busy = self._busy.get(m)
+            if busy is None:
+                busy = self._busy[m] = defaultdict(float)
+            busy[replica] += end - start
+            start = end
 
     def close(self) -> None:
-        """Close the open minute (call once more at the end of the trace)."""
+        """Close the last (partial) minute at the end of the trace."""
+        self._close(partial=True)
+        self._busy.clear()
+
+    def _close(self, partial: bool) -> None:
         if self._minute is None:
             return
-        requests = len(self._ttfts)
-        members = len(self._members) or 1
+        busy = self._busy.pop(self._minute, None) or defaultdict(float)
+        members = self._members or set(busy)
         imbalance = None
-        if requests >= 2 * members:  # near-empty minutes say nothing about balance
-            imbalance = max(self._per_replica.values()) / (requests / members)
+        total = sum(busy.values())
+        if not partial and total > 0 and members:
+            imbalance = max(busy.values()) / (total / len(members))
         self.points.append(
             MinutePoint(
                 self._minute,
-                requests,
+                len(self._ttfts),
                 self._hits / self._tokens if self._tokens else 0.0,
                 nearest_rank(self._ttfts, 0.9),
                 imbalance,
@@ -106,7 +135,6 @@ class MinuteWindows:
         self._minute = None
         self._hits = self._tokens = 0
         self._ttfts = []
-        self._per_replica = Counter()
         self._members = set()
 
     def imbalance_p90(self) -> float:

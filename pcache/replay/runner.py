@@ -160,7 +160,13 @@ class _Lane:
         self.ttft.add(served.ttft_s)
         members = tuple(r.name for r in view.replicas)
         self.minutes.add(
-            now, decision.replica, members, served.cached_tokens, record.input_length, served.ttft_s
+            now,
+            served.finish_s,
+            decision.replica,
+            members,
+            served.cached_tokens,
+            record.input_length,
+            served.ttft_s,
         )
         if fingerprint.session is not None:
             self.sessions.record(fingerprint.session, decision.replica, after)

@@ -39,6 +39,7 @@ class Served:
 
     cached_tokens: int
     ttft_s: float
+    finish_s: float  # when the request leaves the replica (last output token)
 
 
 class SimulatedReplica:
@@ -61,6 +62,10 @@ class SimulatedReplica:
             heapq.heappop(in_flight)
         return len(in_flight)
 
+    def pending_tokens(self, now: float) -> int:
+        """Prompt tokens (and fixed costs, in tokens) still to prefill ahead of a new request."""
+        return round(max(0.0, self._prefill_free_at - now) * self.model.prefill_tokens_per_s)
+
     def cached_prefix(self, blocks: tuple[int, ...]) -> int:
         """How many leading blocks are in the cache (without touching it)."""
         count = 0
@@ -78,7 +83,9 @@ class SimulatedReplica:
         start = max(now, self._prefill_free_at)
         done = start + model.fixed_s + (input_tokens - cached) / model.prefill_tokens_per_s
         self._prefill_free_at = done
-        heapq.heappush(self._in_flight, done + output_tokens * model.decode_s_per_token)
+        finish = done + output_tokens * model.decode_s_per_token
+        heapq.heappush(self._in_flight, finish)
+
         cache = self._cache
         for block in blocks:
             if block in cache:
@@ -87,7 +94,7 @@ class SimulatedReplica:
                 cache[block] = None
         while len(cache) > self._capacity:
             cache.popitem(last=False)
-        return Served(cached, done - now)
+        return Served(cached, done - now, finish)
 
 
 class SimulatedFleet:
@@ -120,7 +127,13 @@ class SimulatedFleet:
         capacity = self.model.cache_tokens
         return FleetView(
             tuple(
-                ReplicaView(name, ReplicaState.HEALTHY, replica.load(now), cache_capacity_tokens=capacity)
+                ReplicaView(
+                    name,
+                    ReplicaState.HEALTHY,
+                    replica.load(now),
+                    cache_capacity_tokens=capacity,
+                    pending_tokens=replica.pending_tokens(now),
+                )
                 for name, replica in self.replicas.items()
             )
         )

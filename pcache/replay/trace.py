@@ -8,6 +8,7 @@ and ``hash_ids`` (one id per ``block_tokens``-token block, prefix-chained). Bad 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,27 +98,71 @@ def count_lines(path: str | Path) -> int:
     return count
 
 
+class _Continuations:
+    __slots__ = ("full", "partial", "shared")
+
+    def __init__(self) -> None:
+        self.full = 0  # the first full block seen after this one (0: none yet)
+        self.partial: set[int] = set()  # final partial blocks seen after this one
+        self.shared = False
+
+
 class TraceFingerprinter:
     """Builds fingerprints from trace records, deriving session and prefix keys as live traffic would.
 
     Block hashes chain the trace's ids (``xxh3(id, seed=previous)``), so they behave like live
-    block hashes. A trace has no session ids: the session is the first block past the hot prefix
-    (blocks many different continuations share, such as a common system prompt), as for a live
-    completion without one. The prefix key is the first block past the blocks that carry at least
-    ``nearly_everyone`` of all requests (the key ``prefix_hash`` routes on).
+    block hashes. A trace has no session ids, so the session is the request's first *own* block:
+    the first one past the deepest block that different continuations have followed (a shared
+    system prompt, or the instructions a group of prompts shares). Two different full blocks after
+    a block make it shared. Final partial blocks are weaker evidence: a conversation's next turn
+    replaces its previous turn's final partial block, with a longer partial one or with a full one,
+    so only ``partial_continuations`` different final partial blocks make a block shared. The
+    prefix key is the first block past the blocks that carry at least ``nearly_everyone`` of all
+    requests (the key ``prefix_hash`` routes on). Memory is bounded by an LRU of ``max_entries``.
     """
 
     def __init__(
         self,
         block_tokens: int = 512,
         *,
-        min_sessions: int = 8,
         nearly_everyone: float = 0.5,
+        max_entries: int = 500_000,
+        partial_continuations: int = 8,
         detector: HotPrefixDetector | None = None,
     ) -> None:
         self.block_tokens = block_tokens
         self.nearly_everyone = nearly_everyone
-        self.detector = detector if detector is not None else HotPrefixDetector(min_sessions=min_sessions)
+        self.max_entries = max_entries
+        self.partial_continuations = partial_continuations
+        self.detector = detector if detector is not None else HotPrefixDetector(min_sessions=2)
+        self._continuations: OrderedDict[int, _Continuations] = OrderedDict()
+
+    def _own_depth(self, blocks: tuple[int, ...], partial_last: bool) -> int:
+        """Blocks up to and including the deepest one shared by different continuations."""
+        continuations = self._continuations
+        depth = 0
+        last = len(blocks) - 1
+        for i in range(last):
+            block = blocks[i]
+            entry = continuations.get(block)
+            if entry is None:
+                entry = _Continuations()
+                continuations[block] = entry
+                if len(continuations) > self.max_entries:
+                    continuations.popitem(last=False)
+            else:
+                continuations.move_to_end(block)
+            if not entry.shared:
+                if partial_last and i + 1 == last:
+                    entry.partial.add(blocks[i + 1])
+                    entry.shared = len(entry.partial) >= self.partial_continuations
+                elif entry.full == 0:
+                    entry.full = blocks[i + 1]
+                elif entry.full != blocks[i + 1]:
+                    entry.shared = True
+            if entry.shared:
+                depth = i + 1
+        return depth
 
     def fingerprint(self, record: TraceRecord) -> tuple[Fingerprint, int]:
         """The record's fingerprint and its prefix key."""
@@ -127,9 +172,11 @@ class TraceFingerprinter:
             previous = _hash((block_id & _MASK64).to_bytes(8, "little"), previous)
             blocks.append(previous)
         chained = tuple(blocks)
-        depth = self.detector.observe(chained)
         last = len(chained) - 1
-        session = f"t{chained[min(depth, last)]:016x}"
+        partial_last = record.input_length < len(chained) * self.block_tokens
+        session_block = chained[min(self._own_depth(chained, partial_last), last)]
+        session = f"t{session_block:016x}"
+        self.detector.observe(chained, session)
         prefix_key = chained[min(self.detector.shared_depth(chained, self.nearly_everyone), last)]
         fingerprint = Fingerprint(
             blocks=chained,

@@ -27,9 +27,8 @@ def fleet(n: int = 4, loads: dict[str, int] | None = None, **states: ReplicaStat
 
 def fp(blocks: tuple[int, ...], session: str | None = None, **kw: object) -> Fingerprint:
     source = SessionSource.HEADER if session else SessionSource.NONE
-    return Fingerprint(
-        blocks=blocks, session=session, prompt_tokens=64 * len(blocks), session_source=source, **kw
-    )  # type: ignore[arg-type]
+    kw.setdefault("prompt_tokens", 64 * len(blocks))
+    return Fingerprint(blocks=blocks, session=session, session_source=source, **kw)  # type: ignore[arg-type]
 
 
 def test_policy_names_list_all_six_with_tiered_first() -> None:
@@ -250,7 +249,7 @@ def test_tiered_moves_an_overloaded_session_to_its_next_hrw_choice_with_overload
 
 
 def test_tiered_honours_pins_and_reports_pin_drift() -> None:
-    policy = TieredPolicy(auto_hot=False)
+    policy = TieredPolicy()
     request = fp((10, 11, 12), "erin", tier1="sys", tier1_blocks=2)
     home = policy.route(request, fleet(4)).replica
     assert home is not None
@@ -264,7 +263,7 @@ def test_tiered_honours_pins_and_reports_pin_drift() -> None:
 
 
 def test_tiered_falls_back_outside_a_pin_whose_replicas_are_all_down() -> None:
-    policy = TieredPolicy(auto_hot=False)
+    policy = TieredPolicy()
     base = fleet(3, r1=ReplicaState.UNHEALTHY)
     view = FleetView(base.replicas, {"sys": Tier1Prefix("sys", (10,), pinned=("r1",))})
     decision = policy.route(fp((10, 11), "f", tier1="sys", tier1_blocks=1), view)
@@ -273,28 +272,39 @@ def test_tiered_falls_back_outside_a_pin_whose_replicas_are_all_down() -> None:
 
 
 def test_tiered_keeps_a_tier1_prefix_on_its_top_k_owners() -> None:
-    policy = TieredPolicy(auto_hot=False)
+    policy = TieredPolicy(hot_copy_factor=0.0)  # copies stay as registered
     view = FleetView(fleet(8).replicas, {"sys": Tier1Prefix("sys", (10, 11), copies=2)})
-    chosen = {
-        policy.route(fp((10, 11, 100 + i), f"s{i}", tier1="sys", tier1_blocks=2), view).replica
-        for i in range(200)
-    }
-    assert len(chosen) == 2
+    requests = [fp((10, 11, 100 + i), f"s{i}", tier1="sys", tier1_blocks=2) for i in range(200)]
+    assert len({policy.route(request, view).replica for request in requests}) == 2
     decision = policy.explain(fp((10, 11, 5), "x", tier1="sys", tier1_blocks=2), view)
     assert sum(1 for c in decision.candidates if c.excluded is Exclusion.NOT_OWNER) == 6
+
+
+def test_tiered_grows_a_tier1_prefix_copies_with_its_share_of_requests() -> None:
+    policy = TieredPolicy(hot_copy_factor=2.0)
+    view = FleetView(fleet(8).replicas, {"sys": Tier1Prefix("sys", (10, 11), copies=1)})
+    used = set()
+    for i in range(400):
+        if i % 4 == 0:  # a quarter of the requests: ceil(0.25 * 8 * 2) = 4 copies
+            used.add(policy.route(fp((10, 11, 100 + i), f"s{i}", tier1="sys", tier1_blocks=2), view).replica)
+        else:
+            policy.route(fp((20_000 + i, 1), f"o{i}"), view)
+    assert policy.copies_for(0.25, 8) == 4
+    assert 2 < len(used) <= 4
+    assert policy.copies_for(1.0, 8) == 8
 
 
 def test_tiered_restricts_a_grouped_prefix_to_its_group() -> None:
     replicas = tuple(ReplicaView(f"r{i}", group="a" if i <= 2 else "b") for i in range(1, 7))
     view = FleetView(replicas, {"sys": Tier1Prefix("sys", (10,), copies=6, group="b")})
-    policy = TieredPolicy(auto_hot=False)
+    policy = TieredPolicy()
     requests = [fp((10, i), f"s{i}", tier1="sys", tier1_blocks=1) for i in range(100)]
     chosen = {policy.route(request, view).replica for request in requests}
     assert chosen == {"r3", "r4", "r5", "r6"}
 
 
 def test_tiered_spills_to_the_least_loaded_outside_the_set_when_owners_are_full() -> None:
-    policy = TieredPolicy(auto_hot=False)
+    policy = TieredPolicy()
     loads = {"r1": 9, "r2": 9, "r3": 0, "r4": 2}
     view = FleetView(fleet(4, loads).replicas, {"sys": Tier1Prefix("sys", (10,), pinned=("r1", "r2"))})
     decision = policy.route(fp((10, 1), "g", tier1="sys", tier1_blocks=1), view)
@@ -303,11 +313,42 @@ def test_tiered_spills_to_the_least_loaded_outside_the_set_when_owners_are_full(
 
 def test_tiered_spreads_a_prefix_shared_by_all_traffic_over_every_replica() -> None:
     policy = TieredPolicy()
-    view = fleet(8)
-    chosen = Counter(policy.route(fp((0, 1000 + i, 2000 + i), f"conv{i}"), view).replica for i in range(800))
-    assert len(chosen) == 8
+    loads: Counter[str] = Counter()
+    for i in range(800):  # requests stay in flight: the load bound spreads the shared first block
+        decision = policy.route(fp((0, 1000 + i, 2000 + i), f"conv{i}"), fleet(8, dict(loads)))
+        loads[decision.replica or ""] += 1
+    assert len(loads) == 8
+    assert max(loads.values()) <= 1.25 * 100 + 1
+    chosen = Counter(policy.route(fp((0, 5000 + i), f"new{i}"), fleet(8)).replica for i in range(800))
+    assert len(chosen) == 8  # block 0 is cached everywhere now: sessions do the balancing
     assert max(chosen.values()) < 2 * 100
-    assert policy.detector.depth((0, 1)) == 1
+
+
+def test_tiered_prefers_the_replica_holding_the_longest_prefix() -> None:
+    policy = TieredPolicy()
+    first = policy.route(fp((7, 8, 9, 10), "a"), fleet(4))
+    decision = policy.route(fp((7, 8, 9, 10, 11), "b"), fleet(4))
+    assert (decision.replica, decision.reason) == (first.replica, Reason.CACHE_MATCH)
+    assert decision.predicted_cached_blocks == 4
+
+
+def test_tiered_leaves_a_home_whose_queue_costs_more_than_its_cache_saves() -> None:
+    policy = TieredPolicy()
+    home = policy.route(fp((1, 2), "s", prompt_tokens=128), fleet(4)).replica
+    assert home is not None
+    busy = FleetView(
+        tuple(ReplicaView(r.name, pending_tokens=10_000 if r.name == home else 0) for r in fleet(4).replicas)
+    )
+    moved = policy.route(fp((1, 2, 3), "s", prompt_tokens=192), busy)
+    assert moved.replica != home
+    assert moved.drift is not None and moved.drift.cause is DriftCause.OVERLOAD
+    mildly_busy = FleetView(
+        tuple(
+            ReplicaView(r.name, pending_tokens=50 if r.name == moved.replica else 0)
+            for r in fleet(4).replicas
+        )
+    )
+    assert policy.route(fp((1, 2, 3, 4), "s", prompt_tokens=256), mildly_busy).reason is Reason.SESSION_HOME
 
 
 def test_tiered_session_table_is_a_bounded_lru() -> None:
@@ -324,6 +365,6 @@ def test_tiered_forget_replica_drops_its_sessions() -> None:
     policy = TieredPolicy()
     view = fleet(2)
     for i in range(20):
-        policy.route(fp((1,), f"s{i}"), view)
+        policy.route(fp((i,), f"s{i}"), view)
     policy.forget_replica("r1")
     assert set(policy.session_homes()) == {"r2"}
