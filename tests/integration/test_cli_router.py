@@ -578,7 +578,7 @@ def test_drain_on_a_tty_asks_first_and_honours_the_answer(stack: Stack) -> None:
 
 def test_status_calls_out_the_replica_with_the_load_skew(stack: Stack) -> None:
     """Six slow requests sent straight to r4's engine: the router scrapes them and names r4."""
-    stack.sim.set_faults("r4", slow_factor=1000.0)  # about 3 s per request
+    stack.sim.set_faults("r4", slow_factor=600.0)  # about 2 s per request
     body = {"model": "sim-model", "prompt": "A request that takes its time. " * 4, "max_tokens": 1}
     threads = [
         threading.Thread(
