@@ -80,6 +80,7 @@ class RouterProcess:
         self.admin_url = ""
         self.process: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
+        self._openai: Any = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -140,6 +141,9 @@ class RouterProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int | None:
         """Stop the router (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code."""
+        if self._openai is not None:
+            self._openai.close()
+            self._openai = None
         process = self.process
         if process is None:
             return None
@@ -173,6 +177,16 @@ class RouterProcess:
         """A sync admin client (with this router's token unless ``token`` says otherwise)."""
         chosen = self.token if token is True else (None if token is False else token)
         return SyncAdminClient(self.admin_url, token=chosen)  # type: ignore[arg-type]
+
+    def openai(self) -> Any:
+        """An ``openai.OpenAI`` client of the data plane (no SDK retries), closed with the router."""
+        if self._openai is None:
+            import openai
+
+            self._openai = openai.OpenAI(
+                base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=30
+            )
+        return self._openai
 
     def async_admin(self) -> AdminClient:
         return AdminClient(self.admin_url, token=self.token)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
 from pcache.api import PinIn, PrewarmIn, PrewarmPrefix, ReplicaIn
@@ -33,15 +32,11 @@ def router(sim: SimFleet, tmp_path: Path) -> Iterator[RouterProcess]:
         yield process
 
 
-def _client(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, timeout=10)
-
-
 def _ask(
     router: RouterProcess, session: str, system: str = SYSTEM, user: str = "hello"
 ) -> tuple[str, str, int]:
     """One chat turn: (replica, reason, engine-reported cached tokens)."""
-    raw = _client(router).chat.completions.with_raw_response.create(
+    raw = router.openai().chat.completions.with_raw_response.create(
         model=MODEL,
         messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
         max_tokens=2,

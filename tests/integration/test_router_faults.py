@@ -34,10 +34,6 @@ def router(sim: SimFleet, tmp_path: Path) -> Iterator[RouterProcess]:
         sim.set_faults(name, **CLEAR)
 
 
-def _client(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, timeout=10)
-
-
 def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -47,7 +43,7 @@ def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 def _chat(router: RouterProcess, session: str, **extra: object) -> tuple[str, str]:
-    raw = _client(router).chat.completions.with_raw_response.create(
+    raw = router.openai().chat.completions.with_raw_response.create(
         model=MODEL,
         messages=[{"role": "user", "content": f"question from {session}"}],
         max_tokens=4,
@@ -69,7 +65,7 @@ def test_a_failing_replica_is_retried_on_the_next_candidate(router: RouterProces
 def test_a_stream_dying_midway_ends_with_an_openai_error_event(router: RouterProcess, sim: SimFleet) -> None:
     for name in ("r1", "r2", "r3"):
         sim.set_faults(name, die_after_chunks=2)
-    stream = _client(router).chat.completions.create(
+    stream = router.openai().chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "a long story"}], max_tokens=32, stream=True
     )
     received = []
@@ -112,7 +108,7 @@ def test_scale_out_prewarms_the_prefixes_the_new_replica_owns(sim: SimFleet, tmp
         assert all(p.ok for p in jobs[-1].results)
         assert float(_counter(sim.metrics("r4"), "vllm:prefix_cache_queries_total")) > before
         text = next(p["text"] for p in prefixes if p["name"] == owned[0])
-        raw = _client(router).chat.completions.with_raw_response.create(
+        raw = router.openai().chat.completions.with_raw_response.create(
             model=MODEL,
             messages=[{"role": "system", "content": text}, {"role": "user", "content": "first visit"}],
             max_tokens=2,

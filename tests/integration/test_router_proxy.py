@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
 from tests.harness.router import RouterProcess
@@ -29,12 +28,8 @@ def router(sim: SimFleet, tmp_path: Path) -> RouterProcess:
         yield process
 
 
-def _client(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, timeout=10)
-
-
 def test_non_streamed_chat_is_proxied_with_routing_headers(router: RouterProcess) -> None:
-    client = _client(router)
+    client = router.openai()
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]
     )
@@ -46,7 +41,7 @@ def test_non_streamed_chat_is_proxied_with_routing_headers(router: RouterProcess
 
 
 def test_streamed_chat_passes_chunks_through(router: RouterProcess) -> None:
-    client = _client(router)
+    client = router.openai()
     stream = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "tell me a story"}],
@@ -62,7 +57,7 @@ def test_streamed_chat_passes_chunks_through(router: RouterProcess) -> None:
 
 
 def test_multi_turn_session_stays_on_its_home(router: RouterProcess) -> None:
-    client = _client(router)
+    client = router.openai()
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "first question"}]
     homes = set()
     for turn in range(4):
@@ -98,5 +93,5 @@ def test_bad_requests_get_openai_style_errors(router: RouterProcess) -> None:
 
 
 def test_models_are_merged_from_replicas(router: RouterProcess) -> None:
-    models = _client(router).models.list()
+    models = router.openai().models.list()
     assert [m.id for m in models.data]
