@@ -10,6 +10,7 @@ by the previous call.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -153,11 +154,18 @@ def _row(
         hit_rate=_ratio(hits, queries),
         ttft_p50=quantile(buckets, 0.5) if buckets else None,
         ttft_p95=quantile(buckets, 0.95) if buckets else None,
-        ttft_buckets=buckets,
+        ttft_buckets=_finite(buckets),
         requests_per_s=_rate(stats, before, now),
         requests_total=int(stats.requests_success or 0),
         scrape_age_s=0.0,
     )
+
+
+def _finite(buckets: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+    """The buckets as the wire carries them: JSON has no +Inf, so only finite edges (like the router)."""
+    if not buckets:
+        return None
+    return [(le, count) for le, count in buckets if math.isfinite(le)] or None
 
 
 def _sum(values: Sequence[int | None]) -> int | None:
@@ -181,9 +189,8 @@ def _all_row(
             hits_total += hits
             queries_total += queries
     kv = [row.kv_usage for row in rows if row.kv_usage is not None]
-    bucket_sets = [row.ttft_buckets for row in rows if row.ttft_buckets]
-    merged = merge_buckets(bucket_sets) if bucket_sets else None
-    merged_list = [(float(le), float(count)) for le, count in merged] if merged else None
+    merged = merge_buckets(scrape[1].ttft_buckets for scrape in scrapes if scrape is not None)
+    merged_list = list(merged) or None
     engines = sorted({row.engine for row in rows if row.engine != "unknown"})
     return ReplicaStatus(
         name="ALL",
@@ -196,7 +203,7 @@ def _all_row(
         hit_rate=_ratio(hits_total, queries_total),
         ttft_p50=quantile(merged_list, 0.5) if merged_list else None,
         ttft_p95=quantile(merged_list, 0.95) if merged_list else None,
-        ttft_buckets=merged_list,
+        ttft_buckets=_finite(merged_list),
         requests_per_s=sum(row.requests_per_s for row in rows),
         requests_total=sum(row.requests_total for row in rows),
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import httpx
 
-from pcache.api import ReplicaStatus
+from pcache.api import ReplicaStatus, StatusSnapshot
 from pcache.direct import DirectState, direct_snapshot, imbalance_callouts, replica_names
 from pcache.engines import parse_metrics
 from pcache.engines.histogram import merge_buckets, quantile
@@ -70,6 +71,9 @@ async def test_snapshot_rows_are_sorted_with_an_all_row_from_merged_buckets_and_
     assert snapshot.all.running == sum(s.running or 0 for s in stats)
     assert snapshot.all.engine == "mixed"
     assert snapshot.router.policy == "direct" and snapshot.router.drift_ratio is None
+    # Like the router's, the snapshot survives JSON: buckets keep finite edges only (JSON has no +Inf).
+    assert all(math.isfinite(le) for row in snapshot.replicas for le, _ in row.ttft_buckets or [])
+    assert StatusSnapshot.model_validate_json(snapshot.model_dump_json()) == snapshot
 
 
 def test_callouts_name_the_replica_under_kv_pressure_and_the_overloaded_one() -> None:
