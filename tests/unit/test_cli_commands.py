@@ -383,3 +383,12 @@ def test_broken_cli_config_file_is_a_usage_error_naming_the_line(tmp_path: Any) 
     result = run(None, "config", "show", env={"PCACHE_CONFIG": str(config)})
     assert result.exit_code == 2
     assert f"{config}:" in result.stderr and "invalid YAML" in result.stderr
+
+
+def test_json_output_stays_strict_json_for_non_finite_numbers() -> None:
+    from pcache_cli.output import jsonable
+
+    row = _replica("r1", ttft_buckets=[(0.5, 3.0), (float("inf"), 4.0)], ttft_p50=float("nan"))
+    data = jsonable(row)
+    assert data["ttft_buckets"] == [[0.5, 3.0], ["+Inf", 4.0]] and data["ttft_p50"] == "NaN"
+    json.dumps(data, allow_nan=False)
