@@ -80,8 +80,12 @@ async def worker(
                     await response.read()
                     continue
                 if args.stream:
-                    async for _ in response.content:
-                        pass
+                    tail = b""
+                    async for chunk in response.content.iter_any():  # bytes as they arrive
+                        tail = (tail + chunk)[-14:]
+                    if tail != b"data: [DONE]\n\n":
+                        result.errors += 1
+                        continue
                 else:
                     usage = (await response.json())["usage"]
                     result.cached_tokens += usage["prompt_tokens_details"]["cached_tokens"]
