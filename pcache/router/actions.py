@@ -235,6 +235,18 @@ class OperatorActions:
         await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
         return job.id
 
+    def _recheck_after_warming(self, name: str, force: bool, verb: str, verb_ing: str) -> None:
+        """Other writes ran while successors were warming: the replica may be gone or the last one."""
+        if name not in self.fleet:
+            raise _not_found("replica", name)
+        if not force and self.fleet.routable_names() == [name]:
+            raise ActionError(
+                409,
+                f"{name} became the last routable replica while its successors were warming; "
+                f"{verb_ing} it leaves nothing to serve requests (pass force=true to {verb} anyway)",
+                "last_routable",
+            )
+
     # ---- drain / undrain ------------------------------------------------------------------------
 
     async def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
@@ -253,6 +265,7 @@ class OperatorActions:
             )
         moves = {m.prefix: m.successors for m in radius.tier1}
         job = await self._warm_successors(moves, name)
+        self._recheck_after_warming(name, force, "drain", "draining")
         self.store.set_drain(name, "draining")
         self.fleet.set_drain(name, "draining")
         if self.fleet.get(name).drain == "drained":
@@ -322,6 +335,7 @@ class OperatorActions:
         pinned_by = sorted(p for p, r in self._records.items() if name in r.replicas)
         moves = {m.prefix: m.successors for m in radius.tier1}
         job = await self._warm_successors(moves, name)
+        self._recheck_after_warming(name, force, "remove", "removing")
         self.store.remove_replica(name)
         self.fleet.remove(name)
         self.routing.policy.forget_replica(name)
