@@ -117,7 +117,10 @@ class OperatorActions:
                 )
         for name, drain in state.drains.items():
             if name in self.fleet:
-                self.fleet.set_drain(name, "drained" if drain == "drained" else "draining")
+                # Nothing is in flight at start-up: a replica that was draining is drained now.
+                self.fleet.set_drain(name, "drained")
+                if drain != "drained":
+                    self.store.set_drain(name, "drained")
         records: dict[str, Tier1Record] = {}
         for prefix in self.config.tier1:
             records[prefix.name] = Tier1Record(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
-from pcache.engines import metrics_path, parse_metrics
+from pcache.engines import ENGINES, metrics_path, parse_metrics
 from pcache.engines.rates import CounterRate
 from pcache.fleet import Fleet
 from pcache.ledger import Ledger
@@ -70,8 +71,7 @@ class FleetWatcher:
         """Drop the counter state of a removed replica."""
         self._counters.pop(name, None)
 
-    async def _loop(self, round_: object, interval_s: float) -> None:
-        assert callable(round_)
+    async def _loop(self, round_: Callable[[], Awaitable[None]], interval_s: float) -> None:
         while True:
             try:
                 await round_()
@@ -109,20 +109,32 @@ class FleetWatcher:
     async def scrape_all(self) -> None:
         await asyncio.gather(*(self.scrape_one(entry.name) for entry in self.fleet.entries()))
 
+    def _paths(self, engine: str | None, detected: str | None) -> list[str]:
+        """Where to look for metrics: the engine's path, or (unknown engine) every known path."""
+        if engine is not None:
+            return [metrics_path(engine)]
+        if detected is not None and detected != "unknown":
+            return [metrics_path(detected)]
+        return list(dict.fromkeys(metrics_path(e) for e in ("vllm", *ENGINES)))
+
     async def scrape_one(self, name: str) -> bool:
         """Scrape ``name``'s metrics into the fleet and the ledger; returns whether it worked."""
         if name not in self.fleet:
             return False
         entry = self.fleet.get(name)
         engine = None if entry.engine == "auto" else entry.engine
-        path = metrics_path(engine or entry.detected_engine or "vllm")
-        try:
-            result = await self.upstream.fetch(entry.url + path, self.scrape.timeout_s)
-        except UpstreamError as exc:
-            self.fleet.scrape_failed(name, f"scrape failed: {exc}")
-            return False
-        if result.status != 200:
-            self.fleet.scrape_failed(name, f"{path} answered HTTP {result.status}")
+        error = "no metrics path answered"
+        for path in self._paths(engine, entry.detected_engine):
+            try:
+                result = await self.upstream.fetch(entry.url + path, self.scrape.timeout_s)
+            except UpstreamError as exc:
+                self.fleet.scrape_failed(name, f"scrape failed: {exc}")
+                return False
+            if result.status == 200:
+                break
+            error = f"{path} answered HTTP {result.status}"
+        else:
+            self.fleet.scrape_failed(name, error)
             return False
         try:
             stats = parse_metrics(result.body.decode("utf-8", "replace"), engine=engine)
@@ -130,10 +142,8 @@ class FleetWatcher:
             self.fleet.scrape_failed(name, f"unreadable {path}: {exc}")
             return False
         counters = self._counters.setdefault(name, _Counters())
-        queries = counters.queries.update(stats.prefix_queries) if stats.prefix_queries is not None else None
-        hits = counters.hits.update(stats.prefix_hits) if stats.prefix_hits is not None else None
-        queries_delta = queries or 0.0
-        hits_delta = min(hits or 0.0, queries_delta)
+        queries_delta = counters.queries.update(stats.prefix_queries) or 0.0
+        hits_delta = min(counters.hits.update(stats.prefix_hits) or 0.0, queries_delta)
         self.fleet.apply_stats(name, stats, queries_delta, hits_delta)
         if queries_delta > 0:
             self.ledger.record_engine_counters(name, queries_delta, hits_delta)
