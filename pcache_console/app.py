@@ -202,7 +202,7 @@ class TopApp(App[None]):
         self.history.record(frame)
         self.fleet.show(frame.status, self.history)
         if frame.heat is not None:
-            self.heat.show(frame.heat)
+            self.heat.show(frame.heat, [r.name for r in frame.status.replicas])
             self.query_one("#detail", PrefixDetail).show(self.heat.selected)
         self.query_one("#drift", DriftChart).show(self.history.fleet(), self.history.moves_by_cause)
         if frame.warnings:
@@ -406,7 +406,9 @@ class TopApp(App[None]):
         if not await self.push_screen_wait(confirm):
             self.flash(f"drain of {name} cancelled; nothing sent")
             return
-        done = await self._attempt("drain", lambda: client.drain(name))
+        # The operator saw the last-routable warning in the dialog: confirming it is the force.
+        force = radius.last_routable
+        done = await self._attempt("drain", lambda: client.drain(name, force=force))
         if isinstance(done, BlastRadius):
             job = f", prewarm job {done.prewarm_job}" if done.prewarm_job else ""
             self.flash(f"{name} is {done.state}: {done.sessions} sessions moving{job}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.text import Text
+from rich.text import Span, Text
 
 from pcache.api import ReplicaStatus
 
@@ -16,7 +16,8 @@ __all__ = [
     "KV_CRITICAL",
     "KV_WARNING",
     "SPARK_GLYPHS",
-    "heat_cell",
+    "heat_level",
+    "heat_strip",
     "kv_bar",
     "number",
     "percent",
@@ -30,6 +31,7 @@ KV_WARNING = 0.65
 KV_CRITICAL = 0.85
 SPARK_GLYPHS = " ▁▂▃▄▅▆▇█"
 _SHADES = (" ", "░", "▒", "▓", "█")
+_SHADE_STYLES = ("", "blue", "cyan", "yellow", "bold red")
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -100,12 +102,21 @@ def spark(values: Sequence[float | None], width: int = 12, top: float = 1.0) -> 
     return "".join(glyphs).rjust(width)
 
 
-def heat_cell(share: float, *, owner: bool, pinned: bool) -> Text:
-    """A heat-map cell: two shade glyphs for the share, then ``P`` (pinned) or ``o`` (owner)."""
-    level = 0 if share <= 0 else min(len(_SHADES) - 1, 1 + int(share * (len(_SHADES) - 1)))
-    shade = _SHADES[level] * 2
-    style = ("", "blue", "cyan", "yellow", "bold red")[level]
-    mark = "P" if pinned else ("o" if owner else " ")
-    text = Text(shade, style=style)
-    text.append(mark, style="bold" if mark != " " else "")
-    return text
+def heat_level(share: float) -> int:
+    """The shade (0 blank .. 4 full) for a share of a prefix's traffic."""
+    return 0 if share <= 0 else min(len(_SHADES) - 1, 1 + int(share * (len(_SHADES) - 1)))
+
+
+def heat_strip(cells: Sequence[tuple[int, str]]) -> Text:
+    """A heat-map row: per replica two shade glyphs for the level, then ``P`` (pinned), ``o``
+    (owner) or a blank. One Text per row keeps a 200 x 64 map cheap to update and paint."""
+    parts: list[str] = []
+    spans: list[Span] = []
+    for index, (level, mark) in enumerate(cells):
+        parts.append(_SHADES[level] * 2 + mark)
+        start = index * 3
+        if level:
+            spans.append(Span(start, start + 2, _SHADE_STYLES[level]))
+        if mark != " ":
+            spans.append(Span(start + 2, start + 3, "bold"))
+    return Text("".join(parts), spans=spans)

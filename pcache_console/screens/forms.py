@@ -22,8 +22,6 @@ from pcache_console.cells import percent
 
 __all__ = ["PinForm", "PinScreen", "PrewarmForm", "PrewarmScreen", "read_prefix_file"]
 
-TEXT_HEAD_LIMIT = 80  # the router sends at most this many characters of a prefix's text
-
 
 @dataclass(frozen=True)
 class PinForm:
@@ -52,13 +50,6 @@ def read_prefix_file(path: str) -> list[tuple[str | None, str]]:
     if not texts:
         raise ValueError(f"{path} holds no prefix text")
     return texts
-
-
-def full_text(row: PrefixRow | None) -> str | None:
-    """The prefix's complete text when the heat map carries all of it (short prefixes only)."""
-    if row is None or row.text_head is None or len(row.text_head) >= TEXT_HEAD_LIMIT:
-        return None
-    return row.text_head
 
 
 class _Form(ModalScreen[object]):
@@ -99,18 +90,17 @@ class PinScreen(_Form):
         body.append("requests matching it will go only to the replicas below.\n")
         body.append(f"Now owned by {', '.join(row.owners) or 'nobody'}; served by ")
         body.append(", ".join(f"{n} {percent(c.share, 0)}" for n, c in served.items()) or "nobody")
-        body.append(f"\n{row.sessions} sessions and {row.requests} requests in the window may move.")
-        text = full_text(row)
+        body.append(f"\n{row.sessions} sessions and {row.requests} requests in the window may move.\n")
+        body.append(
+            "The admin API shows only the first characters of a prefix: give the file holding its text.",
+            style="dim",
+        )
         with Vertical(id="dialog"):
             yield Static(f"Pin prefix {name}", id="dialog-title")
             yield Static(body, id="dialog-body")
             yield Input(name, id="pin-name", placeholder="pin name")
             yield Input(", ".join(self._default), id="pin-replicas", placeholder="replicas, comma-separated")
-            yield Input(
-                "",
-                id="pin-file",
-                placeholder="text already known" if text else "file with the prefix's full text (required)",
-            )
+            yield Input("", id="pin-file", placeholder="file with the prefix's full text")
             yield Static("", id="form-error")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
@@ -124,32 +114,27 @@ class PinScreen(_Form):
         if not replicas:
             raise ValueError("name at least one replica")
         path = self.query_one("#pin-file", Input).value.strip()
-        text = read_prefix_file(path)[0][1] if path else full_text(self._row)
-        if text is None:
-            raise ValueError("the router sends only the first characters of this prefix; give a file")
-        return PinForm(name=name, text=text, replicas=replicas)
+        if not path:
+            raise ValueError("give the file holding the prefix's text")
+        return PinForm(name=name, text=read_prefix_file(path)[0][1], replicas=replicas)
 
 
 class PrewarmScreen(_Form):
-    """Prewarm the selected prefix (when its text is known) or the prefixes in a file."""
+    """Prewarm the prefixes in a file; the selected prefix's name is offered for a single one."""
 
     def __init__(self, row: PrefixRow | None) -> None:
         super().__init__()
         self._row = row
 
     def compose(self) -> ComposeResult:
-        known = full_text(self._row)
-        body = Text()
-        if known is not None and self._row is not None:
-            body.append(f"Prewarm {self._row.name or self._row.key[:10]} ", style="bold")
-            body.append("(leave the file empty), or the prefixes in a file (blocks split by ---).\n")
-        else:
-            body.append("Prewarm the prefixes in a file (one per block, blocks split by a --- line).\n")
+        body = Text("Prewarm the prefixes in a file (one per block, blocks split by a --- line).\n")
         body.append("The router plans where each goes; you confirm the plan next.", style="dim")
+        name = self._row.name if self._row is not None and self._row.name else ""
         with Vertical(id="dialog"):
             yield Static("Prewarm", id="dialog-title")
             yield Static(body, id="dialog-body")
             yield Input("", id="prewarm-file", placeholder="file of prefixes")
+            yield Input(name, id="prewarm-name", placeholder="name (when the file holds one prefix)")
             yield Input("", id="prewarm-copies", placeholder="copies (default: the router's)")
             yield Static("", id="form-error")
             with Horizontal(id="dialog-buttons"):
@@ -164,9 +149,10 @@ class PrewarmScreen(_Form):
             if not raw_copies.isdigit() or int(raw_copies) < 1:
                 raise ValueError("copies must be a whole number of at least 1")
             copies = int(raw_copies)
-        if path:
-            return PrewarmForm(texts=read_prefix_file(path), copies=copies)
-        known = full_text(self._row)
-        if known is None or self._row is None:
-            raise ValueError("give a file: the selected prefix's full text is not known here")
-        return PrewarmForm(texts=[(self._row.name, known)], copies=copies)
+        if not path:
+            raise ValueError("give the file holding the prefixes' text")
+        texts = read_prefix_file(path)
+        name = self.query_one("#prewarm-name", Input).value.strip() or None
+        if name is not None and len(texts) == 1:
+            texts = [(name, texts[0][1])]
+        return PrewarmForm(texts=texts, copies=copies)

@@ -18,12 +18,20 @@ _DRIFT_COLOUR = "yellow"
 
 
 def _strip_background(text: Text) -> Text:
-    """Keep plotext's foreground colours, drop its canvas background so the theme shows through."""
-    text.spans = [
-        Span(span.start, span.end, Style(color=Style.parse(str(span.style)).color))
-        for span in text.spans
-        if str(span.style)
-    ]
+    """Keep plotext's foreground colours, drop its canvas background so the theme shows through.
+
+    Adjacent spans of one colour are merged: plotext colours cell by cell, and fewer spans make a
+    cheaper paint."""
+    spans: list[Span] = []
+    for span in text.spans:
+        style = span.style if isinstance(span.style, Style) else Style.parse(span.style)
+        if style.color is None:
+            continue
+        if spans and spans[-1].end == span.start and spans[-1].style == style.color.name:
+            spans[-1] = Span(spans[-1].start, span.end, spans[-1].style)
+        else:
+            spans.append(Span(span.start, span.end, style.color.name))
+    text.spans = spans
     return text
 
 
@@ -58,18 +66,22 @@ class DriftChart(Static):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._points: list[FleetPoint] = []
         self._moves: dict[str, int] = {}
-        self._latest_drift: float | None = None
+        self._data_drawn: object = None
 
     def show(self, points: list[FleetPoint], moves_by_cause: dict[str, int]) -> None:
-        self._points, self._moves = points, moves_by_cause
+        drawn = (len(points), points[-1] if points else None, tuple(sorted(moves_by_cause.items())))
+        if drawn == self._data_drawn:
+            return  # same data: plotting again would only cost time
+        self._points, self._moves, self._data_drawn = points, moves_by_cause, drawn
         self._draw()
-        self.call_after_refresh(self._draw)  # again once the layout has settled on a size
 
     def on_resize(self, event: Resize) -> None:
         self._draw()
 
     def _draw(self) -> None:
         width, height = self.content_size.width, self.content_size.height
+        if not width or not height:
+            return  # not laid out yet: on_resize draws once it is
         text = Text()
         text.append("── hit rate %", style=_HIT_COLOUR)
         text.append("   ")

@@ -9,31 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.text import Text
-from textual.widgets import DataTable
+from rich.text import Span, Text
 
 from pcache.api import ReplicaStatus, StatusSnapshot
 from pcache_console.cells import kv_bar, number, percent, rate, seconds, spark, state_label
 from pcache_console.history import History
+from pcache_console.widgets.live_table import LiveTable
 
 __all__ = ["ALL_ROW", "SORTS", "FleetTable"]
 
 ALL_ROW = "ALL"
 
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("name", "replica"),
-    ("state", "state"),
-    ("kv", "KV usage"),
-    ("kv_trend", "KV trend"),
-    ("load", "run/wait"),
-    ("in_flight", "in-flight"),
-    ("hit", "hit"),
-    ("hit_trend", "hit trend"),
-    ("ttft", "TTFT p95"),
-    ("sessions", "sessions"),
-    ("tier1", "tier-1"),
-    ("rps", "req/s"),
+# (key, header, width, right-aligned): the row's fields after the name, laid out in one cell.
+FIELDS: tuple[tuple[str, str, int, bool], ...] = (
+    ("state", "state", 8, False),
+    ("kv", "KV usage", 20, False),
+    ("kv_trend", "KV trend", 12, False),
+    ("load", "run/wait", 8, True),
+    ("in_flight", "in-flight", 9, True),
+    ("hit", "hit", 6, True),
+    ("hit_trend", "hit trend", 12, False),
+    ("ttft", "TTFT p95", 8, True),
+    ("sessions", "sessions", 8, True),
+    ("tier1", "tier-1", 11, False),
+    ("rps", "req/s", 6, True),
 )
+_GAP = "  "
 
 _STATE_ORDER = {"unhealthy": 0, "draining": 1, "drained": 2, "removed": 3, "healthy": 4}
 
@@ -48,7 +49,8 @@ SORTS: dict[str, tuple[str, Callable[[ReplicaStatus], object], bool]] = {
     "sessions": ("sessions", lambda r: r.sessions, True),
     "rps": ("req/s", lambda r: r.requests_per_s, True),
 }
-_UNCHANGED_HIGHLIGHT = frozenset({"name", "kv_trend", "hit_trend"})
+_NO_HIGHLIGHT = frozenset({"kv_trend", "hit_trend"})
+_Signature = tuple[tuple[str, ...], frozenset[str]]
 
 
 def _tier1(replica: ReplicaStatus) -> str:
@@ -58,9 +60,8 @@ def _tier1(replica: ReplicaStatus) -> str:
     return f"{owned} own" + (f" {pinned} pin" if pinned else "")
 
 
-def _cells(replica: ReplicaStatus, history: History, up: str) -> dict[str, str | Text]:
+def _fields(replica: ReplicaStatus, history: History, up: str) -> dict[str, str | Text]:
     return {
-        "name": replica.name,
         "state": Text(up, style="bold") if replica.name == ALL_ROW else state_label(replica),
         "kv": kv_bar(replica.kv_usage),
         "kv_trend": spark(history.kv_usage.get(replica.name, ())),
@@ -75,8 +76,42 @@ def _cells(replica: ReplicaStatus, history: History, up: str) -> dict[str, str |
     }
 
 
-class FleetTable(DataTable[str | Text]):
-    """Replicas (filtered, sorted) and the ALL row, last."""
+def _layout(fields: dict[str, str | Text], bold: frozenset[str]) -> Text:
+    """One row's fields in fixed-width columns; fields that just changed are bold (k9s-style).
+
+    Built as one string plus spans (every glyph used is one cell wide): this runs for every
+    replica on every poll."""
+    parts: list[str] = []
+    spans: list[Span] = []
+    position = 0
+    for key, _, width, right in FIELDS:
+        value = fields[key]
+        plain = (value if isinstance(value, str) else value.plain)[:width]
+        pad = " " * (width - len(plain))
+        start = position + (len(pad) if right else 0)
+        end = start + len(plain)
+        if isinstance(value, Text):
+            if value.style:
+                spans.append(Span(start, end, value.style))
+            spans.extend(Span(start + s.start, min(start + s.end, end), s.style) for s in value.spans)
+        if key in bold:
+            spans.append(Span(start, end, "bold"))
+        parts.append(f"{pad}{plain}{_GAP}" if right else f"{plain}{pad}{_GAP}")
+        position += width + len(_GAP)
+    return Text("".join(parts), spans=spans)
+
+
+HEADER = Text(
+    "".join((h.rjust(w) if right else h.ljust(w)) + _GAP for _, h, w, right in FIELDS), style="bold"
+)
+
+
+class FleetTable(LiveTable[str | Text]):
+    """Replicas (filtered, sorted) and the ALL row, last.
+
+    Each row is two cells, the name and the rest laid out in fixed columns: DataTable re-renders
+    every visible cell after any update, so fewer, wider cells keep a 64-replica refresh cheap.
+    """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
@@ -84,11 +119,11 @@ class FleetTable(DataTable[str | Text]):
         self.descending = False
         self.filter_text = ""
         self.replicas: dict[str, ReplicaStatus] = {}
-        self._shown: dict[tuple[str, str], str] = {}
+        self._shown: dict[str, _Signature] = {}
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self.add_column("replica", key="name")
+        self.add_column(HEADER, key="row")
 
     @property
     def selected_name(self) -> str | None:
@@ -125,32 +160,31 @@ class FleetTable(DataTable[str | Text]):
         for key in [k.value for k in self.rows if k.value not in wanted]:
             if key is not None:
                 self.remove_row(key)
-                self._shown = {cell: v for cell, v in self._shown.items() if cell[0] != key}
+                self._shown.pop(key, None)
         routable = sum(1 for r in snapshot.replicas if r.state == "healthy" and not r.stale)
         up = f"{routable}/{len(snapshot.replicas)} up"
         for name, replica in wanted.items():
-            cells = _cells(replica, history, up)
-            if name in self.rows:
-                for column, value in cells.items():
-                    self._update(name, column, value)
-            else:
-                self.add_row(*cells.values(), key=name)
-                self._shown.update(
-                    {(name, c): v.plain if isinstance(v, Text) else v for c, v in cells.items()}
+            fields = _fields(replica, history, up)
+            plains = tuple(v.plain if isinstance(v, Text) else v for v in fields.values())
+            previous = self._shown.get(name)
+            changed = frozenset(
+                key
+                for (key, *_), plain, before in zip(
+                    FIELDS, plains, previous[0] if previous else plains, strict=True
                 )
+                if plain != before and key not in _NO_HIGHLIGHT
+            )
+            signature = (plains, changed)
+            if previous == signature:
+                continue
+            self._shown[name] = signature
+            row = _layout(fields, changed)
+            if previous is None:
+                self.add_row(name, row, key=name)
+            else:
+                self.set_cells(name, {"row": row})
+        self.flush_cells()
         self._resort()
-
-    def _update(self, row: str, column: str, value: str | Text) -> None:
-        plain = value.plain if isinstance(value, Text) else value
-        previous = self._shown.get((row, column))
-        if previous == plain and column not in _UNCHANGED_HIGHLIGHT:
-            return
-        if previous is not None and column not in _UNCHANGED_HIGHLIGHT:
-            # k9s-style: a value that just changed is shown bold for one refresh.
-            value = Text(value) if isinstance(value, str) else value.copy()
-            value.stylize("bold")
-        self._shown[(row, column)] = plain
-        self.update_cell(row, column, value)
 
     def _resort(self) -> None:
         selected = self.selected_name
@@ -160,6 +194,8 @@ class FleetTable(DataTable[str | Text]):
             key=lambda n: (key(self.replicas[n]), n),
             reverse=self.descending,
         )
+        if [row.key.value for row in self.ordered_rows] == [*names, ALL_ROW]:
+            return  # already in order: sorting would only invalidate the render cache
         rank = {name: i for i, name in enumerate(names)}
         self.sort("name", key=lambda name: rank.get(name, len(rank)))
         if selected is not None and selected in self.rows:

@@ -1,17 +1,23 @@
 """The prefix heat map: top prefixes x replicas, each cell shaded by that replica's share of the
-prefix's traffic in the window, marked ``o`` (owner) or ``P`` (pinned); and the detail of one row."""
+prefix's traffic in the window, marked ``o`` (owner) or ``P`` (pinned); and the detail of one row.
+
+Each row's replica cells are one Text (three characters per replica under a header of replica
+names), so a 200 x 64 map is 200 table cells to diff, update and paint, not 12,800.
+"""
 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from pcache.api import PrefixHeat, PrefixRow
-from pcache_console.cells import heat_cell, percent
+from pcache_console.cells import heat_level, heat_strip, percent
+from pcache_console.widgets.live_table import LiveTable
 
 __all__ = ["HeatMap", "PrefixDetail", "prefix_label"]
 
 _KIND = {"registered": "reg", "pinned": "pin", "hot": "hot"}
+_Signature = tuple[str, int, tuple[tuple[int, str], ...]]
 
 
 class _KeyedText(Text):
@@ -27,18 +33,34 @@ def prefix_label(row: PrefixRow) -> str:
     return row.name or f"#{row.key[:10]}"
 
 
-class HeatMap(DataTable[str | Text]):
-    """One row per prefix (keyed by prefix key), one column per replica; updated in place."""
+def _marks(row: PrefixRow, replicas: list[str]) -> tuple[tuple[int, str], ...]:
+    owners = set(row.owners)
+    cells = row.by_replica
+    marks = []
+    for replica in replicas:
+        cell = cells.get(replica)
+        if cell is None:
+            marks.append((0, "o" if replica in owners else " "))
+        else:
+            mark = "P" if cell.pinned else ("o" if cell.owner or replica in owners else " ")
+            marks.append((heat_level(cell.share), mark))
+    return tuple(marks)
+
+
+class HeatMap(LiveTable[str | Text]):
+    """One row per prefix (keyed by prefix key), updated in place; rows in the router's order."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", **kwargs)  # type: ignore[arg-type]
         self.prefixes: dict[str, PrefixRow] = {}
         self._replicas: list[str] = []
+        self._shown: dict[str, _Signature] = {}
 
     def on_mount(self) -> None:
         self.add_column("prefix", key="prefix", width=16)
         self.add_column("kind", key="kind")
-        self.add_column("req", key="requests")
+        self.add_column("req", key="requests", width=6)
+        self.add_column("replicas", key="cells")
 
     @property
     def selected(self) -> PrefixRow | None:
@@ -48,47 +70,57 @@ class HeatMap(DataTable[str | Text]):
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
         return self.prefixes.get(key or "")
 
-    def show(self, heat: PrefixHeat) -> None:
+    def show(self, heat: PrefixHeat, fleet: list[str] | None = None) -> None:
+        """Show ``heat``; columns are the fleet's replicas (``fleet``) plus any the map names."""
         selected = self.selected
-        self._sync_columns(heat.replicas)
+        replicas = list(fleet or [])
+        replicas += [name for name in heat.replicas if name not in replicas]
+        if replicas != self._replicas:
+            self._replicas = replicas
+            self.remove_column("cells")
+            self.add_column(Text("".join(f"{name[:3]:<3}" for name in self._replicas)), key="cells")
+            self._shown.clear()  # every row's cells must line up under the new header
         self.prefixes = {row.key: row for row in heat.prefixes}
         for key in [k.value for k in self.rows if k.value not in self.prefixes]:
             if key is not None:
                 self.remove_row(key)
+                self._shown.pop(key, None)
         for row in heat.prefixes:
+            signature: _Signature = (row.kind, row.requests, _marks(row, self._replicas))
+            if self._shown.get(row.key) == signature:
+                continue
             cells: dict[str, str | Text] = {
                 "prefix": _KeyedText(prefix_label(row)[:16], row.key),
                 "kind": _KIND[row.kind],
                 "requests": str(row.requests),
+                "cells": heat_strip(signature[2]),
             }
-            for replica in self._replicas:
-                cell = row.by_replica.get(replica)
-                cells[f"r:{replica}"] = (
-                    heat_cell(cell.share, owner=cell.owner or replica in row.owners, pinned=cell.pinned)
-                    if cell is not None
-                    else heat_cell(0.0, owner=replica in row.owners, pinned=False)
-                )
+            previous = self._shown.get(row.key)
             if row.key in self.rows:
-                for column, value in cells.items():
-                    self.update_cell(row.key, column, value)
+                changed = {
+                    "prefix": previous is None,
+                    "kind": previous is None or previous[0] != signature[0],
+                    "requests": previous is None or previous[1] != signature[1],
+                    "cells": previous is None or previous[2] != signature[2],
+                }
+                if previous is None:  # new replica columns: widths may change
+                    for column, value in cells.items():
+                        self.update_cell(row.key, column, value, update_width=True)
+                else:
+                    self.set_cells(row.key, {c: v for c, v in cells.items() if changed[c]})
             else:
                 self.add_row(*cells.values(), key=row.key)
-        # The router sends rows hottest first; keep its order without rebuilding the table.
-        rank = {row.key: i for i, row in enumerate(heat.prefixes)}
-        self.sort("prefix", key=lambda cell: rank.get(getattr(cell, "row_key", ""), len(rank)))
+            self._shown[row.key] = signature
+        self.flush_cells()
+        # The router sends rows hottest first; keep its order (sorting only when it changed).
+        order = [row.key for row in heat.prefixes]
+        if [row.key.value for row in self.ordered_rows] != order:
+            rank = {key: i for i, key in enumerate(order)}
+            self.sort("prefix", key=lambda cell: rank.get(getattr(cell, "row_key", ""), len(rank)))
         if selected is not None and selected.key in self.rows:
-            self.move_cursor(row=self.get_row_index(selected.key), animate=False)
-
-    def _sync_columns(self, replicas: list[str]) -> None:
-        if replicas == self._replicas:
-            return
-        for name in self._replicas:
-            if name not in replicas:
-                self.remove_column(f"r:{name}")
-        for name in replicas:
-            if name not in self._replicas:
-                self.add_column(name[:3].rjust(3), key=f"r:{name}")
-        self._replicas = [n for n in replicas]
+            index = self.get_row_index(selected.key)
+            if index != self.cursor_row:
+                self.move_cursor(row=index, animate=False)
 
 
 class PrefixDetail(Static):

@@ -94,7 +94,7 @@ def _heat(replicas: list[str], count: int, rng: random.Random) -> PrefixHeat:
             )
         rows.append(
             PrefixRow(
-                key=f"{rng.getrandbits(64):016x}",
+                key=f"{(i + 1) * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF:016x}",  # stable across seeds
                 name=None if kind == "hot" else f"prefix-{i}",
                 kind=kind,
                 text_head=None if kind == "hot" else f"You are assistant {i}. Answer briefly.",

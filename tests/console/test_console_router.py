@@ -1,0 +1,197 @@
+"""The console against a real router and simulated fleet on loopback (pilot tests).
+
+The admin client gets a recording transport that forwards to the real network, so a test can
+check what the console sent as well as what the router did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pcache.api import PinIn
+from pcache.client import AdminClient
+from pcache_console.app import TopApp
+from pcache_console.screens.confirm import ConfirmScreen
+from pcache_console.screens.forms import PinScreen
+from pcache_console.source import DirectSource, RouterSource
+from pcache_console.widgets.heatmap import HeatMap
+from tests.console.conftest import text_of, until
+from tests.harness.router import RouterProcess
+from tests.harness.sim import SimFleet
+
+pytestmark = pytest.mark.integration
+
+SIZE = (150, 44)
+PINNED_TEXT = "You are the pinned assistant of the support team; answer in one short paragraph. " * 4
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """Real HTTP, with a list of (method, path?query) of every request sent."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.requests: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.raw_path.decode()))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    @property
+    def writes(self) -> list[tuple[str, str]]:
+        return [(m, p) for m, p in self.requests if m != "GET" and "dry_run" not in p]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimFleet]:
+    with SimFleet(replicas=4) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def router(sim: SimFleet, tmp_path: Path) -> Iterator[RouterProcess]:
+    with RouterProcess(replicas=sim.urls, state_dir=tmp_path) as process:
+        yield process
+
+
+def console(router: RouterProcess, *, readonly: bool = False) -> tuple[TopApp, RecordingTransport]:
+    transport = RecordingTransport()
+    client = AdminClient(router.admin_url, token=router.token, transport=transport)
+    return TopApp(RouterSource(client), refresh_s=0.5, readonly=readonly), transport
+
+
+def state_of(router: RouterProcess, name: str) -> str:
+    with router.admin() as admin:
+        return next(r.state for r in admin.replicas() if r.name == name)
+
+
+def fleet_order(app: TopApp) -> list[str]:
+    return [str(row.key.value) for row in app.fleet.ordered_rows]
+
+
+async def test_table_fills_with_every_replica_and_the_all_row(router: RouterProcess) -> None:
+    app, _ = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        assert fleet_order(app) == ["r1", "r2", "r3", "r4", "ALL"]
+        assert "policy tiered" in text_of(app.query_one("#header"))  # type: ignore[arg-type]
+        row = app.fleet.get_row("r1")[1]
+        assert "UP" in row.plain
+
+
+async def test_drain_through_the_modal_drains_the_replica_in_the_router(router: RouterProcess) -> None:
+    app, transport = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        await pilot.press("down", "d")  # r2
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.focused is not None and app.focused.id == "cancel"
+        assert ("POST", "/api/v1/replicas/r2/drain?dry_run=true") in transport.requests
+        await pilot.press("right", "enter")  # move to the drain button and press it
+        await until(pilot, lambda: state_of(router, "r2") in ("draining", "drained"))
+        await until(pilot, lambda: "DRAIN" in app.fleet.get_row("r2")[1].plain)
+        assert transport.writes == [("POST", "/api/v1/replicas/r2/drain")]
+        assert "r2 is drain" in text_of(app.query_one("#flash"))  # type: ignore[arg-type]
+
+
+async def test_cancel_in_the_drain_modal_sends_nothing(router: RouterProcess) -> None:
+    app, transport = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        await pilot.press("down", "down", "d")  # r3
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")  # the focus opens on Cancel
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        polls = app.polls
+        await until(pilot, lambda: app.polls > polls)  # polling resumed after the modal closed
+        assert transport.writes == []
+        assert state_of(router, "r3") == "healthy"
+        assert "nothing sent" in text_of(app.query_one("#flash"))  # type: ignore[arg-type]
+
+
+async def test_readonly_blocks_every_action_key(router: RouterProcess) -> None:
+    app, transport = console(router, readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        await pilot.press("down", "d", "U", "p", "u", "w")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "Screen"
+        assert {method for method, _ in transport.requests} == {"GET"}
+        assert state_of(router, "r2") == "healthy"
+
+
+async def test_filter_narrows_rows_and_escape_restores_them(router: RouterProcess) -> None:
+    app, _ = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        await pilot.press("slash", "r", "3")
+        await until(pilot, lambda: fleet_order(app) == ["r3", "ALL"])
+        await pilot.press("escape")
+        await until(pilot, lambda: fleet_order(app) == ["r1", "r2", "r3", "r4", "ALL"])
+
+
+async def test_sort_keys_reorder_rows_and_flip_direction(router: RouterProcess) -> None:
+    with router.admin() as admin:
+        admin.drain("r3")
+    app, _ = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5 and "DRAIN" in app.fleet.get_row("r3")[1].plain)
+        await pilot.press("N")  # name again: descending
+        assert fleet_order(app) == ["r4", "r3", "r2", "r1", "ALL"]
+        await pilot.press("S")  # state: not-routable first
+        assert fleet_order(app)[0] == "r3" and fleet_order(app)[-1] == "ALL"
+
+
+async def test_heat_map_marks_a_pinned_prefix_on_its_replicas(router: RouterProcess) -> None:
+    with router.admin() as admin:
+        admin.pin("support", PinIn(text=PINNED_TEXT, replicas=["r2", "r4"]))
+    app, _ = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        heat = app.query_one(HeatMap)
+        await until(pilot, lambda: "support" in {p.name for p in heat.prefixes.values()})
+        key = next(k for k, p in heat.prefixes.items() if p.name == "support")
+        cells = heat.get_row(key)[3].plain  # three characters per replica: r1 r2 r3 r4
+        assert [cells[i * 3 + 2] for i in range(4)] == [" ", "P", " ", "P"]
+        assert heat.get_row(key)[1] == "pin"
+
+
+async def test_pin_through_the_modal_pins_the_prefix_in_the_router(
+    router: RouterProcess, tmp_path: Path
+) -> None:
+    with router.admin() as admin:
+        admin.pin("support", PinIn(text=PINNED_TEXT, replicas=["r1"]))
+    prefix_file = tmp_path / "support.txt"
+    prefix_file.write_text(PINNED_TEXT)
+    app, transport = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        heat = app.query_one(HeatMap)
+        await until(pilot, lambda: heat.row_count >= 1)
+        heat.focus()
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, PinScreen))
+        assert app.focused is not None and app.focused.id == "cancel"
+        app.screen.query_one("#pin-replicas").value = "r3"  # type: ignore[attr-defined]
+        app.screen.query_one("#pin-file").value = str(prefix_file)  # type: ignore[attr-defined]
+        app.screen.query_one("#confirm").press()  # type: ignore[attr-defined]
+        await until(pilot, lambda: ("PUT", "/api/v1/pins/support") in transport.writes)
+        with router.admin() as admin:
+            await until(
+                pilot, lambda: next(p for p in admin.pins() if p.name == "support").replicas == ["r3"]
+            )
+
+
+async def test_direct_mode_fills_the_table_and_disables_router_actions(sim: SimFleet) -> None:
+    app = TopApp(DirectSource([f"{n}={u}" for n, u in sim.urls.items()]), refresh_s=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        assert fleet_order(app) == ["r1", "r2", "r3", "r4", "ALL"]
+        for action in ("drain", "undrain", "pin", "unpin", "prewarm"):
+            assert app.check_action(action, ()) is None
+        await pilot.press("d")
+        assert type(app.screen).__name__ == "Screen"
