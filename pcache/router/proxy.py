@@ -190,7 +190,6 @@ class ProxyApp:
         self.max_body_bytes = max_body_bytes
         self._on_metrics = on_metrics
         self._models_timeout_s = models_timeout_s
-        self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -290,7 +289,7 @@ class ProxyApp:
         if body is None:
             return
         headers, plain = _forward_headers(scope)
-        session = plain.get(getattr(self.routing.config, "session_header", "x-session-id"))
+        session = plain.get(self.routing.config.session_header.lower())
         fingerprint = Fingerprint(blocks=(), session=session, prompt_tokens=0)
         decision = self.routing.route(fingerprint)
         # Unknown endpoints may stream: pass every successful body through as it arrives.

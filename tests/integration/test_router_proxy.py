@@ -95,3 +95,17 @@ def test_bad_requests_get_openai_style_errors(router: RouterProcess) -> None:
 def test_models_are_merged_from_replicas(router: RouterProcess) -> None:
     models = router.openai().models.list()
     assert [m.id for m in models.data]
+
+
+def test_other_v1_paths_pass_through_to_a_replica(router: RouterProcess) -> None:
+    response = httpx.get(f"{router.url}/v1/models/{MODEL}?probe=1", timeout=5)
+    assert response.headers["x-pcache-replica"] in {"r1", "r2", "r3", "r4"}
+    assert response.status_code in (200, 404)  # whatever the replica answers, passed through
+
+
+def test_router_metrics_count_requests_by_replica_and_reason(router: RouterProcess) -> None:
+    router.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "count me"}])
+    text = httpx.get(f"{router.url}/metrics", timeout=5).text
+    assert 'pcache_requests_total{reason="' in text
+    assert "pcache_decision_seconds_bucket" in text
+    assert 'pcache_replica_state{replica="r1",state="healthy"} 1.0' in text
