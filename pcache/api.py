@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "BlastRadius",
@@ -39,6 +39,29 @@ ReplicaStateName = Literal["healthy", "unhealthy", "draining", "drained", "remov
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class _Input(_Model):
+    """Base of request bodies: refuses lone surrogates (JSON's ``"\\ud800"``), which decode to a
+    ``str`` that no encoder, log or state store can take."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: object) -> object:
+        pending = [data]
+        while pending:  # iterative: hostile bodies may nest deeper than the recursion limit
+            value = pending.pop()
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+            elif isinstance(value, dict):
+                pending.extend(value.keys())
+                pending.extend(value.values())
+            elif isinstance(value, list | tuple):
+                pending.extend(value)
+        return data
 
 
 class ErrorBody(_Model):
@@ -105,7 +128,7 @@ class StatusSnapshot(_Model):
 # ---- replicas -----------------------------------------------------------------------------------
 
 
-class ReplicaIn(_Model):
+class ReplicaIn(_Input):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     url: str = Field(min_length=1, max_length=2048)
     engine: str = "auto"
@@ -163,7 +186,7 @@ class PrefixHeat(_Model):
 # ---- pins ---------------------------------------------------------------------------------------
 
 
-class PinIn(_Model):
+class PinIn(_Input):
     text: str = Field(min_length=1, max_length=1_000_000)
     replicas: list[str] | None = None
     copies: int | None = Field(default=None, ge=1, le=1024)
@@ -189,7 +212,7 @@ class PinOut(_Model):
 # ---- route explain ------------------------------------------------------------------------------
 
 
-class ExplainRequest(_Model):
+class ExplainRequest(_Input):
     body: dict[str, object]  # an OpenAI chat or completion request body
     headers: dict[str, str] = Field(default_factory=dict)
     session: str | None = None  # overrides the session key
@@ -220,14 +243,14 @@ class DecisionOut(_Model):
 # ---- prewarm ------------------------------------------------------------------------------------
 
 
-class PrewarmPrefix(_Model):
+class PrewarmPrefix(_Input):
     name: str | None = None
     text: str = Field(min_length=1, max_length=1_000_000)
     copies: int | None = Field(default=None, ge=1, le=1024)
     replicas: list[str] | None = None
 
 
-class PrewarmIn(_Model):
+class PrewarmIn(_Input):
     prefixes: list[PrewarmPrefix] = Field(min_length=1, max_length=10_000)
     as_: Literal["chat", "completion"] = Field(default="chat", alias="as")
     copies: int | None = Field(default=None, ge=1, le=1024)  # default for prefixes without one

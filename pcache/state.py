@@ -176,8 +176,9 @@ class SqliteStateStore:
                 for sql, params in statements:
                     self._db.execute(sql, params)
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: e.g. a str sqlite cannot encode
+                if self._db.in_transaction:  # never leave the connection inside a failed write
+                    self._db.execute("ROLLBACK")
                 raise StateError(f"cannot write state store {self.path}: {exc}") from exc
 
     def load(self) -> OperatorState:

@@ -28,7 +28,7 @@ from pcache.engines import ENGINES
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
-from pcache.router.config import RouterConfig
+from pcache.router.config import RouterConfig, check_replica_url
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError
 from pcache.router.watcher import FleetWatcher
@@ -288,8 +288,10 @@ class OperatorActions:
     async def add_replica(self, name: str, url: str, engine: str, group: str | None, weight: float) -> None:
         if name in self.fleet:
             raise ActionError(409, f"replica {name!r} already exists", "replica_exists")
-        if not url.startswith(("http://", "https://")):
-            raise ActionError(422, "url must start with http:// or https://", "invalid_url")
+        try:
+            url = check_replica_url(url)
+        except ValueError as exc:
+            raise ActionError(422, f"url {exc}", "invalid_url") from None
         if engine != "auto" and engine not in ENGINES:
             raise ActionError(
                 422,

@@ -11,6 +11,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +27,7 @@ __all__ = [
     "ScrapeConfig",
     "Tier1Config",
     "UpstreamConfig",
+    "check_replica_url",
     "is_loopback",
     "load_config",
     "parse_config",
@@ -62,6 +64,29 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_replica_url(url: str) -> str:
+    """A replica's base URL, checked: http(s), a host, a valid port, no credentials, query or
+    fragment, no whitespace or control characters. Returned without a trailing slash."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if port == 0:
+        raise ValueError("port 0 is not a valid replica port")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (they would be shown in status and logs)")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError("must not have a query or fragment")
+    return url.rstrip("/")
 
 
 def _check_address(value: str) -> str:
@@ -110,9 +135,7 @@ class ReplicaConfig(_Section):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return check_replica_url(value)
 
 
 class Tier1Config(_Section):

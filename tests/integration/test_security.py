@@ -10,6 +10,7 @@ followed; the admin token, client API keys and prompt texts never reach the rout
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import yaml
 from pcache.api import ExplainRequest, PinIn
 from pcache.router import admin as admin_module
 from pcache.router.config import is_loopback, parse_config, split_host_port
+from pcache.state import ReplicaRecord, SqliteStateStore, StateError
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
 
@@ -197,8 +199,19 @@ def test_oversized_request_headers_get_431(router: RouterProcess) -> None:
     assert normal.status_code == 200
 
 
-def test_replicas_add_accepts_only_http_urls(router: RouterProcess) -> None:
-    for url in (
+def _add_replica(router: RouterProcess, body: dict[str, Any] | bytes) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(
+        f"{router.admin_url}/api/v1/replicas",
+        content=content,
+        headers={"authorization": f"Bearer {router.token}", "content-type": "application/json"},
+        timeout=5,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "file:///etc/passwd",
         "ftp://127.0.0.1/",
         "gopher://127.0.0.1:70/",
@@ -207,17 +220,79 @@ def test_replicas_add_accepts_only_http_urls(router: RouterProcess) -> None:
         "127.0.0.1:9000",
         "//127.0.0.1:9000",
         " http://127.0.0.1:9000",
-    ):
-        response = httpx.post(
-            f"{router.admin_url}/api/v1/replicas",
-            json={"name": "evil", "url": url},
-            headers={"authorization": f"Bearer {router.token}"},
-            timeout=5,
-        )
-        assert response.status_code == 422, (url, response.text)
-        _assert_openai_error(response, 422)
+        # Regression: these started with http:// and were accepted (found by test_security).
+        "http://",
+        "http://:8000",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://[::1",
+        "http://127.0.0.1:9 /x",
+        "http://127.0.0.1:9\r\nX-Injected: yes",
+        "http://user:secret@127.0.0.1:9",
+        "http://127.0.0.1:9/?next=http://elsewhere",
+        "http://127.0.0.1:9/#frag",
+    ],
+)
+def test_replicas_add_accepts_only_well_formed_http_urls(router: RouterProcess, url: str) -> None:
+    response = _add_replica(router, {"name": "evil", "url": url})
+    assert _assert_openai_error(response, 422)["code"] in ("invalid_url", "invalid_request")
     with router.admin() as admin:
-        assert [r.name for r in admin.replicas()] == ["r1", "r2"]
+        assert "evil" not in [r.name for r in admin.replicas()]
+
+
+def test_well_formed_replica_urls_are_accepted(router: RouterProcess) -> None:
+    with router.admin() as admin:
+        for name, url in (("v4", "http://127.0.0.1:9/"), ("v6", "https://[::1]:8443/base")):
+            response = _add_replica(router, {"name": name, "url": url})
+            assert response.status_code == 201, response.text
+            assert response.json()["url"] == url.rstrip("/")
+            admin.remove_replica(name)
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "body"),
+    [
+        ("/api/v1/replicas", "POST", b'{"name": "s1", "url": "http://127.0.0.1:9", "group": "\\ud800"}'),
+        ("/api/v1/pins/s2", "PUT", b'{"text": "' + b"You are a bot. " * 30 + b'", "group": "\\udfff"}'),
+        (
+            "/api/v1/prewarm",
+            "POST",
+            b'{"prefixes": [{"text": "' + b"Be kind. " * 40 + b'", "name": "\\ud800"}]}',
+        ),
+        ("/api/v1/route/explain", "POST", b'{"body": {"prompt": "x"}, "session": "\\ud800"}'),
+        (
+            "/api/v1/route/explain",
+            "POST",
+            b'{"body": {"prompt": "x"}, "headers": {"x-session-id": "\\ud800"}}',
+        ),
+    ],
+)
+def test_lone_surrogates_in_admin_bodies_get_422_and_never_poison_the_state_store(
+    router: RouterProcess, path: str, method: str, body: bytes
+) -> None:
+    """Regression: a lone surrogate in an unconstrained field (group, prewarm name, session) got a
+    500, and in a write it left the sqlite connection inside a transaction, so the operator's next
+    write failed with 500 too (found by test_security)."""
+    headers = {"authorization": f"Bearer {router.token}", "content-type": "application/json"}
+    response = httpx.request(method, f"{router.admin_url}{path}", content=body, headers=headers, timeout=5)
+    _assert_openai_error(response, 422)
+    with router.admin() as admin:
+        admin.drain("r2")  # the next write still works
+        admin.undrain("r2")
+        assert [(r.name, r.state) for r in admin.replicas()] == [("r1", "healthy"), ("r2", "healthy")]
+
+
+def test_a_failed_state_write_rolls_back_and_the_store_keeps_working(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.sqlite")
+    try:
+        with pytest.raises(StateError):
+            store.put_replica(ReplicaRecord(name="x", url="http://127.0.0.1:9", group="\ud800"))
+        store.set_drain("r1", "draining")
+        store.put_replica(ReplicaRecord(name="y", url="http://127.0.0.1:9"))
+        state = store.load()
+        assert state.drains == {"r1": "draining"} and list(state.replicas) == ["y"]
+    finally:
+        store.close()
 
 
 # ---- redirects from replicas are never followed ---------------------------------------------------
