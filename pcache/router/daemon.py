@@ -159,6 +159,7 @@ class RouterDaemon:
             "lifespan": "off",
             "access_log": False,
             "server_header": False,
+            "date_header": False,  # proxied responses keep the replica's own Date
             "proxy_headers": False,
             "log_config": None,
             "timeout_keep_alive": 75,
