@@ -161,7 +161,7 @@ def main() -> None:
         table.add_section()
         painted = series["refresh (to painted), wall"]
         verdicts.append(f"{scenario}: p50 {_ms(painted, 0.5)} ms, p95 {_ms(painted, 0.95)} ms wall")
-    Console().print(table)
+    Console(width=150).print(table)
     print(
         "; ".join(verdicts) + f" (bar 50 ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )

@@ -22,7 +22,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from pcache.api import BlastRadius, PinIn, PrefixRow, PrewarmIn, PrewarmJob, PrewarmPrefix, StatusSnapshot
 from pcache.client import AdminClient, AdminError, RouterUnreachable
@@ -36,6 +36,7 @@ from pcache_console.widgets.drift import DriftChart
 from pcache_console.widgets.fleet import ALL_ROW, SORTS, FleetTable
 from pcache_console.widgets.header import StatusHeader
 from pcache_console.widgets.heatmap import HeatMap, PrefixDetail, prefix_label
+from pcache_console.widgets.rows import RowTable
 
 __all__ = ["REFRESH_STEPS", "ROUTER_ACTIONS", "TopApp", "blast_radius_text"]
 
@@ -297,17 +298,17 @@ class TopApp(App[None]):
         direction = "descending" if self.fleet.descending else "ascending"
         self.flash(f"sorted by {SORTS[sort_by][0]}, {direction}")
 
-    @on(DataTable.RowSelected, "#fleet")
-    def _drill_down(self, event: DataTable.RowSelected) -> None:
-        name = event.row_key.value
-        if name is None or name == ALL_ROW:
+    @on(RowTable.Selected, "#fleet")
+    def _drill_down(self, event: RowTable.Selected) -> None:
+        name = event.key
+        if name == ALL_ROW:
             return
         screen = ReplicaScreen(name)
         self.push_screen(screen)
         if self.frame is not None:
             screen.show(self.frame, self.history)
 
-    @on(DataTable.RowHighlighted, "#heat")
+    @on(RowTable.Highlighted, "#heat")
     def _prefix_highlighted(self) -> None:
         self.query_one("#detail", PrefixDetail).show(self.heat.selected)
 

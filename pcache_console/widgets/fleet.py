@@ -14,7 +14,7 @@ from rich.text import Span, Text
 from pcache.api import ReplicaStatus, StatusSnapshot
 from pcache_console.cells import kv_bar, number, percent, rate, seconds, spark, state_label
 from pcache_console.history import History
-from pcache_console.widgets.live_table import LiveTable
+from pcache_console.widgets.rows import RowTable
 
 __all__ = ["ALL_ROW", "SORTS", "FleetTable"]
 
@@ -101,37 +101,30 @@ def _layout(fields: dict[str, str | Text], bold: frozenset[str]) -> Text:
     return Text("".join(parts), spans=spans)
 
 
+NAME_WIDTH = 10
 HEADER = Text(
-    "".join((h.rjust(w) if right else h.ljust(w)) + _GAP for _, h, w, right in FIELDS), style="bold"
+    "replica".ljust(NAME_WIDTH)
+    + _GAP
+    + "".join((h.rjust(w) if right else h.ljust(w)) + _GAP for _, h, w, right in FIELDS)
 )
 
 
-class FleetTable(LiveTable[str | Text]):
-    """Replicas (filtered, sorted) and the ALL row, last.
+class FleetTable(RowTable):
+    """Replicas (filtered, sorted) and the ALL row, last; one row per replica, kept by name."""
 
-    Each row is two cells, the name and the rest laid out in fixed columns: DataTable re-renders
-    every visible cell after any update, so fewer, wider cells keep a 64-replica refresh cheap.
-    """
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(fixed_width=NAME_WIDTH + len(_GAP), id=id)
         self.sort_by = "name"
         self.descending = False
         self.filter_text = ""
         self.replicas: dict[str, ReplicaStatus] = {}
         self._shown: dict[str, _Signature] = {}
-
-    def on_mount(self) -> None:
-        self.add_column("replica", key="name")
-        self.add_column(HEADER, key="row")
+        self.set_header(HEADER)
 
     @property
     def selected_name(self) -> str | None:
         """The replica under the cursor (``ALL`` for the ALL row), or ``None`` when empty."""
-        if not self.row_count:
-            return None
-        row = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        return str(row) if row is not None else None
+        return self.selected_key
 
     def set_sort(self, sort_by: str) -> None:
         """Sort by ``sort_by``; asking for the current sort again flips its direction."""
@@ -140,6 +133,7 @@ class FleetTable(LiveTable[str | Text]):
         else:
             self.sort_by, self.descending = sort_by, SORTS[sort_by][2]
         self._resort()
+        self.commit()
 
     def _matches(self, replica: ReplicaStatus) -> bool:
         needle = self.filter_text.lower()
@@ -153,50 +147,45 @@ class FleetTable(LiveTable[str | Text]):
         return needle in haystack.lower()
 
     def show(self, snapshot: StatusSnapshot, history: History) -> None:
-        """Bring the rows in line with ``snapshot`` without rebuilding the table."""
+        """Bring the rows in line with ``snapshot``: update in place, add, remove, re-sort."""
         self.replicas = {r.name: r for r in snapshot.replicas}
         wanted = {r.name: r for r in snapshot.replicas if self._matches(r)}
         wanted[ALL_ROW] = snapshot.all.model_copy(update={"name": ALL_ROW})
-        for key in [k.value for k in self.rows if k.value not in wanted]:
-            if key is not None:
-                self.remove_row(key)
-                self._shown.pop(key, None)
+        for key in [k for k in self.keys if k not in wanted]:
+            self.remove_row(key)
+            self._shown.pop(key, None)
         routable = sum(1 for r in snapshot.replicas if r.state == "healthy" and not r.stale)
         up = f"{routable}/{len(snapshot.replicas)} up"
         for name, replica in wanted.items():
             fields = _fields(replica, history, up)
             plains = tuple(v.plain if isinstance(v, Text) else v for v in fields.values())
             previous = self._shown.get(name)
+            before = previous[0] if previous else plains
             changed = frozenset(
                 key
-                for (key, *_), plain, before in zip(
-                    FIELDS, plains, previous[0] if previous else plains, strict=True
-                )
-                if plain != before and key not in _NO_HIGHLIGHT
+                for (key, *_), plain, old in zip(FIELDS, plains, before, strict=True)
+                if plain != old and key not in _NO_HIGHLIGHT
             )
             signature = (plains, changed)
             if previous == signature:
                 continue
             self._shown[name] = signature
-            row = _layout(fields, changed)
-            if previous is None:
-                self.add_row(name, row, key=name)
-            else:
-                self.set_cells(name, {"row": row})
-        self.flush_cells()
+            label = Text(
+                _cut(name, NAME_WIDTH).ljust(NAME_WIDTH) + _GAP, style="bold" if name == ALL_ROW else ""
+            )
+            self.set_row(name, Text.assemble(label, _layout(fields, changed)))
         self._resort()
+        self.commit()
 
     def _resort(self) -> None:
-        selected = self.selected_name
         _, key, _ = SORTS[self.sort_by]
         names = sorted(
-            (n for n in (k.value for k in self.rows) if n is not None and n != ALL_ROW),
+            (n for n in self.keys if n != ALL_ROW),
             key=lambda n: (key(self.replicas[n]), n),
             reverse=self.descending,
         )
-        if [row.key.value for row in self.ordered_rows] == [*names, ALL_ROW]:
-            return  # already in order: sorting would only invalidate the render cache
-        rank = {name: i for i, name in enumerate(names)}
-        self.sort("name", key=lambda name: rank.get(name, len(rank)))
-        if selected is not None and selected in self.rows:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
+        self.set_order([*names, ALL_ROW])
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

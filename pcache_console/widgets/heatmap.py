@@ -1,31 +1,24 @@
 """The prefix heat map: top prefixes x replicas, each cell shaded by that replica's share of the
 prefix's traffic in the window, marked ``o`` (owner) or ``P`` (pinned); and the detail of one row.
 
-Each row's replica cells are one Text (three characters per replica under a header of replica
-names), so a 200 x 64 map is 200 table cells to diff, update and paint, not 12,800.
+A row is one line of text (three characters per replica under a header of replica names), built
+only when it is painted: of a 200 x 64 map, a refresh pays for the rows on screen.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from rich.text import Text
 from textual.widgets import Static
 
 from pcache.api import PrefixHeat, PrefixRow
 from pcache_console.cells import heat_level, heat_strip, percent
-from pcache_console.widgets.live_table import LiveTable
+from pcache_console.widgets.rows import RowTable
 
 __all__ = ["HeatMap", "PrefixDetail", "prefix_label"]
 
 _KIND = {"registered": "reg", "pinned": "pin", "hot": "hot"}
-_Signature = tuple[str, int, tuple[tuple[int, str], ...]]
-
-
-class _KeyedText(Text):
-    """A cell that knows its row key, so the table can be re-ordered by the router's ranking."""
-
-    def __init__(self, text: str, row_key: str) -> None:
-        super().__init__(text)
-        self.row_key = row_key
 
 
 def prefix_label(row: PrefixRow) -> str:
@@ -47,80 +40,57 @@ def _marks(row: PrefixRow, replicas: list[str]) -> tuple[tuple[int, str], ...]:
     return tuple(marks)
 
 
-class HeatMap(LiveTable[str | Text]):
+LABEL_WIDTH = 16
+CELLS_AT = LABEL_WIDTH + 2 + 4 + 2 + 6 + 2  # where the replica cells start in a row
+
+
+def _head(label: str, kind: str, requests: str) -> str:
+    label = label if len(label) <= LABEL_WIDTH else label[: LABEL_WIDTH - 1] + "…"
+    return f"{label:<{LABEL_WIDTH}}  {kind:<4}  {requests:>6}  "
+
+
+def _row_text(row: PrefixRow, replicas: list[str]) -> Text:
+    head = _head(prefix_label(row), _KIND[row.kind], str(row.requests))
+    return Text.assemble(head, heat_strip(_marks(row, replicas)))
+
+
+class HeatMap(RowTable):
     """One row per prefix (keyed by prefix key), updated in place; rows in the router's order."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(fixed_width=CELLS_AT, id=id)
         self.prefixes: dict[str, PrefixRow] = {}
         self._replicas: list[str] = []
-        self._shown: dict[str, _Signature] = {}
-
-    def on_mount(self) -> None:
-        self.add_column("prefix", key="prefix", width=16)
-        self.add_column("kind", key="kind")
-        self.add_column("req", key="requests", width=6)
-        self.add_column("replicas", key="cells")
+        self.set_header(Text(_head("prefix", "kind", "req")))
 
     @property
     def selected(self) -> PrefixRow | None:
         """The prefix under the cursor, if any."""
-        if not self.row_count:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        return self.prefixes.get(key or "")
+        key = self.selected_key
+        return self.prefixes.get(key) if key is not None else None
+
+    def cells_of(self, key: str) -> str:
+        """The replica cells of a row as shown (three characters per replica)."""
+        return self.row_text(key).plain[CELLS_AT:]
 
     def show(self, heat: PrefixHeat, fleet: list[str] | None = None) -> None:
         """Show ``heat``; columns are the fleet's replicas (``fleet``) plus any the map names."""
-        selected = self.selected
         replicas = list(fleet or [])
         replicas += [name for name in heat.replicas if name not in replicas]
         if replicas != self._replicas:
             self._replicas = replicas
-            self.remove_column("cells")
-            self.add_column(Text("".join(f"{name[:3]:<3}" for name in self._replicas)), key="cells")
-            self._shown.clear()  # every row's cells must line up under the new header
+            names = "".join(f"{name[:3]:<3}" for name in replicas)
+            self.set_header(Text(_head("prefix", "kind", "req") + names))
         self.prefixes = {row.key: row for row in heat.prefixes}
-        for key in [k.value for k in self.rows if k.value not in self.prefixes]:
-            if key is not None:
-                self.remove_row(key)
-                self._shown.pop(key, None)
+        for key in [k for k in self.keys if k not in self.prefixes]:
+            self.remove_row(key)
         for row in heat.prefixes:
-            signature: _Signature = (row.kind, row.requests, _marks(row, self._replicas))
-            if self._shown.get(row.key) == signature:
-                continue
-            cells: dict[str, str | Text] = {
-                "prefix": _KeyedText(prefix_label(row)[:16], row.key),
-                "kind": _KIND[row.kind],
-                "requests": str(row.requests),
-                "cells": heat_strip(signature[2]),
-            }
-            previous = self._shown.get(row.key)
-            if row.key in self.rows:
-                changed = {
-                    "prefix": previous is None,
-                    "kind": previous is None or previous[0] != signature[0],
-                    "requests": previous is None or previous[1] != signature[1],
-                    "cells": previous is None or previous[2] != signature[2],
-                }
-                if previous is None:  # new replica columns: widths may change
-                    for column, value in cells.items():
-                        self.update_cell(row.key, column, value, update_width=True)
-                else:
-                    self.set_cells(row.key, {c: v for c, v in cells.items() if changed[c]})
-            else:
-                self.add_row(*cells.values(), key=row.key)
-            self._shown[row.key] = signature
-        self.flush_cells()
-        # The router sends rows hottest first; keep its order (sorting only when it changed).
-        order = [row.key for row in heat.prefixes]
-        if [row.key.value for row in self.ordered_rows] != order:
-            rank = {key: i for i, key in enumerate(order)}
-            self.sort("prefix", key=lambda cell: rank.get(getattr(cell, "row_key", ""), len(rank)))
-        if selected is not None and selected.key in self.rows:
-            index = self.get_row_index(selected.key)
-            if index != self.cursor_row:
-                self.move_cursor(row=index, animate=False)
+            # Built when painted: of 200 prefixes x 64 replicas only the visible rows cost anything.
+            self.set_row(row.key, partial(_row_text, row, self._replicas))
+        self.set_width(CELLS_AT + 3 * len(self._replicas))
+        # The router sends rows hottest first; keep its order.
+        self.set_order(row.key for row in heat.prefixes)
+        self.commit()
 
 
 class PrefixDetail(Static):

