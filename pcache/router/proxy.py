@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
+
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
 from pcache.policy.base import Decision, Outcome
@@ -159,7 +161,7 @@ class _StreamUsage:
             if b'"prompt_tokens"' not in line or not line.startswith(b"data:"):
                 continue
             try:
-                payload = json.loads(line[5:])
+                payload = orjson.loads(line[5:])
             except ValueError:
                 continue
             prompt, cached = _usage_of(payload)
@@ -263,7 +265,7 @@ class ProxyApp:
         if body is None:
             return
         try:
-            payload = json.loads(body)
+            payload = orjson.loads(body)
         except ValueError as exc:
             await self._error(send, 400, f"request body is not valid JSON: {exc}", "invalid_request_error")
             return
@@ -424,7 +426,7 @@ class ProxyApp:
         prompt = cached = None
         if ok and content[:1] == b"{" and b'"usage"' in content:
             with contextlib.suppress(ValueError):
-                prompt, cached = _usage_of(json.loads(content))
+                prompt, cached = _usage_of(orjson.loads(content))
         if response.status < 500:
             self.fleet.report_success(replica)
         await send(
