@@ -105,6 +105,8 @@ def _parse_jsonl(text: str, source: str) -> list[PrewarmPrefix]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PrefixFileError(source, number, f"invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise PrefixFileError(source, number, "invalid JSON: nested too deeply") from None
         if isinstance(value, str):
             value = {"text": value}
         prefixes.append(_entry(value, source, number))
@@ -119,6 +121,8 @@ def _parse_yaml(text: str, source: str) -> list[PrewarmPrefix]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise PrefixFileError(source, line, f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:  # pyyaml composes recursively
+        raise PrefixFileError(source, None, "invalid YAML: nested too deeply") from None
     items: Any = data
     items_node = node
     if isinstance(data, dict):
@@ -126,7 +130,7 @@ def _parse_yaml(text: str, source: str) -> list[PrewarmPrefix]:
             raise PrefixFileError(source, 1, "expected a list of prefixes or a mapping with `prefixes:`")
         items = data["prefixes"]
         assert isinstance(node, yaml.MappingNode)
-        items_node = node.value[0][1]
+        items_node = node.value[-1][1]  # a repeated key: yaml keeps the last one
     if not isinstance(items, list):
         raise PrefixFileError(source, 1, "expected a list of prefixes")
     prefixes: list[PrewarmPrefix] = []
@@ -141,7 +145,7 @@ def _parse_yaml(text: str, source: str) -> list[PrewarmPrefix]:
 def _entry(value: Any, source: str, line: int | None) -> PrewarmPrefix:
     if not isinstance(value, dict):
         raise PrefixFileError(source, line, "expected an object with `text`")
-    unknown = sorted(set(value) - set(_FIELDS))
+    unknown = sorted(set(value) - set(_FIELDS), key=str)  # YAML keys need not be strings
     if unknown:
         raise PrefixFileError(source, line, f"unknown field {unknown[0]!r} (known: {', '.join(_FIELDS)})")
     if "text" not in value:

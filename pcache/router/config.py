@@ -294,7 +294,8 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += ("." if text else "") + ("as" if part == "as_" else str(part))
+            name = part if part.isprintable() else repr(part)  # a key with a newline must not split lines
+            text += ("." if text else "") + ("as" if part == "as_" else name)
     return text or "(top level)"
 
 
@@ -307,7 +308,12 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Ro
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # a forbidden character: no mark, a position
+            where = f"{source}:{text.count(chr(10), 0, exc.position) + 1}"
+            problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
         raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    except RecursionError:  # pyyaml composes recursively: hostile nesting must not escape untyped
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -333,4 +339,6 @@ def load_config(path: str | os.PathLike[str]) -> RouterConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config {file}: not UTF-8 text ({exc.reason})") from None
     return parse_config(text, source=str(file), base_dir=str(file.resolve().parent))
