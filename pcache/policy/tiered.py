@@ -49,7 +49,8 @@ class TieredPolicy(BasePolicy):
         max_sessions: int = 1_000_000,
         cache_index: bool = True,
         default_capacity_tokens: int = 450_000,
-        miss_weight: float = 1.0,
+        miss_weight: float = 2.0,
+        cost_eps: float = 0.25,
         everywhere_share: float = 0.5,
         hot_copy_factor: float = 2.0,
         hot_min_sessions: int = 8,
@@ -64,6 +65,7 @@ class TieredPolicy(BasePolicy):
         self.max_sessions = max_sessions
         self.hot_copy_factor = hot_copy_factor
         self.miss_weight = miss_weight
+        self.cost_eps = cost_eps
         self.everywhere_share = everywhere_share
         self.index = ApproximateCacheIndex(default_capacity_tokens) if cache_index else None
         self.detector = (
@@ -128,35 +130,50 @@ class TieredPolicy(BasePolicy):
         prefix_key = prefix.key if prefix is not None else None
 
         bound = load_bound(sum(r.load for r in routable), len(routable), self.eps)
-        if session is not None:
-            route_key: int | str = session
+        old_home = self._homes.get(session) if session is not None else None
+        matches = self.index.matched_blocks(blocks, inside) if self.index is not None else [0] * len(inside)
+        # The HRW key: the longest prefix cached somewhere (beyond what is everywhere), so a shared
+        # prefix that outgrows its replica spills along one stable ranking and stays on few replicas;
+        # else the session, else the Tier-1 prefix, else the prompt itself.
+        deepest = max(matches, default=0)
+        route_key: int | str
+        if deepest > everywhere:
+            route_key = blocks[deepest - 1]
+        elif session is not None:
+            route_key = session
         elif prefix_key is not None:
             route_key = prefix_key
         else:
             route_key = blocks[-1] if blocks else 0
         kb = key_bytes(route_key)
-        old_home = self._homes.get(session) if session is not None else None
-        matches = self.index.matched_blocks(blocks, inside) if self.index is not None else [0] * len(inside)
         tokens, block_tokens = fingerprint.prompt_tokens, fingerprint.block_tokens
+        # The order replicas are tried in: the home first, then the HRW ranking of the key. A request
+        # with neither a home nor anything cached beyond what is everywhere starts something new:
+        # least loaded first, so new sessions and prefixes spread evenly.
+        fresh = old_home is None and deepest <= everywhere
         ranked = sorted(
             (
                 (
-                    r.pending_tokens + self.miss_weight * max(0, tokens - max(m, everywhere) * block_tokens),
                     r.name != old_home,
-                    r.load,
+                    r.load if fresh else 0,
                     -hrw_score_bytes(kb, r.name, r.weight),
+                    r.pending_tokens + self.miss_weight * max(0, tokens - max(m, everywhere) * block_tokens),
                     m,
                     r,
                 )
                 for r, m in zip(inside, matches, strict=True)
             ),
-            key=lambda item: item[:4],
+            key=lambda item: item[:3],
+        )
+        under = [item[3] for item in ranked if item[5].load + 1 <= bound]
+        limit = min(under) * (1 + self.cost_eps) if under else 0.0
+        chosen = next(
+            (i for i, item in enumerate(ranked) if item[5].load + 1 <= bound and item[3] <= limit), -1
         )
         candidates = [
             Candidate(r.name, -cost, r.load, None if r.load + 1 <= bound else Exclusion.OVER_LOAD_BOUND)
-            for cost, _, _, _, _, r in ranked
+            for _, _, _, cost, _, r in ranked
         ]
-        chosen = next((i for i, c in enumerate(candidates) if c.excluded is None), -1)
         replica: ReplicaView
         predicted = 0
         if chosen >= 0:
@@ -165,9 +182,9 @@ class TieredPolicy(BasePolicy):
                 reason = Reason.PINNED
             elif replica.name == old_home:
                 reason = Reason.SESSION_HOME
-            elif chosen > 0:
+            elif chosen > 0:  # a better-placed replica was over the load bound or far busier
                 reason = Reason.OVERFLOW
-            elif predicted > 0 and predicted == max(matches):
+            elif predicted > everywhere:
                 reason = Reason.CACHE_MATCH
             else:
                 reason = Reason.PREFIX_OWNER

@@ -3,21 +3,26 @@
 The trace is streamed once; every record is fingerprinted once and then routed by every policy in
 lockstep, so memory does not grow with the trace (beyond the bounded per-policy state) and the
 policies see exactly the same work. Results per policy: token-weighted cache hit rate, TTFT
-percentiles, p90 of the per-minute load imbalance (busiest replica's requests / mean), and, with a
-scale event, the fraction of sessions and of prefix keys whose replica changed across it.
+percentiles, p90 of the per-minute load imbalance (busiest replica's average requests in flight /
+mean), and, with a scale event, the fraction of sessions and of prefix keys it moves: each one's
+last request before the event is put to the policy (``explain``, nothing booked) with the fleet
+just before and just after the change (a new replica at the fleet's mean load), in the same state
+otherwise, as rendezvous hashing's "adding one replica moves 1/(N+1) of keys" is meant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pcache.fingerprint import Fingerprint
+from pcache.fleet_view import FleetView
 from pcache.policy import make_policy
 from pcache.policy.base import Outcome, Policy
 from pcache.replay.metrics import LogHistogram, MinutePoint, MinuteWindows
@@ -27,7 +32,7 @@ from pcache.replay.trace import TraceFingerprinter, TraceReader, TraceRecord, co
 __all__ = ["PolicyResult", "ReplayReport", "ScaleEvent", "run_replay"]
 
 _SCALE = re.compile(r"^\s*(\d+(?:\.\d+)?)(%?)\s*:\s*([+-]\d+)\s*$")
-_TRACKED_KEYS = 1_000_000  # cap on sessions / prefix keys tracked across a scale event
+_TRACKED_KEYS = 100_000  # sessions / prefix keys probed at a scale event (the most recent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,26 +100,36 @@ class ReplayReport:
         return asdict(self)
 
 
-class _Moves:
-    """Last replica per key before a scale event, first replica after it; bounded."""
+class _Recent:
+    """The last fingerprint of each session and of each prefix key (the most recent ``cap``)."""
 
-    def __init__(self) -> None:
-        self.before: OrderedDict[object, str] = OrderedDict()
-        self.after: dict[object, str] = {}
+    def __init__(self, cap: int = _TRACKED_KEYS) -> None:
+        self.cap = cap
+        self.sessions: OrderedDict[str, Fingerprint] = OrderedDict()
+        self.prefixes: OrderedDict[int, Fingerprint] = OrderedDict()
 
-    def record(self, key: object, replica: str, after_event: bool) -> None:
-        if not after_event:
-            self.before[key] = replica
-            self.before.move_to_end(key)
-            if len(self.before) > _TRACKED_KEYS:
-                self.before.popitem(last=False)
-        elif key in self.before and key not in self.after:
-            self.after[key] = replica
+    def add(self, fingerprint: Fingerprint, prefix_key: int) -> None:
+        if fingerprint.session is not None:
+            self.sessions[fingerprint.session] = fingerprint
+            self.sessions.move_to_end(fingerprint.session)
+            if len(self.sessions) > self.cap:
+                self.sessions.popitem(last=False)
+        self.prefixes[prefix_key] = fingerprint
+        self.prefixes.move_to_end(prefix_key)
+        if len(self.prefixes) > self.cap:
+            self.prefixes.popitem(last=False)
 
-    def fraction(self) -> float | None:
-        if not self.after:
-            return None
-        return sum(1 for key, replica in self.after.items() if self.before[key] != replica) / len(self.after)
+
+def _moved(
+    policy: Policy, probes: Iterable[Fingerprint], before: FleetView, after: FleetView
+) -> float | None:
+    """Fraction of probes the policy would now send elsewhere because of the membership change."""
+    total = moved = 0
+    for fingerprint in probes:
+        total += 1
+        if policy.explain(fingerprint, before).replica != policy.explain(fingerprint, after).replica:
+            moved += 1
+    return moved / total if total else None
 
 
 class _Lane:
@@ -132,18 +147,17 @@ class _Lane:
         self.minutes = MinuteWindows()
         self.reasons: Counter[str] = Counter()
         self.drift: Counter[str] = Counter()
-        self.sessions = _Moves()
-        self.prefixes = _Moves()
+        self.sessions_moved: float | None = None
+        self.prefixes_moved: float | None = None
 
-    def step(
-        self, now: float, fingerprint: Fingerprint, prefix_key: int, record: TraceRecord, after: bool
-    ) -> None:
+    def step(self, now: float, fingerprint: Fingerprint, record: TraceRecord) -> str | None:
+        """Route and serve one request; the chosen replica (None if nothing was routable)."""
         view = self.fleet.view(now)
         decision = self.policy.route(fingerprint, view)
         self.reasons[decision.reason.value] += 1
         if decision.replica is None:
             self.unrouted += 1
-            return
+            return None
         if decision.drift is not None:
             self.drift[decision.drift.cause.value] += 1
         served = self.fleet.replicas[decision.replica].serve(
@@ -168,18 +182,37 @@ class _Lane:
             record.input_length,
             served.ttft_s,
         )
-        if fingerprint.session is not None:
-            self.sessions.record(fingerprint.session, decision.replica, after)
-        self.prefixes.record(prefix_key, decision.replica, after)
+        return decision.replica
 
-    def scale(self, delta: int) -> None:
+    def scale(self, now: float, delta: int, recent: _Recent) -> None:
+        """Apply a scale event, first measuring what it moves: each session's and prefix key's last
+        request, asked of the policy (``explain``, nothing booked) just before and just after.
+
+        In the after view an added replica carries the fleet's mean load and queue, as it will once
+        it has taken its share: an idle newcomer would otherwise win every load comparison of the
+        probes, which are asked all at once and book nothing.
+        """
+        before = self.fleet.view(now)
         for _ in range(abs(delta)):
             if delta > 0:
                 self.fleet.add()
             else:
                 self.fleet.remove()
+        after = self.fleet.view(now)
+        old = {r.name for r in before.replicas}
+        if any(r.name not in old for r in after.replicas):
+            load = round(sum(r.load for r in before.replicas) / len(before.replicas))
+            pending = round(sum(r.pending_tokens for r in before.replicas) / len(before.replicas))
+            after = FleetView(
+                tuple(
+                    r if r.name in old else dataclasses.replace(r, load=load, pending_tokens=pending)
+                    for r in after.replicas
+                )
+            )
+        self.sessions_moved = _moved(self.policy, recent.sessions.values(), before, after)
+        self.prefixes_moved = _moved(self.policy, recent.prefixes.values(), before, after)
 
-    def result(self, scaled: bool) -> PolicyResult:
+    def result(self) -> PolicyResult:
         self.minutes.close()
         return PolicyResult(
             policy=self.name,
@@ -190,8 +223,8 @@ class _Lane:
             ttft_p99_s=self.ttft.quantile(0.99),
             imbalance_p90=self.minutes.imbalance_p90(),
             unrouted=self.unrouted,
-            sessions_moved=self.sessions.fraction() if scaled else None,
-            prefix_keys_moved=self.prefixes.fraction() if scaled else None,
+            sessions_moved=self.sessions_moved,
+            prefix_keys_moved=self.prefixes_moved,
             reasons=dict(self.reasons),
             drift=dict(self.drift),
             timeline=self.minutes.points,
@@ -219,6 +252,7 @@ def run_replay(
     model = model or ServiceModel()
     params = policy_params or {}
     lanes = [_Lane(name, make_policy(name, **params.get(name, {})), replicas, model) for name in policies]
+    recent = _Recent()
     if scale is not None and scale.delta < 0 and replicas + scale.delta < 1:
         raise ValueError(f"cannot scale {replicas} replicas by {scale.delta}")
     scale_index = scale.request_index(count_lines(trace)) if scale is not None else None
@@ -227,13 +261,16 @@ def run_replay(
     started = time.perf_counter()
     index = 0
     for record in reader:
-        after = scale_index is not None and index >= scale_index
+        now = record.timestamp_s
         if index == scale_index and scale is not None:
             for lane in lanes:
-                lane.scale(scale.delta)
+                lane.scale(now, scale.delta, recent)
+            recent = _Recent(0)
         fingerprint, prefix_key = fingerprinter.fingerprint(record)
         for lane in lanes:
-            lane.step(record.timestamp_s, fingerprint, prefix_key, record, after)
+            lane.step(now, fingerprint, record)
+        if scale_index is not None and index < scale_index:
+            recent.add(fingerprint, prefix_key)
         index += 1
         if progress is not None and index % 1000 == 0:
             progress(index)
@@ -248,5 +285,5 @@ def run_replay(
         scale=str(scale) if scale is not None else None,
         scale_at_request=scale_index,
         elapsed_s=time.perf_counter() - started,
-        results=[lane.result(scale_index is not None and index > scale_index) for lane in lanes],
+        results=[lane.result() for lane in lanes],
     )
