@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
 
 def replay(
     ctx: typer.Context,
-    trace: Annotated[Path, typer.Argument(help="Mooncake-format JSONL trace (timestamp, lengths, hash_ids).")],
+    trace: Annotated[
+        Path, typer.Argument(help="Mooncake-format JSONL trace (timestamp, lengths, hash_ids).")
+    ],
     policy: Annotated[
         str, typer.Option("--policy", "-p", help="'all' or a comma-separated list of policy names.")
     ] = "all",
@@ -41,7 +43,9 @@ def replay(
     prefill_tps: Annotated[
         float, typer.Option("--prefill-tps", min=1.0, help="Prefill speed, prompt tokens per second.")
     ] = 20_000.0,
-    fixed_ms: Annotated[float, typer.Option("--fixed-ms", min=0.0, help="Fixed cost per request (ms).")] = 20.0,
+    fixed_ms: Annotated[
+        float, typer.Option("--fixed-ms", min=0.0, help="Fixed cost per request (ms).")
+    ] = 20.0,
     decode_ms: Annotated[
         float, typer.Option("--decode-ms-per-token", min=0.0, help="Decode time per output token (ms).")
     ] = 20.0,
