@@ -241,7 +241,7 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
 
     def total_for(concurrency: int) -> int:
-        base = {1: 400, 32: 2000, 256: 3000}.get(concurrency, 20 * concurrency)
+        base = {1: 1000, 32: 3000, 256: 4000}.get(concurrency, 20 * concurrency)
         return max(concurrency * 4, base // 4 if args.quick else base)
 
     rows: list[Row] = []

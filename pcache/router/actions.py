@@ -235,7 +235,7 @@ class OperatorActions:
         if not targets:
             return None
         job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
-        await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
+        await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s)
         return job.id
 
     def _recheck_after_warming(self, name: str, force: bool, verb: str, verb_ing: str) -> None:
@@ -322,7 +322,7 @@ class OperatorActions:
                     )
         if targets:
             job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
-            await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
+            await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s)
         self.fleet.mark_healthy(name)
         log.info("replica %s added (%d Tier-1 prefixes prewarmed)", name, len(targets))
 
@@ -400,7 +400,7 @@ class OperatorActions:
                     concurrency=self.config.prewarm.concurrency,
                     verify=False,
                 )
-                await self.jobs.wait(job.id, self.config.prewarm.timeout_s)
+                await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s)
                 job_id = job.id
         log.info(
             "pinned Tier-1 prefix %s (replicas=%s, copies=%d)", name, list(record.replicas), record.copies

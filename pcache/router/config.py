@@ -191,8 +191,12 @@ class UpstreamConfig(_Section):
 
 
 class PrewarmConfig(_Section):
+    """Prewarm requests, and how long drain / add / remove / pin wait for theirs before acting
+    (``handoff_wait_s``: traffic moves after it even if the job still runs; the job id is returned)."""
+
     concurrency: int = Field(default=8, ge=1, le=256)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)  # one prewarm request
+    handoff_wait_s: float = Field(default=4.0, ge=0, le=3600)
     model: str | None = None  # model name sent with prewarm requests; default: the replica's first
 
 
