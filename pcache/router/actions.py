@@ -28,7 +28,7 @@ from pcache.engines import ENGINES
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
-from pcache.router.config import RouterConfig, check_replica_url
+from pcache.router.config import ConfigError, RouterConfig, check_replica_url
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError
 from pcache.router.watcher import FleetWatcher
@@ -123,9 +123,15 @@ class OperatorActions:
                     self.store.set_drain(name, "drained")
         records: dict[str, Tier1Record] = {}
         for prefix in self.config.tier1:
+            text = self.config.tier1_text(prefix)
+            if not self.routing.blocks_of(text, prefix.as_):
+                raise ConfigError(
+                    f"tier1 {prefix.name!r} is shorter than one routing block "
+                    f"({self.routing.config.chunk_chars} characters): no request could ever match it"
+                )
             records[prefix.name] = Tier1Record(
                 name=prefix.name,
-                text=self.config.tier1_text(prefix),
+                text=text,
                 as_=prefix.as_,
                 copies=prefix.copies,
                 replicas=tuple(prefix.replicas),
@@ -141,9 +147,6 @@ class OperatorActions:
             len(state.drains),
             len(records),
         )
-
-    async def start(self) -> None:
-        """Nothing to start yet beyond the prewarm job runner (created lazily)."""
 
     async def stop(self) -> None:
         await self.jobs.stop()
@@ -162,9 +165,6 @@ class OperatorActions:
         self.routing.set_tier1(self._prefix(r) for r in self._records.values())
 
     # ---- reading --------------------------------------------------------------------------------
-
-    def records(self) -> dict[str, Tier1Record]:
-        return dict(self._records)
 
     def pin_out(
         self, record: Tier1Record, owners: dict[str, list[str]] | None = None, job: str | None = None

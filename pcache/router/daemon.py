@@ -173,7 +173,6 @@ class RouterDaemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         self.watcher.start()
-        await self.actions.start()
         tasks = [
             asyncio.create_task(self._servers[0].serve(sockets=[data_sock])),
             asyncio.create_task(self._servers[1].serve(sockets=[admin_sock])),

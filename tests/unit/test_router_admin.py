@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from pcache.api import ExplainRequest
 from pcache.client import AdminClient, NotFound, Refused, Unauthorized
 from pcache.fleet_view import Tier1Prefix
-from pcache.router.config import ConfigError, parse_config
+from pcache.router.config import ConfigError, load_config, parse_config
 from pcache.router.daemon import RouterDaemon
 
 TOKEN = "t0ken"
@@ -158,3 +159,16 @@ def test_owners_are_what_the_policy_routes_to(daemon: RouterDaemon) -> None:
     daemon.fleet.set_drain(owners[0], "draining")
     after = daemon.routing.owners_of(prefix)
     assert owners[0] not in after and owners[1] in after and len(after) == 2
+
+
+def test_a_config_tier1_prefix_shorter_than_one_block_is_refused_at_start() -> None:
+    config = parse_config("tier1:\n  - {name: tiny, text: 'Be nice.'}\n")
+    with pytest.raises(ConfigError, match=r"tiny.*shorter than one routing block"):
+        RouterDaemon(config)
+
+
+def test_the_example_config_builds_a_daemon() -> None:
+    example = Path(__file__).resolve().parents[2] / "configs" / "router.yaml"
+    daemon = RouterDaemon(load_config(example).model_copy(update={"state": "memory://"}))
+    assert [e.name for e in daemon.fleet.entries()] == ["r1", "r2", "r3", "r4"]
+    assert list(daemon.fleet.tier1) == ["support-bot"]
