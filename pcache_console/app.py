@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
-from pcache.api import BlastRadius, PinIn, PrefixRow, PrewarmIn, PrewarmJob, PrewarmPrefix, StatusSnapshot
+from pcache.api import BlastRadius, PinIn, PrefixRow, PrewarmIn, PrewarmJob, StatusSnapshot
 from pcache.client import AdminClient, AdminError, RouterUnreachable
 from pcache_console.history import Backfill, History
 from pcache_console.screens.confirm import ConfirmScreen
@@ -466,8 +466,7 @@ class TopApp(App[None]):
         if not isinstance(form, PrewarmForm):
             self.flash("prewarm cancelled; nothing sent")
             return
-        prefixes = [PrewarmPrefix(name=name, text=text) for name, text in form.texts]
-        request = PrewarmIn(prefixes=prefixes, copies=form.copies, dry_run=True)
+        request = PrewarmIn(prefixes=form.prefixes, copies=form.copies, dry_run=True)
         plan = await self._attempt("prewarm plan", lambda: client.prewarm(request))
         if not isinstance(plan, PrewarmJob):
             return

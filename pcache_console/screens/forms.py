@@ -17,7 +17,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from pcache.api import PrefixRow
+from pcache.api import PrefixRow, PrewarmPrefix
+from pcache_cli.prefixes_file import read_prefixes
 from pcache_console.cells import percent
 
 __all__ = ["PinForm", "PinScreen", "PrewarmForm", "PrewarmScreen", "read_prefix_file"]
@@ -32,24 +33,18 @@ class PinForm:
 
 @dataclass(frozen=True)
 class PrewarmForm:
-    texts: list[tuple[str | None, str]]  # (name, text)
+    prefixes: list[PrewarmPrefix]
     copies: int | None
 
 
-def read_prefix_file(path: str) -> list[tuple[str | None, str]]:
-    """Prefixes from a file: one prefix per block, blocks separated by a line holding only ``---``.
+def read_prefix_file(path: str) -> list[PrewarmPrefix]:
+    """Prefixes from a file in the format ``pcache prewarm`` reads (text, JSONL or YAML).
 
-    Raises ``ValueError`` with a readable message when the file cannot be read or holds nothing.
-    """
-    try:
-        raw = Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    blocks = [block.strip("\n") for block in raw.split("\n---\n")]
-    texts = [(None, block) for block in blocks if block.strip()]
-    if not texts:
-        raise ValueError(f"{path} holds no prefix text")
-    return texts
+    Raises ``ValueError`` with a readable ``FILE:LINE: message`` when the file cannot be used."""
+    prefixes = read_prefixes(Path(path).expanduser())
+    if not prefixes:
+        raise ValueError(f"{path} holds no prefix")
+    return prefixes
 
 
 class _Form(ModalScreen[object]):
@@ -116,7 +111,7 @@ class PinScreen(_Form):
         path = self.query_one("#pin-file", Input).value.strip()
         if not path:
             raise ValueError("give the file holding the prefix's text")
-        return PinForm(name=name, text=read_prefix_file(path)[0][1], replicas=replicas)
+        return PinForm(name=name, text=read_prefix_file(path)[0].text, replicas=replicas)
 
 
 class PrewarmScreen(_Form):
@@ -127,7 +122,7 @@ class PrewarmScreen(_Form):
         self._row = row
 
     def compose(self) -> ComposeResult:
-        body = Text("Prewarm the prefixes in a file (one per block, blocks split by a --- line).\n")
+        body = Text("Prewarm the prefixes in a file (the format `pcache prewarm` reads).\n")
         body.append("The router plans where each goes; you confirm the plan next.", style="dim")
         name = self._row.name if self._row is not None and self._row.name else ""
         with Vertical(id="dialog"):
@@ -151,8 +146,8 @@ class PrewarmScreen(_Form):
             copies = int(raw_copies)
         if not path:
             raise ValueError("give the file holding the prefixes' text")
-        texts = read_prefix_file(path)
+        prefixes = read_prefix_file(path)
         name = self.query_one("#prewarm-name", Input).value.strip() or None
-        if name is not None and len(texts) == 1:
-            texts = [(name, texts[0][1])]
-        return PrewarmForm(texts=texts, copies=copies)
+        if name is not None and len(prefixes) == 1 and prefixes[0].name is None:
+            prefixes = [prefixes[0].model_copy(update={"name": name})]
+        return PrewarmForm(prefixes=prefixes, copies=copies)
