@@ -80,7 +80,7 @@ def prometheus(
     sim, router = fleet
     directory = tmp_path_factory.mktemp("prometheus")
     config = {
-        "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
             {"job_name": "pcache-router", "static_configs": [{"targets": [urlsplit(router.url).netloc]}]},
             {
