@@ -24,7 +24,7 @@ import orjson
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
-from pcache.policy.base import Decision, Outcome
+from pcache.policy.base import Decision, Exclusion, Outcome
 from pcache.prompt import PromptError
 from pcache.router.metrics import CONTENT_TYPE, RouterMetrics
 from pcache.router.routing import Routing
@@ -57,6 +57,9 @@ _HOP_BY_HOP = frozenset(
 )
 _ROUTED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# A retry may go where the policy would rather not send new work: a busy or non-owner replica that is
+# healthy beats an error. State exclusions (unhealthy, draining...) and pins/groups stay binding.
+_RETRY_DESPITE = frozenset({Exclusion.OVER_LOAD_BOUND, Exclusion.NOT_OWNER})
 _MAX_HEADER_BYTES = 64 * 1024  # request headers in total; the ASGI server itself sets no limit
 _MAX_HEADERS = 256
 _JSON = [(b"content-type", b"application/json")]
@@ -322,7 +325,8 @@ class ProxyApp:
         if scope.get("query_string") and b"?" not in target:
             target = target + b"?" + scope["query_string"]
         path = target.decode("latin-1")
-        attempts = [decision.replica, *decision.fallbacks()[: self.retries]]
+        spill = [c.replica for c in decision.candidates if c.excluded in _RETRY_DESPITE]
+        attempts = [decision.replica, *[*decision.fallbacks(), *spill][: self.retries]]
         last_error = "no attempt made"
         for number, replica in enumerate(attempts):
             if number:

@@ -303,3 +303,47 @@ def test_a_slow_replica_times_out_at_the_limit_and_new_sessions_are_steered_away
         for session, (status, replica, elapsed) in results.items():
             assert status == 200 and replica != slow, (session, status, replica)
             assert elapsed < 2.0 + 2.0, (session, elapsed)
+
+
+def test_a_healthy_replica_over_the_load_bound_still_takes_the_retry_rather_than_an_error(
+    sim: SimFleet, tmp_path: Path
+) -> None:
+    """Regression (found by bench/soak.py): retries went only to candidates under the load bound,
+    so when the only healthy replica was the busy one, the client got the last failing replica's
+    500 although a replica could serve it."""
+    with RouterProcess(replicas=sim.urls, state_dir=tmp_path, health={"interval_s": 30.0}) as router:
+        busy = "r3"
+        holders = _sessions_homed_on(router, busy, "holder", count=1)
+        sim.set_faults(busy, slow_factor=40.0)
+        threads = [
+            threading.Thread(
+                target=httpx.post,
+                args=(f"{router.url}/v1/chat/completions",),
+                kwargs={
+                    "json": {**_body(s), "max_tokens": 60},
+                    "headers": {"x-session-id": s},
+                    "timeout": 30,
+                },
+            )
+            for s in holders
+        ]
+        for thread in threads:
+            thread.start()
+        with router.admin() as admin:
+            _eventually(lambda: next(r for r in admin.replicas() if r.name == busy).in_flight >= 1, 5)
+            sim.set_faults("r1", error_rate=1.0)
+            sim.set_faults("r2", error_rate=1.0)
+            session = "newcomer"
+            decision = admin.explain(ExplainRequest(body=_body(session), session=session))
+        over = [c.replica for c in decision.candidates if c.excluded == "over_load_bound"]
+        assert busy in over, decision  # the setup: the only healthy replica is over the bound
+        response = httpx.post(
+            f"{router.url}/v1/chat/completions",
+            json=_body(session),
+            headers={"x-session-id": session},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-pcache-replica"] == busy
+        for thread in threads:
+            thread.join(30)
