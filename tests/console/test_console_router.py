@@ -6,17 +6,19 @@ check what the console sent as well as what the router did.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from textual.widgets import Button, Input, Static
 
 from pcache.api import PinIn
 from pcache.client import AdminClient
 from pcache_console.app import TopApp
 from pcache_console.screens.confirm import ConfirmScreen
-from pcache_console.screens.forms import PinScreen
+from pcache_console.screens.forms import PinScreen, PrewarmScreen
 from pcache_console.source import DirectSource, RouterSource
 from pcache_console.widgets.heatmap import HeatMap
 from tests.console.conftest import text_of, until
@@ -35,9 +37,13 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self._inner = httpx.AsyncHTTPTransport()
         self.requests: list[tuple[str, str]] = []
+        self._dry_runs: list[tuple[str, str]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append((request.method, request.url.raw_path.decode()))
+        sent = (request.method, request.url.raw_path.decode())
+        self.requests.append(sent)
+        if request.content and json.loads(request.content).get("dry_run") is True:
+            self._dry_runs.append(sent)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -45,7 +51,11 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
     @property
     def writes(self) -> list[tuple[str, str]]:
-        return [(m, p) for m, p in self.requests if m != "GET" and "dry_run" not in p]
+        """Requests that change something: not reads, not dry runs (query flag or JSON field)."""
+        writes = [(m, p) for m, p in self.requests if m != "GET" and "dry_run" not in p]
+        for dry in self._dry_runs:
+            writes.remove(dry)
+        return writes
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +205,42 @@ async def test_direct_mode_fills_the_table_and_disables_router_actions(sim: SimF
             assert app.check_action(action, ()) is None
         await pilot.press("d")
         assert type(app.screen).__name__ == "Screen"
+
+
+async def test_undrain_through_the_modal_makes_the_replica_routable_again(router: RouterProcess) -> None:
+    with router.admin() as admin:
+        admin.drain("r4")
+    app, transport = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "r4" in app.fleet and "DRAIN" in app.fleet.row_text("r4").plain)
+        await pilot.press("end", "up", "U")  # r4 (the ALL row is last)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: "UP" in app.fleet.row_text("r4").plain)
+        assert state_of(router, "r4") == "healthy"
+        assert transport.writes == [("POST", "/api/v1/replicas/r4/undrain")]
+
+
+async def test_prewarm_through_the_modals_plans_then_runs_a_job(
+    router: RouterProcess, tmp_path: Path
+) -> None:
+    prefix_file = tmp_path / "prefixes.txt"
+    prefix_file.write_text(PINNED_TEXT + "\n")
+    app, transport = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        await pilot.press("w")
+        await until(pilot, lambda: isinstance(app.screen, PrewarmScreen))
+        app.screen.query_one("#prewarm-file", Input).value = str(prefix_file)
+        app.screen.query_one("#prewarm-copies", Input).value = "2"
+        app.screen.query_one("#confirm", Button).press()
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))  # the plan, dry run
+        plan = text_of(app.screen.query_one("#dialog-body", Static))
+        assert plan.count("→") == 1 and "2 (prefix, replica) pairs" in plan
+        assert transport.writes == []
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: "done: 2/2 done" in text_of(app.query_one("#flash", Static)), timeout=20)
+        assert [m for m, p in transport.writes] == ["POST"]
+        with router.admin() as admin:
+            assert [job.state for job in admin.prewarm_jobs()] == ["done"]
