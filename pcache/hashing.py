@@ -22,6 +22,7 @@ __all__ = [
     "hrw_rank",
     "hrw_score",
     "hrw_score_bytes",
+    "hrw_scores",
     "key_bytes",
     "load_bound",
     "replica_seed",
@@ -58,6 +59,14 @@ def hrw_score_bytes(kb: bytes, replica: str, weight: float = 1.0) -> float:
 def hrw_score(key: int | str, replica: str, weight: float = 1.0) -> float:
     """The weighted rendezvous score of ``replica`` for ``key`` (higher wins)."""
     return _score(key_bytes(key), replica_seed(replica), weight)
+
+
+def hrw_scores(key: int | str, replicas: Sequence[ReplicaView]) -> list[float]:
+    """Weighted rendezvous scores of ``key`` for each replica, in the order given (the hot path)."""
+    kb = key_bytes(key)
+    log = math.log
+    seed_of = replica_seed
+    return [-r.weight / log(((_hash(kb, seed_of(r.name)) >> 11) + 0.5) * _TO_UNIT) for r in replicas]
 
 
 def hrw_rank(key: int | str, replicas: Iterable[ReplicaView | str]) -> list[tuple[str, float]]:

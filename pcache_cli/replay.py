@@ -184,19 +184,20 @@ def _print_table(console: Console, report: ReplayReport, *, wide: bool) -> None:
 
 
 def _plot(console: Console, report: ReplayReport) -> None:
-    import plotext as plt
+    """Hit rate and TTFT p90 per minute, one line per policy (plotext 6, through Rich)."""
+    import plotext
+    from rich.text import Text
 
-    plt.clear_figure()
-    plt.subplots(2, 1)
-    plt.plot_size(min(console.width, 120), 30)
-    for row, (label, attr) in enumerate((("hit rate (%)", "hit_rate"), ("TTFT p90 (s)", "ttft_p90_s")), 1):
-        plt.subplot(row, 1)
-        plt.title(f"{label} per minute")
+    figure = plotext.figure
+    for label, attribute, scale in (("hit rate (%)", "hit_rate", 100.0), ("TTFT p90 (s)", "ttft_p90_s", 1.0)):
+        figure.clear()
+        figure.plot_size(min(console.width, 120), 16)
+        figure.title(f"{label} per minute")
+        figure.label("minute", "x")
         for result in report.results:
-            points = [p for p in result.timeline if not math.isnan(getattr(p, attr))]
-            values = [getattr(p, attr) * (100 if attr == "hit_rate" else 1) for p in points]
-            plt.plot([p.minute for p in points], values, label=result.policy)
-        plt.xlabel("minute")
-    if console.no_color:
-        plt.theme("clear")
-    console.out(plt.build(), highlight=False)
+            points = [p for p in result.timeline if not math.isnan(getattr(p, attribute))]
+            if points:
+                xs = [p.minute for p in points]
+                ys = [getattr(p, attribute) * scale for p in points]
+                figure.draw(figure.signal(xs, ys).lines().label(result.policy))
+        console.print(Text.from_ansi(figure.build().string()))

@@ -8,6 +8,7 @@ blocks on the chosen replica; engine feedback (``correct``) trims what turned ou
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import islice
@@ -33,47 +34,62 @@ class ApproximateCacheIndex:
 
     def matched_blocks(self, blocks: Sequence[int], replicas: Sequence[ReplicaView]) -> list[int]:
         """Predicted cached leading blocks on each replica, in the order given."""
+        return self.match(blocks, replicas)[0]
+
+    def match(
+        self, blocks: Sequence[int], replicas: Sequence[ReplicaView], common: float = 1.0
+    ) -> tuple[list[int], int]:
+        """Matched leading blocks per replica, and how many leading blocks at least a ``common``
+        fraction of the replicas hold (a prefix cached nearly everywhere)."""
         bit_of = self._bit
         bits = [bit_of.get(r.name, 0) for r in replicas]
         alive = 0
         for bit in bits:
             alive |= bit
-        masks: list[int] = []
+        needed = max(1, math.ceil(common * len(bits)))
         owners = self._owners
+        depth_of: dict[int, int] = {}  # bit -> matched depth, for bits that dropped out
+        depth = common_depth = 0
         for block in blocks:
-            alive &= owners.get(block, 0)
+            held = alive & owners.get(block, 0)
+            dropped = alive & ~held
+            while dropped:
+                low = dropped & -dropped
+                depth_of[low] = depth
+                dropped ^= low
+            alive = held
             if not alive:
                 break
-            masks.append(alive)
-        if not masks:
-            return [0] * len(bits)
-        matches: list[int] = []
-        for bit in bits:
-            count = 0
-            if bit:
-                for mask in masks:
-                    if not mask & bit:
-                        break
-                    count += 1
-            matches.append(count)
-        return matches
+            depth += 1
+            if alive.bit_count() >= needed:
+                common_depth = depth
+        return [depth_of.get(bit, depth) if bit else 0 for bit in bits], common_depth
 
     def insert(self, replica: ReplicaView, blocks: Sequence[int], block_tokens: int) -> None:
         """Book ``blocks`` as cached on ``replica``, evicting its least recently used beyond capacity."""
-        bit = self._bit_of(replica.name)
-        lru = self._lru[replica.name]
+        name = replica.name
+        bit = self._bit.get(name) or self._bit_of(name)
+        lru = self._lru[name]
         owners = self._owners
+        touch = lru.move_to_end
         for block in blocks:
             if block in lru:
-                lru.move_to_end(block)
+                touch(block)
             else:
                 lru[block] = None
                 owners[block] = owners.get(block, 0) | bit
         tokens = replica.cache_capacity_tokens or self.default_capacity_tokens
-        capacity = max(1, tokens // max(1, block_tokens))
-        while len(lru) > capacity:
-            evicted, _ = lru.popitem(last=False)
-            self._drop_owner(evicted, bit)
+        excess = len(lru) - max(1, tokens // max(1, block_tokens))
+        if excess > 0:
+            evict = lru.popitem
+            keep = ~bit
+            for _ in range(excess):
+                block, _ = evict(last=False)
+                mask = owners.get(block, 0) & keep
+                if mask:
+                    owners[block] = mask
+                else:
+                    owners.pop(block, None)
 
     def discard(self, name: str, blocks: Sequence[int]) -> None:
         """Forget ``blocks`` on ``name`` (a request that failed never filled them)."""

@@ -28,7 +28,7 @@ from collections import Counter, OrderedDict
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
-from pcache.hashing import hrw_score_bytes, key_bytes, load_bound
+from pcache.hashing import hrw_score_bytes, hrw_scores, key_bytes, load_bound
 from pcache.hotprefix import HotPrefixDetector
 from pcache.policy.base import Candidate, Decision, DriftCause, DriftEvent, Exclusion, Outcome, Reason
 from pcache.policy.cache_aware import correct_index
@@ -118,20 +118,22 @@ class TieredPolicy(BasePolicy):
             return no_replica(self.name, fleet, session)
         blocks = fingerprint.blocks
         prefix = fleet.tier1.get(fingerprint.tier1) if fingerprint.tier1 else None
-        if book:
-            self.detector.observe(blocks, session)
-        # Blocks carried by nearly every request, and a Tier-1 prefix on its owners, count as cached
-        # on every candidate: they are (or will be after one miss each), and preferring the few
-        # replicas that got them first would starve the rest, a replica added by a scale-out most.
-        everywhere = self.detector.shared_depth(blocks, self.everywhere_share)
-        if prefix is not None:
-            everywhere = max(everywhere, fingerprint.tier1_blocks)
+        if book:  # measures each registered prefix's share of requests (its copies grow with it)
+            self.detector.observe(blocks[: fingerprint.tier1_blocks] if prefix is not None else (), session)
         inside, outside, in_set_reason = self._owner_set(prefix, routable)
         prefix_key = prefix.key if prefix is not None else None
 
         bound = load_bound(sum(r.load for r in routable), len(routable), self.eps)
         old_home = self._homes.get(session) if session is not None else None
-        matches = self.index.matched_blocks(blocks, inside) if self.index is not None else [0] * len(inside)
+        # A prefix most candidates hold, and a Tier-1 prefix on its owners, count as cached on every
+        # candidate: they are (or will be after one miss each), and preferring the replicas that got
+        # them first would starve the rest, a replica added by a scale-out most.
+        if self.index is not None:
+            matches, everywhere = self.index.match(blocks, inside, self.everywhere_share)
+        else:
+            matches, everywhere = [0] * len(inside), 0
+        if prefix is not None:
+            everywhere = max(everywhere, fingerprint.tier1_blocks)
         # The HRW key: the longest prefix cached somewhere (beyond what is everywhere), so a shared
         # prefix that outgrows its replica spills along one stable ranking and stays on few replicas;
         # else the session, else the Tier-1 prefix, else the prompt itself.
@@ -145,25 +147,22 @@ class TieredPolicy(BasePolicy):
             route_key = prefix_key
         else:
             route_key = blocks[-1] if blocks else 0
-        kb = key_bytes(route_key)
-        tokens, block_tokens = fingerprint.prompt_tokens, fingerprint.block_tokens
+        scores = hrw_scores(route_key, inside)
+        tokens, bt, miss_weight = fingerprint.prompt_tokens, fingerprint.block_tokens, self.miss_weight
         # The order replicas are tried in: the home first, then the HRW ranking of the key. A request
         # with neither a home nor anything cached beyond what is everywhere starts something new:
         # least loaded first, so new sessions and prefixes spread evenly.
         fresh = old_home is None and deepest <= everywhere
         ranked = sorted(
             (
-                (
-                    r.name != old_home,
-                    r.load if fresh else 0,
-                    -hrw_score_bytes(kb, r.name, r.weight),
-                    r.pending_tokens + self.miss_weight * max(0, tokens - max(m, everywhere) * block_tokens),
-                    m,
-                    r,
-                )
-                for r, m in zip(inside, matches, strict=True)
-            ),
-            key=lambda item: item[:3],
+                r.name != old_home,
+                r.load if fresh else 0,
+                -score,  # distinct for distinct replicas, so no two tuples compare further
+                r.pending_tokens + miss_weight * max(0, tokens - (m if m > everywhere else everywhere) * bt),
+                m,
+                r,
+            )
+            for r, m, score in zip(inside, matches, scores, strict=True)
         )
         under = [item[3] for item in ranked if item[5].load + 1 <= bound]
         limit = min(under) * (1 + self.cost_eps) if under else 0.0
