@@ -123,7 +123,8 @@ def prometheus(
             return response.json()["data"]["result"]  # type: ignore[no-any-return]
 
         def has_history() -> bool:
-            scrapes = query("count_over_time(pcache_engine_hit_rate[1m])")
+            # Samples with a value (the gauge is NaN until the router has seen traffic).
+            scrapes = query("count_over_time((pcache_engine_hit_rate >= 0)[1m:1s])")
             served = query("increase(vllm:prefix_cache_queries_total[1m]) > 0")
             return bool(scrapes) and float(scrapes[0]["value"][1]) >= 4 and bool(served)  # type: ignore[index]
 
