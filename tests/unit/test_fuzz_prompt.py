@@ -20,7 +20,7 @@ from pcache.prompt import FingerprintConfig, PromptError, Tier1Index, fingerprin
 CONFIG = FingerprintConfig(chunk_chars=16)
 SYSTEM = "You are a support bot. Keep it short. " * 4
 INDEX = Tier1Index({"support": prefix_blocks(SYSTEM, "chat", CONFIG)})
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Every code point, including lone surrogates: JSON's "\ud800" decodes to one.
 any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=40)
@@ -95,9 +95,9 @@ def test_random_json_is_fingerprinted_or_refused_with_prompt_error(body: object)
 @FUZZ
 @given(body=chat_bodies, hdrs=headers)
 @example(body={"messages": [{"role": "user", "content": "\ud800 lone surrogate"}]}, hdrs={})
-@example(body={"messages": [{"role": "user", "content": [{"type": "image", "x": _nested(5000)}]}]}, hdrs={})
-@example(body={"messages": [{"role": "user", "content": "a", "tool_calls": _nested(5000)}]}, hdrs={})
-@example(body={"messages": [{"role": "user", "content": "a"}], "tools": _deep_dict(5000)}, hdrs={})
+@example(body={"messages": [{"role": "user", "content": [{"type": "image", "x": _nested(1200)}]}]}, hdrs={})
+@example(body={"messages": [{"role": "user", "content": "a", "tool_calls": _nested(1200)}]}, hdrs={})
+@example(body={"messages": [{"role": "user", "content": "a"}], "tools": _deep_dict(1200)}, hdrs={})
 @example(body={"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]}, hdrs={})
 @example(body={"messages": [{"role": "user", "content": "hi"}], "user": 12}, hdrs={})
 def test_hostile_chat_bodies_are_fingerprinted_or_refused_with_prompt_error(
@@ -120,16 +120,16 @@ def test_hostile_completion_bodies_are_fingerprinted_or_refused_with_prompt_erro
 def test_nesting_deeper_than_the_recursion_limit_is_a_prompt_error_not_a_crash() -> None:
     """Regression: json.dumps of deep parts/tool_calls/tools raised RecursionError (found by this file)."""
     for body in (
-        {"messages": [{"role": "user", "content": [{"type": "image", "x": _nested(5000)}]}]},
-        {"messages": [{"role": "user", "content": "a", "tool_calls": _nested(5000)}]},
-        {"messages": [{"role": "user", "content": "a"}], "tools": _deep_dict(5000)},
+        {"messages": [{"role": "user", "content": [{"type": "image", "x": _nested(1200)}]}]},
+        {"messages": [{"role": "user", "content": "a", "tool_calls": _nested(1200)}]},
+        {"messages": [{"role": "user", "content": "a"}], "tools": _deep_dict(1200)},
     ):
         try:
             fingerprint_request(body, {}, CONFIG)
         except PromptError as exc:
             assert "nested too deeply" in str(exc)
         else:
-            raise AssertionError("a 5000-deep structure must be refused")
+            raise AssertionError("a 1200-deep structure must be refused")
 
 
 @FUZZ
