@@ -1,24 +1,31 @@
-"""``tiered`` (the default): Tier-1 prefix owners, session homes, and the soonest first token under
-the load bound.
+"""``tiered`` (the default): Tier-1 prefix owners, sticky session homes, bounded load, and no
+replica that would be clearly slower to produce the first token.
 
 1. Tier 1: a request matching a pinned Tier-1 prefix may only go to its pinned replicas; one matching
    a registered prefix goes to the top ``copies`` replicas of the prefix's HRW ranking (within its
-   group), ``copies`` growing with the prefix's measured share of requests. Otherwise every routable
-   replica is a candidate.
-2. Tier 2: the session's home is preferred: it holds the session's cached history. It is left when
-   it is over the load bound, or when another candidate would produce the first token sooner.
-3. Candidates are ranked by expected prefill work before the first token: prompt tokens still queued
-   there (``pending_tokens``) plus this prompt's tokens not predicted to be cached there (an
-   approximate per-replica prefix index, as ``cache_aware`` keeps); ties go to the home, then to
-   HRW on the session key (the prefix key without a session). The first candidate under
-   ``ceil((1 + eps) * mean_load)`` wins; if none is, the least busy routable replica outside the
-   set. The chosen replica becomes the session's home; a change of home is drift, with its cause.
+   group), ``copies`` growing with the prefix's measured share of requests (all of them for a
+   prefix that carries all the traffic). Otherwise every routable replica is a candidate.
+2. The order candidates are tried in: the session's home first (it holds the session's history),
+   then the HRW ranking of a key: the longest prefix cached somewhere beyond what most candidates
+   hold (so a shared prefix that outgrows its replica spills along one stable ranking), else the
+   session, else the Tier-1 prefix, else the prompt. A request with neither a home nor anything
+   cached tries the least loaded first, so new sessions and prefixes spread evenly.
+3. The first candidate in that order wins that is under the load bound ``ceil((1 + eps) * mean)``
+   (requests in flight, the mean counting this request) and whose cost is within ``1 + cost_eps``
+   of the cheapest candidate under the bound. Cost = prompt tokens queued there for prefill
+   (``ReplicaView.pending_tokens``, 0 when unknown) + ``miss_weight`` x the request's tokens not
+   predicted cached there, by an approximate per-replica prefix index like ``cache_aware``'s. A
+   miss weighs double: it delays this request and, as new prefill work, those queued after it.
+   Blocks most candidates hold, and a Tier-1 prefix on its owners, count as cached everywhere: they
+   are (or will be after one miss each), and preferring whoever got them first would starve the
+   rest, a replica just added most. If no candidate qualifies, the least loaded routable replica
+   outside the set (or in it, when the set is every replica).
+4. The chosen replica becomes the session's home; a change of home is drift, with its cause.
 
-A prefix shared by every request (the Mooncake trace's first block) is cached everywhere, so it
-costs the same on every replica and sessions and queues do the balancing; a prefix shared by a few
-sessions ranks the replicas that hold it first, and spreads to more of them when they get busy.
-This is the cost NVIDIA Dynamo's KV router and llm-d's prefix scorer weigh: cached overlap against
-queued work.
+So a prefix every request shares (the Mooncake trace's first block) costs the same everywhere and
+sessions, queues and the bound do the balancing, while a session stays home unless its home is over
+the bound or its queue costs more than its cache saves. Weighing cached overlap against queued work
+is what NVIDIA Dynamo's KV router and llm-d's prefix-cache scorer do too.
 """
 
 from __future__ import annotations
@@ -51,12 +58,14 @@ class TieredPolicy(BasePolicy):
         default_capacity_tokens: int = 450_000,
         miss_weight: float = 2.0,
         cost_eps: float = 0.25,
-        everywhere_share: float = 0.5,
+        everywhere_fraction: float = 0.5,
         hot_copy_factor: float = 2.0,
-        hot_min_sessions: int = 8,
-        hot_max_entries: int = 200_000,
         detector: HotPrefixDetector | None = None,
     ) -> None:
+        """``everywhere_fraction``: share of the candidates that must hold a prefix for it to count
+        as cached everywhere. ``hot_copy_factor``: a Tier-1 prefix carrying a share s of requests is
+        cached on ``ceil(s * N * hot_copy_factor)`` replicas (at least its registered copies).
+        ``detector`` measures those shares (a bounded :class:`HotPrefixDetector` by default)."""
         if eps < 0:
             raise ValueError("eps must be >= 0")
         if max_sessions < 1:
@@ -66,13 +75,9 @@ class TieredPolicy(BasePolicy):
         self.hot_copy_factor = hot_copy_factor
         self.miss_weight = miss_weight
         self.cost_eps = cost_eps
-        self.everywhere_share = everywhere_share
+        self.everywhere_fraction = everywhere_fraction
         self.index = ApproximateCacheIndex(default_capacity_tokens) if cache_index else None
-        self.detector = (
-            detector
-            if detector is not None
-            else HotPrefixDetector(min_sessions=hot_min_sessions, max_entries=hot_max_entries)
-        )
+        self.detector = detector if detector is not None else HotPrefixDetector()
         self._homes: OrderedDict[str, str] = OrderedDict()
 
     def copies_for(self, share: float, pool: int) -> int:
@@ -129,7 +134,7 @@ class TieredPolicy(BasePolicy):
         # candidate: they are (or will be after one miss each), and preferring the replicas that got
         # them first would starve the rest, a replica added by a scale-out most.
         if self.index is not None:
-            matches, everywhere = self.index.match(blocks, inside, self.everywhere_share)
+            matches, everywhere = self.index.match(blocks, inside, self.everywhere_fraction)
         else:
             matches, everywhere = [0] * len(inside), 0
         if prefix is not None:
@@ -231,6 +236,7 @@ class TieredPolicy(BasePolicy):
 
     @staticmethod
     def _drift_cause(old_home: str, fleet: FleetView, inside: list[ReplicaView]) -> DriftCause:
+        """Why a session left ``old_home``; a home over the load bound or too busy is OVERLOAD."""
         view = fleet.by_name(old_home)
         if view is None or view.state is ReplicaState.REMOVED:
             return DriftCause.MEMBERSHIP

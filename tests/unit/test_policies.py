@@ -368,3 +368,20 @@ def test_tiered_forget_replica_drops_its_sessions() -> None:
         policy.route(fp((i,), f"s{i}"), view)
     policy.forget_replica("r1")
     assert set(policy.session_homes()) == {"r2"}
+
+
+def test_tiered_does_not_starve_a_new_replica_of_a_prefix_everyone_else_holds() -> None:
+    policy = TieredPolicy()
+    for i in range(16):  # block 0 starts every prompt; the load bound spreads it to all four replicas
+        busy = {f"r{n}": 10 for n in range(1, 5)} | {f"r{i % 4 + 1}": 0}
+        policy.route(fp((0, 100 + i), f"warm{i}"), fleet(4, busy))
+    assert all(policy.index is not None and policy.index.size(f"r{n}") for n in range(1, 5))
+    grown = fleet(5, {"r1": 3, "r2": 3, "r3": 3, "r4": 3, "r5": 0})
+    decision = policy.route(fp((0, 999), "newcomer"), grown)
+    assert decision.replica == "r5"  # its missing block 0 does not count against it
+
+
+def test_tiered_starts_fresh_sessions_on_the_least_loaded_replica() -> None:
+    policy = TieredPolicy()
+    decision = policy.route(fp((42, 43), "fresh"), fleet(4, {"r1": 3, "r2": 1, "r3": 0, "r4": 2}))
+    assert decision.replica == "r3"
