@@ -43,6 +43,8 @@ def render_chart(points: list[FleetPoint], width: int, height: int) -> Text:
     if len(series) < 2:
         return Text("waiting for history…", style="dim")
     newest = series[-1].t
+    # The chart goes into a widget, not the terminal: its size is the widget's, whatever the terminal.
+    plotext.terminal.limit(width=False, height=False)
     figure = plotext.figure
     figure.clear()
     figure.plot_size(width, height)
@@ -56,7 +58,9 @@ def render_chart(points: list[FleetPoint], width: int, height: int) -> Text:
         marker = plotext.marker("braille", pixel=colour)
         figure.draw(figure.signal(xs, ys, marker=marker).lines())
     figure.ruler("y").lim(0, 100)
-    return _strip_background(Text.from_ansi(figure.build().string()))
+    chart = _strip_background(Text.from_ansi(figure.build().string()))
+    chart.rstrip()  # plotext ends with a newline; the caller lays out the lines
+    return chart
 
 
 class DriftChart(Static):
@@ -87,7 +91,7 @@ class DriftChart(Static):
         text.append("   ")
         text.append("── drift %", style=_DRIFT_COLOUR)
         text.append("   x: minutes ago\n", style="dim")
-        text.append_text(render_chart(self._points, width, max(height - 3, 0)))
+        text.append_text(render_chart(self._points, width, max(height - 2, 0)))
         moves = ", ".join(f"{cause} {count}" for cause, count in sorted(self._moves.items()) if count)
         text.append("\nhome moves: " + (moves or "none"), style="bold" if moves else "dim")
         self.update(text)

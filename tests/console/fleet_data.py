@@ -127,7 +127,8 @@ def _drift(now: float, rng: random.Random) -> DriftSeries:
 def fake_frame_parts(
     replicas: int = 6, prefixes: int = 8, seed: int = 7, now: float = FROZEN_NOW
 ) -> tuple[StatusSnapshot, PrefixHeat, DriftSeries]:
-    """A status snapshot (one replica DOWN, one STALE), its heat map and drift series."""
+    """A status snapshot (one replica DOWN, one STALE, two over the KV thresholds), its heat map
+    and drift series."""
     rng = random.Random(seed)
     rows = _replicas(replicas, rng)
     if replicas >= 4:
@@ -135,6 +136,9 @@ def fake_frame_parts(
             update={"state": "unhealthy", "kv_usage": None, "hit_rate": None, "last_error": "connect refused"}
         )
         rows[3] = rows[3].model_copy(update={"stale": True, "scrape_age_s": 31.0})
+    if replicas >= 6:  # one replica over each KV threshold (yellow "high" at 65%, red "FULL" at 85%)
+        rows[4] = rows[4].model_copy(update={"kv_usage": 0.91})
+        rows[5] = rows[5].model_copy(update={"kv_usage": 0.72})
     router = RouterInfo(
         url="http://127.0.0.1:8080",
         admin_url="http://127.0.0.1:8081",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from textual.app import App
 from textual.widgets import Static
 from typer.testing import CliRunner
@@ -121,3 +122,17 @@ def test_cli_import_does_not_load_textual() -> None:
     code = "import sys, pcache_cli.main; print('textual' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+async def test_no_color_keeps_the_meaning_in_words(
+    fake_router: FakeRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        assert app.no_color
+        rows = {name: app.fleet.row_text(name).plain for name in app.fleet.keys}
+        assert "FULL" in rows["r5"] and "91%" in rows["r5"]
+        assert "high" in rows["r6"] and "72%" in rows["r6"]
+        assert "DOWN" in rows["r3"] and "STALE" in rows["r4"]
