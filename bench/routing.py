@@ -102,9 +102,8 @@ def main() -> None:
     scale = ScaleEvent.parse(args.scale_at) if args.scale_at else None
     params = _params(args.param)
 
-    table = Table(
-        title="pcache routing benchmark (ms; moved = by a +1 replica half-way)", title_justify="left"
-    )
+    moved_by = f"scale {scale}" if scale is not None else "no scale event"
+    table = Table(title=f"pcache routing benchmark (TTFT in ms; moved: {moved_by})", title_justify="left")
     for column in (
         "trace",
         "N",
