@@ -42,6 +42,7 @@ class ReplicaEntry:
     source: str = "config"  # config | runtime
     healthy: bool = True
     drain: str | None = None  # None | "draining" | "drained"
+    joining: bool = False  # added at run time, not routable until its Tier-1 share is prewarmed
     in_flight: int = 0
     failures: int = 0  # consecutive failed checks / proxied requests
     successes: int = 0  # consecutive good checks while unhealthy
@@ -154,7 +155,7 @@ class Fleet:
         weight: float = 1.0,
         source: str = "config",
         drain: str | None = None,
-        healthy: bool = True,
+        joining: bool = False,
     ) -> ReplicaEntry:
         if name in self._entries:
             raise ValueError(f"replica {name!r} already exists")
@@ -162,9 +163,8 @@ class Fleet:
             name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight, source=source
         )
         entry.drain = drain
-        entry.healthy = healthy
-        if not healthy:
-            entry.last_error = "joining: not checked yet"
+        if joining:
+            entry.joining, entry.healthy, entry.last_error = True, False, "joining: not checked yet"
         self._entries[name] = entry
         self._changed()
         return entry
@@ -243,7 +243,7 @@ class Fleet:
         if entry is None:
             return False
         entry.failures = 0
-        if entry.healthy:
+        if entry.healthy or entry.joining:
             return False
         entry.successes += 1
         if entry.successes >= self.recovery_threshold:
@@ -254,10 +254,13 @@ class Fleet:
             return True
         return False
 
-    def mark_healthy(self, name: str) -> None:
-        """Make a replica routable now (a joining replica that passed its checks and was prewarmed)."""
+    def finish_joining(self, name: str, *, routable: bool) -> None:
+        """End a run-time replica's joining phase: routable now (checked and prewarmed), or left to
+        the health checks' recovery threshold (its first check failed)."""
         entry = self.get(name)
-        entry.healthy, entry.failures, entry.successes, entry.last_error = True, 0, 0, None
+        entry.joining = False
+        if routable:
+            entry.healthy, entry.failures, entry.successes, entry.last_error = True, 0, 0, None
         self._changed()
 
     def apply_stats(self, name: str, stats: ReplicaStats, queries_delta: float, hits_delta: float) -> None:

@@ -302,9 +302,10 @@ class OperatorActions:
         self.store.put_replica(record)
         # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.
         self.fleet.add(
-            name, record.url, engine=engine, group=group, weight=weight, source="runtime", healthy=False
+            name, record.url, engine=engine, group=group, weight=weight, source="runtime", joining=True
         )
         if not await self.watcher.check(name):
+            self.fleet.finish_joining(name, routable=False)
             log.warning("new replica %s failed its first health check; it joins when it recovers", name)
             return
         await self.watcher.scrape_one(name)
@@ -323,7 +324,7 @@ class OperatorActions:
         if targets:
             job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
             await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s)
-        self.fleet.mark_healthy(name)
+        self.fleet.finish_joining(name, routable=True)
         log.info("replica %s added (%d Tier-1 prefixes prewarmed)", name, len(targets))
 
     async def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:

@@ -78,10 +78,13 @@ def test_membership_changes() -> None:
     fleet = _fleet("r1")
     with pytest.raises(ValueError):
         fleet.add("r1", "http://x")
-    fleet.add("r2", "http://x/", source="runtime", healthy=False)
+    fleet.add("r2", "http://x/", source="runtime", joining=True)
     assert fleet.get("r2").url == "http://x"
     assert fleet.routable_names() == ["r1"]
-    fleet.mark_healthy("r2")
+    for _ in range(5):
+        fleet.report_success("r2")  # health checks alone do not end the joining phase
+    assert fleet.routable_names() == ["r1"]
+    fleet.finish_joining("r2", routable=True)
     assert fleet.routable_names() == ["r1", "r2"]
     fleet.remove("r1")
     with pytest.raises(UnknownReplica):
