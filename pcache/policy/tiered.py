@@ -6,10 +6,10 @@ replica that would be clearly slower to produce the first token.
    group), ``copies`` growing with the prefix's measured share of requests (all of them for a
    prefix that carries all the traffic). Otherwise every routable replica is a candidate.
 2. The order candidates are tried in: the session's home first (it holds the session's history),
-   then the HRW ranking of a key: the longest prefix cached somewhere beyond what most candidates
-   hold (so a shared prefix that outgrows its replica spills along one stable ranking), else the
-   session, else the Tier-1 prefix, else the prompt. A request with neither a home nor anything
-   cached tries the least loaded first, so new sessions and prefixes spread evenly.
+   then the least loaded, ties broken by the HRW ranking of a key: the longest prefix cached
+   somewhere beyond what most candidates hold, else the session, else the Tier-1 prefix, else the
+   prompt. New sessions and prefixes so spread evenly, and a shared prefix that outgrows one
+   replica is shared by the least loaded of the replicas that hold it.
 3. The first candidate in that order wins that is under the load bound ``ceil((1 + eps) * mean)``
    (requests in flight, the mean counting this request) and whose cost is within ``1 + cost_eps``
    of the cheapest candidate under the bound. Cost = prompt tokens queued there for prefill
@@ -139,9 +139,9 @@ class TieredPolicy(BasePolicy):
             matches, everywhere = [0] * len(inside), 0
         if prefix is not None:
             everywhere = max(everywhere, fingerprint.tier1_blocks)
-        # The HRW key: the longest prefix cached somewhere (beyond what is everywhere), so a shared
-        # prefix that outgrows its replica spills along one stable ranking and stays on few replicas;
-        # else the session, else the Tier-1 prefix, else the prompt itself.
+        # The HRW key that breaks load ties: the longest prefix cached somewhere (beyond what is
+        # everywhere), so equal choices for a shared prefix agree; else the session, else the Tier-1
+        # prefix, else the prompt itself.
         deepest = max(matches, default=0)
         route_key: int | str
         if deepest > everywhere:
@@ -154,14 +154,11 @@ class TieredPolicy(BasePolicy):
             route_key = blocks[-1] if blocks else 0
         scores = hrw_scores(route_key, inside)
         tokens, bt, miss_weight = fingerprint.prompt_tokens, fingerprint.block_tokens, self.miss_weight
-        # The order replicas are tried in: the home first, then the HRW ranking of the key. A request
-        # with neither a home nor anything cached beyond what is everywhere starts something new:
-        # least loaded first, so new sessions and prefixes spread evenly.
-        fresh = old_home is None and deepest <= everywhere
+        # The order replicas are tried in: the home, then the least loaded, HRW breaking ties.
         ranked = sorted(
             (
                 r.name != old_home,
-                r.load if fresh else 0,
+                r.load,
                 -score,  # distinct for distinct replicas, so no two tuples compare further
                 r.pending_tokens + miss_weight * max(0, tokens - (m if m > everywhere else everywhere) * bt),
                 m,
