@@ -105,7 +105,7 @@ async def _paint(app: TopApp, painted: asyncio.Event, frame: Frame) -> tuple[flo
 async def _run(frames: Iterator[Frame], size: tuple[int, int]) -> tuple[float, dict[str, list[float]]]:
     # The source is never polled (paused): the bench hands frames straight to apply().
     client = AdminClient("http://127.0.0.1:9", timeout=0.1)
-    app = TopApp(RouterSource(client), refresh_s=60.0)
+    app = TopApp(RouterSource(client), refresh_s=60.0, freeze_gc=True)  # as `pcache top` runs it
     app.paused = True
     series: dict[str, list[float]] = {
         "apply (widgets updated), wall": [],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -115,8 +116,12 @@ class TopApp(App[None]):
         clock: Callable[[], float] = time.time,
         history_loader: HistoryLoader | None = None,
         window_s: float = 900.0,
+        freeze_gc: bool = False,
     ) -> None:
+        """``freeze_gc``: after mounting, exempt the app's long-lived objects from full garbage
+        collections (``gc.freeze``). For a process that runs one console, as ``pcache top`` does."""
         super().__init__()
+        self._freeze_gc = freeze_gc
         self.source = source
         self.refresh_s = min(max(refresh_s, REFRESH_STEPS[0]), REFRESH_STEPS[-1])
         self.readonly = readonly
@@ -160,6 +165,10 @@ class TopApp(App[None]):
         self._render_header()
         self.set_interval(1.0, self._render_header)
         self.run_worker(self._poll_loop(), name="poll", group="poll", exclusive=True)
+        if self._freeze_gc:
+            # Everything built so far (Textual's DOM, styles, this app) lives as long as the process:
+            # keep it out of the garbage collector's full passes, which otherwise stall refreshes.
+            gc.freeze()
 
     # ---- polling ------------------------------------------------------------------------------
 

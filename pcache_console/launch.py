@@ -41,4 +41,11 @@ def build_app(
             return load_history(url, status, window_s=window_s)
 
         loader = loader_fn
-    return TopApp(source, refresh_s=refresh_s, readonly=readonly, history_loader=loader, window_s=window_s)
+    return TopApp(
+        source,
+        refresh_s=refresh_s,
+        readonly=readonly,
+        history_loader=loader,
+        window_s=window_s,
+        freeze_gc=True,  # one console per `pcache top` process
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from typing import Literal
 
 import httpx
 
@@ -78,7 +79,9 @@ def _all_row(replicas: list[ReplicaStatus]) -> ReplicaStatus:
 def _heat(replicas: list[str], count: int, rng: random.Random) -> PrefixHeat:
     rows = []
     for i in range(count):
-        kind = "pinned" if i == 1 else ("registered" if i % 3 == 0 else "hot")
+        kind: Literal["registered", "pinned", "hot"] = (
+            "pinned" if i == 1 else ("registered" if i % 3 == 0 else "hot")
+        )
         owners = [replicas[i % len(replicas)], replicas[(i + 1) % len(replicas)]]
         requests = 400 - i
         cells = {}
