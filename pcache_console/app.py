@@ -141,6 +141,7 @@ class TopApp(App[None]):
         yield StatusHeader(id="header")
         yield Static(id="flash")
         yield FleetTable(id="fleet")
+        yield Static(id="callouts")
         with Horizontal(id="lower"):
             with Vertical(id="heat-panel"):
                 yield HeatMap(id="heat")
@@ -211,6 +212,7 @@ class TopApp(App[None]):
         self.polls += 1
         self.history.record(frame)
         self.fleet.show(frame.status, self.history)
+        self._show_callouts(frame.status.callouts)
         if frame.heat is not None:
             self.heat.show(frame.heat, [r.name for r in frame.status.replicas])
             self.query_one("#detail", PrefixDetail).show(self.heat.selected)
@@ -220,6 +222,17 @@ class TopApp(App[None]):
         self._render_header()
         if isinstance(self.screen, ReplicaScreen):
             self.screen.show(frame, self.history)
+
+    def _show_callouts(self, callouts: list[str]) -> None:
+        """vllm-htop-style imbalance call-outs that name the replica; hidden when there are none."""
+        box = self.query_one("#callouts", Static)
+        box.display = bool(callouts)
+        text = Text()
+        for index, callout in enumerate(callouts[:3]):
+            text.append("\n" if index else "")
+            text.append(" ! ", style="bold yellow")
+            text.append(callout)
+        box.update(text)
 
     async def _backfill(self, status: StatusSnapshot) -> None:
         assert self._history_loader is not None

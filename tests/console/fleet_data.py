@@ -166,7 +166,7 @@ def fake_frame_parts(
         for r in rows
     ]
     snapshot = StatusSnapshot(
-        router=router, replicas=rows, all=_all_row(rows), callouts=["r6: KV usage 61%, fleet mean 40%"]
+        router=router, replicas=rows, all=_all_row(rows), callouts=["r5: KV usage 91%, fleet mean 52%"]
     )
     return snapshot, heat, _drift(now, rng)
 
