@@ -164,6 +164,7 @@ class RouterDaemon:
             "proxy_headers": False,
             "log_config": None,
             "timeout_keep_alive": 75,
+            "timeout_graceful_shutdown": 10,  # then in-flight streams are cut
             "backlog": 2048,
         }
         self._servers = [
