@@ -6,6 +6,7 @@ import asyncio
 import io
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -20,7 +21,7 @@ from pcache_console.source import RouterSource
 from tests.console.fleet_data import FROZEN_NOW, FakeRouter
 
 
-async def until(pilot: Pilot[object], condition: Callable[[], object], timeout: float = 10.0) -> None:
+async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Let the app run until ``condition()`` holds; fail with a clear message at the deadline."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -42,7 +43,7 @@ def fake_router() -> FakeRouter:
     return FakeRouter()
 
 
-def screen_name(app: App[object]) -> str:
+def screen_name(app: App[Any]) -> str:
     return type(app.screen).__name__
 
 

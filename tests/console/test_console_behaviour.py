@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +24,11 @@ from tests.console.fleet_data import FakeRouter
 SIZE = (150, 44)
 
 
-def _header(app: App[object]) -> str:
+def _header(app: App[Any]) -> str:
     return text_of(app.query_one(StatusHeader))
 
 
-def _flash(app: App[object]) -> str:
+def _flash(app: App[Any]) -> str:
     return text_of(app.query_one("#flash", Static))
 
 
@@ -136,3 +137,17 @@ async def test_no_color_keeps_the_meaning_in_words(
         assert "FULL" in rows["r5"] and "91%" in rows["r5"]
         assert "high" in rows["r6"] and "72%" in rows["r6"]
         assert "DOWN" in rows["r3"] and "STALE" in rows["r4"]
+
+
+async def test_command_palette_runs_the_drain_action(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: screen_name(app) == "CommandPalette")
+        await pilot.press(*"Drain replica", "enter")
+        await until(pilot, lambda: screen_name(app) == "ConfirmScreen")
+        assert ("POST", "/api/v1/replicas/r1/drain?dry_run=true") in fake_router.requests
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "Screen")
+        assert fake_router.writes == []

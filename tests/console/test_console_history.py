@@ -7,12 +7,13 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
+from textual.widgets import Static
 
 from pcache.client import AdminClient
 from pcache_console.app import TopApp
@@ -40,9 +41,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait(condition: object, what: str, timeout: float = 30.0) -> None:
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.2)
@@ -164,7 +165,8 @@ async def test_console_starts_with_prometheus_history_then_goes_live(
         history_loader=lambda status: load_history(prometheus, status, window_s=120, step_s=1),
     )
     async with app.run_test(size=(150, 44)) as pilot:
-        await until(pilot, lambda: "history loaded" in text_of(app.query_one("#flash")), timeout=20)  # type: ignore[arg-type]
+        flash = app.query_one("#flash", Static)
+        await until(pilot, lambda: "history loaded" in text_of(flash), timeout=20)
         assert app.polls == 1
         assert len(app.history.kv_usage["r1"]) >= 4
         before_live = [p for p in app.history.fleet() if p.hit_rate is not None]

@@ -7,6 +7,7 @@ check what the console sent as well as what the router did.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,7 +91,7 @@ async def test_table_fills_with_every_replica_and_the_all_row(router: RouterProc
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.fleet.row_count == 5)
         assert fleet_order(app) == ["r1", "r2", "r3", "r4", "ALL"]
-        assert "policy tiered" in text_of(app.query_one("#header"))  # type: ignore[arg-type]
+        assert "policy tiered" in text_of(app.query_one("#header", Static))
         assert "UP" in app.fleet.row_text("r1").plain
 
 
@@ -106,7 +107,7 @@ async def test_drain_through_the_modal_drains_the_replica_in_the_router(router: 
         await until(pilot, lambda: state_of(router, "r2") in ("draining", "drained"))
         await until(pilot, lambda: "DRAIN" in app.fleet.row_text("r2").plain)
         assert transport.writes == [("POST", "/api/v1/replicas/r2/drain")]
-        assert "r2 is drain" in text_of(app.query_one("#flash"))  # type: ignore[arg-type]
+        assert "r2 is drain" in text_of(app.query_one("#flash", Static))
 
 
 async def test_cancel_in_the_drain_modal_sends_nothing(router: RouterProcess) -> None:
@@ -121,7 +122,7 @@ async def test_cancel_in_the_drain_modal_sends_nothing(router: RouterProcess) ->
         await until(pilot, lambda: app.polls > polls)  # polling resumed after the modal closed
         assert transport.writes == []
         assert state_of(router, "r3") == "healthy"
-        assert "nothing sent" in text_of(app.query_one("#flash"))  # type: ignore[arg-type]
+        assert "nothing sent" in text_of(app.query_one("#flash", Static))
 
 
 async def test_readonly_blocks_every_action_key(router: RouterProcess) -> None:
@@ -185,10 +186,10 @@ async def test_pin_through_the_modal_pins_the_prefix_in_the_router(
         await pilot.press("p")
         await until(pilot, lambda: isinstance(app.screen, PinScreen))
         assert app.focused is not None and app.focused.id == "cancel"
-        app.screen.query_one("#pin-replicas").value = "r3"  # type: ignore[attr-defined]
-        app.screen.query_one("#pin-file").value = str(prefix_file)  # type: ignore[attr-defined]
-        app.screen.query_one("#confirm").press()  # type: ignore[attr-defined]
-        await until(pilot, lambda: "pinned support" in text_of(app.query_one("#flash")))  # type: ignore[arg-type]
+        app.screen.query_one("#pin-replicas", Input).value = "r3"
+        app.screen.query_one("#pin-file", Input).value = str(prefix_file)
+        app.screen.query_one("#confirm", Button).press()
+        await until(pilot, lambda: "pinned support" in text_of(app.query_one("#flash", Static)))
         assert transport.writes == [("PUT", "/api/v1/pins/support")]
         with router.admin() as admin:
             await until(
@@ -244,3 +245,19 @@ async def test_prewarm_through_the_modals_plans_then_runs_a_job(
         assert [m for m, p in transport.writes] == ["POST"]
         with router.admin() as admin:
             assert [job.state for job in admin.prewarm_jobs()] == ["done"]
+
+
+async def test_a_router_that_stops_answering_shows_stale_then_recovers(router: RouterProcess) -> None:
+    assert router.process is not None
+    client = AdminClient(router.admin_url, token=router.token, timeout=0.5)
+    app = TopApp(RouterSource(client), refresh_s=0.25)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.fleet.row_count == 5)
+        router.process.send_signal(signal.SIGSTOP)  # the router process freezes: polls time out
+        try:
+            await until(pilot, lambda: "STALE" in text_of(app.query_one("#header", Static)))
+            assert app.fleet.row_count == 5  # the last known rows stay
+        finally:
+            router.process.send_signal(signal.SIGCONT)
+        await until(pilot, lambda: "STALE" not in text_of(app.query_one("#header", Static)))
+        assert "answering again" in text_of(app.query_one("#flash", Static))

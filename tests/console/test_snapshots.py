@@ -6,6 +6,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
+from pcache_console.app import TopApp
 from tests.console.conftest import fake_app, screen_name, until
 from tests.console.fleet_data import FakeRouter
 
@@ -13,7 +14,9 @@ SIZE = (150, 44)
 
 
 async def _loaded(pilot: Pilot[Any]) -> None:
-    await until(pilot, lambda: pilot.app.polls >= 1)
+    app = pilot.app
+    assert isinstance(app, TopApp)
+    await until(pilot, lambda: app.polls >= 1)
 
 
 def test_main_screen(snap_compare: Any) -> None:
