@@ -23,7 +23,7 @@ SYSTEM_PROMPTS = [
     f"You are assistant {i} of the Initech help desk. Follow the runbook, be brief, cite tickets. " * 32
     for i in range(32)
 ]
-SESSIONS = 96
+SESSIONS = 64
 TURNS = 3
 
 
