@@ -107,7 +107,11 @@ def _mixed_traffic(router: RouterProcess, sessions: list[str]) -> tuple[int, lis
                 assert chunks and chunks[-1].choices[0].finish_reason == "length"
             else:
                 with httpx.stream(
-                    "POST", f"{router.url}/v1/chat/completions", json=_body(session, True), headers=headers
+                    "POST",
+                    f"{router.url}/v1/chat/completions",
+                    json=_body(session, True),
+                    headers=headers,
+                    timeout=10,
                 ) as response:
                     response.read()
                 events = _sse_events(response)
