@@ -11,15 +11,15 @@ replica that would be clearly slower to produce the first token.
    prompt. New sessions and prefixes so spread evenly, and a shared prefix that outgrows one
    replica is shared by the least loaded of the replicas that hold it.
 3. The first candidate in that order wins that is under the load bound ``ceil((1 + eps) * mean)``
-   (requests in flight, the mean counting this request) and whose cost is within ``1 + cost_eps``
-   of the cheapest candidate under the bound. Cost = prompt tokens queued there for prefill
-   (``ReplicaView.pending_tokens``, 0 when unknown) + ``miss_weight`` x the request's tokens not
-   predicted cached there, by an approximate per-replica prefix index like ``cache_aware``'s. A
-   miss weighs double: it delays this request and, as new prefill work, those queued after it.
-   Blocks most candidates hold, and a Tier-1 prefix on its owners, count as cached everywhere: they
-   are (or will be after one miss each), and preferring whoever got them first would starve the
-   rest, a replica just added most. If no candidate qualifies, the least loaded routable replica
-   outside the set (or in it, when the set is every replica).
+   (requests in flight, the mean counting this request; eps 0.75 by default) and whose cost is
+   within ``1 + cost_eps`` of the cheapest candidate under the bound. Cost = prompt tokens queued
+   there for prefill (``ReplicaView.pending_tokens``, 0 when unknown) + ``miss_weight`` x the
+   request's tokens not predicted cached there, by an approximate per-replica prefix index like
+   ``cache_aware``'s. A miss weighs double: it delays this request and, as new prefill work, those
+   queued after it. Blocks most candidates hold, and a Tier-1 prefix on its owners, count as cached
+   everywhere: they are (or will be after one miss each), and preferring whoever got them first
+   would starve the rest, a replica just added most. If no candidate qualifies, the least loaded
+   routable replica outside the set (or in it, when the set is every replica).
 4. The chosen replica becomes the session's home; a change of home is drift, with its cause.
 
 So a prefix every request shares (the Mooncake trace's first block) costs the same everywhere and
@@ -52,7 +52,7 @@ class TieredPolicy(BasePolicy):
 
     def __init__(
         self,
-        eps: float = 0.25,
+        eps: float = 0.75,
         max_sessions: int = 1_000_000,
         cache_index: bool = True,
         default_capacity_tokens: int = 450_000,
@@ -62,10 +62,14 @@ class TieredPolicy(BasePolicy):
         hot_copy_factor: float = 2.0,
         detector: HotPrefixDetector | None = None,
     ) -> None:
-        """``everywhere_fraction``: share of the candidates that must hold a prefix for it to count
-        as cached everywhere. ``hot_copy_factor``: a Tier-1 prefix carrying a share s of requests is
-        cached on ``ceil(s * N * hot_copy_factor)`` replicas (at least its registered copies).
-        ``detector`` measures those shares (a bounded :class:`HotPrefixDetector` by default)."""
+        """``eps``: the load bound's slack. 0.75, not the 0.25 of plain bounded-load hashing: load
+        counts requests in flight, mostly decoding, a few per replica, so a 25% bound is one request,
+        less than the load's own noise, and it sent requests away from their cache on noise alone (see
+        bench/routing.py). ``everywhere_fraction``: share of the candidates that must hold a prefix for
+        it to count as cached everywhere. ``hot_copy_factor``: a Tier-1 prefix carrying a share s of
+        requests is cached on ``ceil(s * N * hot_copy_factor)`` replicas (at least its registered
+        copies). ``detector`` measures those shares (a bounded :class:`HotPrefixDetector` by
+        default)."""
         if eps < 0:
             raise ValueError("eps must be >= 0")
         if max_sessions < 1:

@@ -304,7 +304,7 @@ def test_tiered_restricts_a_grouped_prefix_to_its_group() -> None:
 
 
 def test_tiered_spills_to_the_least_loaded_outside_the_set_when_owners_are_full() -> None:
-    policy = TieredPolicy()
+    policy = TieredPolicy(eps=0.25)
     loads = {"r1": 9, "r2": 9, "r3": 0, "r4": 2}
     view = FleetView(fleet(4, loads).replicas, {"sys": Tier1Prefix("sys", (10,), pinned=("r1", "r2"))})
     decision = policy.route(fp((10, 1), "g", tier1="sys", tier1_blocks=1), view)
@@ -312,7 +312,7 @@ def test_tiered_spills_to_the_least_loaded_outside_the_set_when_owners_are_full(
 
 
 def test_tiered_spreads_a_prefix_shared_by_all_traffic_over_every_replica() -> None:
-    policy = TieredPolicy()
+    policy = TieredPolicy(eps=0.25)
     loads: Counter[str] = Counter()
     for i in range(800):  # requests stay in flight: the load bound spreads the shared first block
         decision = policy.route(fp((0, 1000 + i, 2000 + i), f"conv{i}"), fleet(8, dict(loads)))
@@ -371,7 +371,7 @@ def test_tiered_forget_replica_drops_its_sessions() -> None:
 
 
 def test_tiered_does_not_starve_a_new_replica_of_a_prefix_everyone_else_holds() -> None:
-    policy = TieredPolicy()
+    policy = TieredPolicy(eps=0.25)
     for i in range(16):  # block 0 starts every prompt; the load bound spreads it to all four replicas
         busy = {f"r{n}": 10 for n in range(1, 5)} | {f"r{i % 4 + 1}": 0}
         policy.route(fp((0, 100 + i), f"warm{i}"), fleet(4, busy))
