@@ -65,10 +65,24 @@ def sim() -> Iterator[SimFleet]:
         yield fleet
 
 
-@pytest.fixture
-def router(sim: SimFleet, tmp_path: Path) -> Iterator[RouterProcess]:
-    with RouterProcess(replicas=sim.urls, state_dir=tmp_path) as process:
+@pytest.fixture(scope="module")
+def shared_router(sim: SimFleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
+    with RouterProcess(replicas=sim.urls, state_dir=tmp_path_factory.mktemp("router")) as process:
         yield process
+
+
+@pytest.fixture
+def router(shared_router: RouterProcess) -> RouterProcess:
+    """The module's router, with every replica routable and no operator pins (one start per module)."""
+    with shared_router.admin() as admin:
+        for replica in admin.replicas():
+            if replica.state in ("draining", "drained"):
+                admin.undrain(replica.name)
+        for pin in admin.pins():
+            if pin.source == "pin":
+                admin.unpin(pin.name)
+        assert {r.state for r in admin.replicas()} == {"healthy"}
+    return shared_router
 
 
 def console(router: RouterProcess, *, readonly: bool = False) -> tuple[TopApp, RecordingTransport]:
@@ -244,7 +258,9 @@ async def test_prewarm_through_the_modals_plans_then_runs_a_job(
         await until(pilot, lambda: "done: 2/2 done" in text_of(app.query_one("#flash", Static)), timeout=20)
         assert [m for m, p in transport.writes] == ["POST"]
         with router.admin() as admin:
-            assert [job.state for job in admin.prewarm_jobs()] == ["done"]
+            jobs = {job.id: job for job in admin.prewarm_jobs()}
+        job_id = text_of(app.query_one("#flash", Static)).split("prewarm ", 1)[1].split()[0]
+        assert jobs[job_id].state == "done" and jobs[job_id].total == 2
 
 
 async def test_a_router_that_stops_answering_shows_stale_then_recovers(router: RouterProcess) -> None:
