@@ -359,7 +359,7 @@ class TopApp(App[None]):
             yield SystemCommand("Undrain replica", "Undrain the selected replica", self.action_undrain)
             yield SystemCommand("Pin prefix", "Pin the selected prefix", self.action_pin)
             yield SystemCommand("Unpin prefix", "Unpin the selected prefix", self.action_unpin)
-            yield SystemCommand("Prewarm", "Prewarm the selected prefix or a file", self.action_prewarm)
+            yield SystemCommand("Prewarm", "Prewarm the prefixes in a file", self.action_prewarm)
         for sort in _SORT_KEYS:
             label = SORTS[sort.sort][0]
             yield SystemCommand(

@@ -25,9 +25,9 @@ KEYS: tuple[tuple[str, str, str | None], ...] = (
     ("tab", "move between the fleet table and the heat map", None),
     ("d", "drain the selected replica", "drain"),
     ("U", "undrain the selected replica", "undrain"),
-    ("p", "pin the selected prefix", "pin"),
+    ("p", "pin the selected prefix (its text from a file)", "pin"),
     ("u", "unpin the selected prefix", "unpin"),
-    ("w", "prewarm the selected prefix or a file", "prewarm"),
+    ("w", "prewarm the prefixes in a file", "prewarm"),
     ("ctrl+p", "command palette", None),
     ("q", "quit", None),
 )

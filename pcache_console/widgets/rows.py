@@ -172,6 +172,7 @@ class RowTable(ScrollView, can_focus=True):
         """After a batch of changes: resize the scrollable area and repaint."""
         self.virtual_size = Size(self._width, len(self._keys) + 1)
         self.cursor_row = min(self.cursor_row, max(len(self._keys) - 1, 0))
+        self._scroll_to_cursor()  # the cursor's row may have moved with a re-sort
         self.refresh()
 
     def move_cursor(self, row: int) -> None:
