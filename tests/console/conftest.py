@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 from collections.abc import Callable
@@ -59,4 +58,4 @@ def text_of(widget: Static) -> str:
     return console.export_text()
 
 
-__all__ = ["asyncio", "fake_app", "screen_name", "text_of", "until"]
+__all__ = ["fake_app", "screen_name", "text_of", "until"]
