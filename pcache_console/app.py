@@ -133,6 +133,7 @@ class TopApp(App[None]):
         self._history_loader = history_loader
         self._last_ok: float | None = None
         self._poll_error: str | None = None
+        self._warnings: tuple[str, ...] = ()
         self._wake = asyncio.Event()
 
     # ---- layout -------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class TopApp(App[None]):
     async def poll_once(self) -> None:
         try:
             frame = await self.source.poll()
-        except AdminError as exc:
+        except (AdminError, ValueError) as exc:  # ValueError: a body that is not the API's JSON
             if self._poll_error is None:
                 self.flash(f"{exc} (retrying every {self.refresh_s:g}s)", error=True)
             self._poll_error = str(exc)
@@ -217,8 +218,9 @@ class TopApp(App[None]):
             self.heat.show(frame.heat, [r.name for r in frame.status.replicas])
             self.query_one("#detail", PrefixDetail).show(self.heat.selected)
         self.query_one("#drift", DriftChart).show(self.history.fleet(), self.history.moves_by_cause)
-        if frame.warnings:
-            self.flash("; ".join(frame.warnings), error=True)
+        if frame.warnings and frame.warnings != self._warnings:
+            self.flash("; ".join(frame.warnings), error=True)  # once, not on every poll
+        self._warnings = frame.warnings
         self._render_header()
         if isinstance(self.screen, ReplicaScreen):
             self.screen.show(frame, self.history)

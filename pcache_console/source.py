@@ -69,13 +69,14 @@ class RouterSource:
         )
         if isinstance(status, BaseException):
             raise status
+        # A failing extra (an older router, a body that does not parse) is a warning, not a failure.
         warnings = tuple(
-            f"{what}: {error}"
+            f"{what}: {str(error).splitlines()[0]}"
             for what, error in (("prefixes", heat), ("drift", drift))
-            if isinstance(error, AdminError)
+            if isinstance(error, AdminError | ValueError)
         )
         for extra in (heat, drift):
-            if isinstance(extra, BaseException) and not isinstance(extra, AdminError):
+            if isinstance(extra, BaseException) and not isinstance(extra, AdminError | ValueError):
                 raise extra
         return Frame(
             status=status,

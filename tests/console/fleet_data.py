@@ -178,6 +178,7 @@ class FakeRouter:
         self.snapshot, self.heat, self.drift = fake_frame_parts(replicas, prefixes, now=now)
         self.requests: list[tuple[str, str]] = []
         self.down = False
+        self.snapshot_json_override: object = None  # served instead of the status snapshot
 
     @property
     def writes(self) -> list[tuple[str, str]]:
@@ -205,9 +206,11 @@ class FakeRouter:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         if request.method == "GET" and path == "/api/v1/status":
+            if self.snapshot_json_override is not None:
+                return httpx.Response(200, json=self.snapshot_json_override)
             return httpx.Response(200, json=self.snapshot.model_dump(mode="json"))
         if request.method == "GET" and path == "/api/v1/prefixes":
-            return httpx.Response(200, json=self.heat.model_dump(mode="json"))
+            return httpx.Response(200, json=self.heat.model_dump(mode="json") if self.heat else None)
         if request.method == "GET" and path == "/api/v1/drift":
             return httpx.Response(200, json=self.drift.model_dump(mode="json"))
         if match := re.fullmatch(r"/api/v1/replicas/([^/]+)/(drain|undrain)", path):

@@ -151,3 +151,19 @@ async def test_command_palette_runs_the_drain_action(fake_router: FakeRouter) ->
         await pilot.press("escape")
         await until(pilot, lambda: screen_name(app) == "Screen")
         assert fake_router.writes == []
+
+
+async def test_a_body_that_does_not_parse_is_reported_not_fatal(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        fake_router.heat = None  # type: ignore[assignment]  # the fake now answers prefixes with null
+        fake_router.snapshot_json_override = {"router": {"policy": 3}}
+        app.poll_now()
+        await until(pilot, lambda: "STALE" in _header(app))
+        assert "validation error" in _flash(app)
+        fake_router.snapshot_json_override = None
+        app.poll_now()
+        await until(pilot, lambda: "STALE" not in _header(app))
+        assert "prefixes:" in _flash(app)  # the heat map still fails: a warning on the flash line
+        assert app.fleet.row_count == 7
