@@ -161,7 +161,8 @@ class RowTable(ScrollView, can_focus=True):
     def set_order(self, keys: Iterable[str]) -> None:
         """Put the rows in this order (keys not listed keep their relative order at the end)."""
         wanted = [key for key in keys if key in self._texts]
-        rest = [key for key in self._keys if key not in set(wanted)]
+        listed = set(wanted)
+        rest = [key for key in self._keys if key not in listed]
         order = wanted + rest
         if order != self._keys:
             selected = self.selected_key
