@@ -277,3 +277,23 @@ async def test_a_router_that_stops_answering_shows_stale_then_recovers(router: R
             router.process.send_signal(signal.SIGCONT)
         await until(pilot, lambda: "STALE" not in text_of(app.query_one("#header", Static)))
         assert "answering again" in text_of(app.query_one("#flash", Static))
+
+
+async def test_unpin_through_the_modal_removes_the_pin_in_the_router(router: RouterProcess) -> None:
+    with router.admin() as admin:
+        admin.pin("support", PinIn(text=PINNED_TEXT, replicas=["r2"]))
+    app, transport = console(router)
+    async with app.run_test(size=SIZE) as pilot:
+        heat = app.query_one(HeatMap)
+        await until(pilot, lambda: "support" in {p.name for p in heat.prefixes.values()})
+        key = next(k for k, p in heat.prefixes.items() if p.name == "support")
+        heat.focus()
+        heat.move_cursor(heat.keys.index(key))
+        await pilot.press("u")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: "unpinned support" in text_of(app.query_one("#flash", Static)))
+        assert transport.writes == [("DELETE", "/api/v1/pins/support")]
+        with router.admin() as admin:
+            assert "support" not in {pin.name for pin in admin.pins()}
