@@ -44,6 +44,7 @@ class ReplicaEntry:
     drain: str | None = None  # None | "draining" | "drained"
     joining: bool = False  # added at run time, not routable until its Tier-1 share is prewarmed
     in_flight: int = 0
+    pending_tokens: int = 0  # predicted uncached prompt tokens of requests not yet past prefill
     failures: int = 0  # consecutive failed checks / proxied requests
     successes: int = 0  # consecutive good checks while unhealthy
     stats: ReplicaStats | None = None
@@ -111,6 +112,7 @@ class Fleet:
                     group=e.group,
                     kv_usage=e.stats.kv_usage if e.stats is not None else None,
                     cache_capacity_tokens=_capacity(e.stats),
+                    pending_tokens=e.pending_tokens,
                 )
                 for e in self._entries.values()
             )
@@ -201,11 +203,19 @@ class Fleet:
 
     # ---- traffic --------------------------------------------------------------------------------
 
-    def begin(self, name: str) -> None:
-        """A proxied request to ``name`` started."""
+    def begin(self, name: str, prefill_tokens: int = 0) -> None:
+        """A proxied request to ``name`` started, with ``prefill_tokens`` still to prefill there."""
         entry = self._entries.get(name)
         if entry is not None:
             entry.in_flight += 1
+            entry.pending_tokens += prefill_tokens
+            self._view = None
+
+    def prefilled(self, name: str, prefill_tokens: int) -> None:
+        """``prefill_tokens`` announced by :meth:`begin` are done (first byte seen, or gave up)."""
+        entry = self._entries.get(name)
+        if entry is not None and prefill_tokens:
+            entry.pending_tokens = max(0, entry.pending_tokens - prefill_tokens)
             self._view = None
 
     def end(self, name: str) -> None:

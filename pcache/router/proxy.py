@@ -137,6 +137,23 @@ def _usage_of(payload: object) -> tuple[int | None, int | None]:
     return (prompt if isinstance(prompt, int) else None, cached if isinstance(cached, int) else None)
 
 
+class _Prefill:
+    """Prompt tokens an attempt still has to prefill on its replica; released exactly once, at the
+    first upstream byte or when the attempt ends, so ``ReplicaView.pending_tokens`` tracks queues."""
+
+    __slots__ = ("fleet", "replica", "tokens")
+
+    def __init__(self, fleet: Fleet, replica: str, tokens: int) -> None:
+        self.fleet = fleet
+        self.replica = replica
+        self.tokens = tokens
+
+    def release(self) -> None:
+        if self.tokens:
+            self.fleet.prefilled(self.replica, self.tokens)
+            self.tokens = 0
+
+
 class _StreamUsage:
     """Finds the usage object in an SSE stream, parsing only complete events that mention it."""
 
@@ -338,7 +355,11 @@ class ProxyApp:
                 (b"x-pcache-replica", replica.encode()),
                 (b"x-pcache-reason", (decision.reason.value if number == 0 else "retry").encode()),
             ]
-            self.fleet.begin(replica)
+            cached = decision.predicted_cached_blocks if replica == decision.replica else 0
+            prefill = _Prefill(
+                self.fleet, replica, max(0, fingerprint.prompt_tokens - cached * fingerprint.block_tokens)
+            )
+            self.fleet.begin(replica, prefill.tokens)
             try:
                 outcome = await self._attempt(
                     replica,
@@ -352,11 +373,13 @@ class ProxyApp:
                     is_last,
                     decision_headers,
                     arrived,
+                    prefill,
                 )
             except UpstreamError as exc:
                 last_error = str(exc)
                 continue
             finally:
+                prefill.release()
                 self.fleet.end(replica)
             self.routing.observe(fingerprint, decision, outcome)
             return
@@ -383,6 +406,7 @@ class ProxyApp:
         is_last: bool,
         decision_headers: list[tuple[bytes, bytes]],
         arrived: float,
+        prefill: _Prefill,
     ) -> Outcome:
         """One try on one replica. Raises UpstreamError if nothing reached the client (retryable)."""
         url = self.fleet.url(replica) + path
@@ -396,8 +420,10 @@ class ProxyApp:
                 self._failed(replica, "status", f"HTTP {response.status}")
                 raise UpstreamError(f"{replica} answered HTTP {response.status}")
             if stream and response.status == 200:
-                return await self._stream(replica, response, send, receive, decision_headers, arrived)
-            return await self._whole(replica, response, send, decision_headers, arrived)
+                return await self._stream(
+                    replica, response, send, receive, decision_headers, arrived, prefill
+                )
+            return await self._whole(replica, response, send, decision_headers, arrived, prefill)
         finally:
             await response.close()
 
@@ -413,12 +439,14 @@ class ProxyApp:
         send: Send,
         decision_headers: list[tuple[bytes, bytes]],
         arrived: float,
+        prefill: _Prefill,
     ) -> Outcome:
         chunks: list[bytes] = []
         first = True
         try:
             async for chunk in response.body():
                 if first:
+                    prefill.release()
                     self.metrics.observe_ttfb(replica, time.perf_counter() - arrived)
                     first = False
                 chunks.append(chunk)
@@ -458,6 +486,7 @@ class ProxyApp:
         receive: Receive,
         decision_headers: list[tuple[bytes, bytes]],
         arrived: float,
+        prefill: _Prefill,
     ) -> Outcome:
         usage = _StreamUsage()
         started = False
@@ -466,6 +495,7 @@ class ProxyApp:
         try:
             async for chunk in response.body():
                 if not started:
+                    prefill.release()
                     ttfb = time.perf_counter() - arrived
                     self.metrics.observe_ttfb(replica, ttfb)
                     await send(

@@ -35,6 +35,22 @@ def test_load_is_in_flight_plus_engine_waiting() -> None:
     assert replica is not None and replica.load == 7 and replica.kv_usage == 0.5
 
 
+def test_pending_prefill_tokens_are_visible_to_policies_until_prefilled() -> None:
+    fleet = _fleet("r1", "r2")
+    fleet.begin("r1", 3000)
+    fleet.begin("r1", 500)
+    view = fleet.view().by_name("r1")
+    assert view is not None and view.pending_tokens == 3500
+    fleet.prefilled("r1", 3000)  # first byte of the first request
+    view = fleet.view().by_name("r1")
+    assert view is not None and view.pending_tokens == 500 and view.load == 2
+    fleet.prefilled("r1", 500)
+    fleet.end("r1")
+    fleet.end("r1")
+    view = fleet.view().by_name("r1")
+    assert view is not None and view.pending_tokens == 0 and view.load == 0
+
+
 def test_draining_becomes_drained_when_the_last_request_ends() -> None:
     drained: list[str] = []
     fleet = _fleet("r1", "r2", on_drained=drained.append)
