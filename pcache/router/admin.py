@@ -11,7 +11,7 @@ import hmac
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +35,7 @@ from pcache.api import (
 )
 from pcache.prompt import PromptError
 from pcache.router.actions import ActionError
+from pcache.router.config import NAME_PATTERN
 from pcache.router.snapshot import replica_status, status_snapshot
 
 if TYPE_CHECKING:
@@ -205,10 +206,10 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         return actions.pins()
 
     @app.put("/api/v1/pins/{name}", response_model=PinOut, dependencies=write, responses=_ERRORS)
-    async def pin(name: str, body: PinIn) -> PinOut:
+    async def pin(
+        name: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)], body: PinIn
+    ) -> PinOut:
         """Register or replace a Tier-1 prefix pinned to replicas or k copies; optionally prewarm it."""
-        if not name or len(name) > 128:
-            raise ActionError(422, "pin names are 1 to 128 characters", "invalid_name")
         return await actions.pin(name, body)
 
     @app.delete("/api/v1/pins/{name}", response_model=PinOut, dependencies=write, responses=_ERRORS)

@@ -34,7 +34,7 @@ __all__ = [
     "split_host_port",
 ]
 
-_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class ConfigError(Exception):
@@ -119,7 +119,7 @@ class PolicyConfig(_Section):
 
 
 class ReplicaConfig(_Section):
-    name: str = Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)
+    name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     url: str = Field(min_length=1)
     engine: str = "auto"
     group: str | None = None
@@ -141,7 +141,7 @@ class ReplicaConfig(_Section):
 class Tier1Config(_Section):
     """A Tier-1 prefix: ``text`` or ``file``, routed to ``replicas`` (pinned) or to ``copies`` owners."""
 
-    name: str = Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN)
     text: str | None = None
     file: str | None = None
     as_: Literal["chat", "completion"] = Field(default="chat", alias="as")

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pcache.api import ExplainRequest
+from pcache.api import ExplainRequest, PinIn
 from pcache.client import AdminClient, NotFound, Refused, Unauthorized
 from pcache.fleet_view import Tier1Prefix
 from pcache.router.config import ConfigError, load_config, parse_config
@@ -131,6 +131,13 @@ async def test_config_prefixes_cannot_be_unpinned_and_unknown_ones_are_404(admin
     assert refused.value.status == 409
     with pytest.raises(NotFound):
         await admin.unpin("ghost")
+
+
+async def test_pin_names_follow_the_config_name_rule(admin: AdminClient) -> None:
+    with pytest.raises(Refused) as refused:
+        await admin.pin("bad name!", PinIn(text="x" * 600))
+    assert refused.value.status == 422
+    assert "bad name!" not in [p.name for p in await admin.pins()]
 
 
 async def test_the_data_plane_rejects_bad_requests_with_openai_errors(daemon: RouterDaemon) -> None:
