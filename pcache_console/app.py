@@ -43,6 +43,16 @@ __all__ = ["REFRESH_STEPS", "ROUTER_ACTIONS", "TopApp", "blast_radius_text"]
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 ROUTER_ACTIONS = frozenset({"drain", "undrain", "pin", "unpin", "prewarm"})
+# Keys of the main screen, off while a dialog is up (so space or / cannot act behind it).
+_MAIN_SCREEN_ACTIONS = ROUTER_ACTIONS | {
+    "help",
+    "filter",
+    "clear_filter",
+    "pause",
+    "slower",
+    "faster",
+    "sort",
+}
 HistoryLoader = Callable[[StatusSnapshot], Backfill]
 
 
@@ -346,11 +356,21 @@ class TopApp(App[None]):
         return None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self._modal_open() and action in _MAIN_SCREEN_ACTIONS:
+            return False  # a dialog is up: its keys only (q still quits)
         if action in ROUTER_ACTIONS:
-            if self._modal_open():
-                return False
             return None if self._disabled_reason() else True
         return True
+
+    _main_screen_actions = ROUTER_ACTIONS | {
+        "help",
+        "filter",
+        "clear_filter",
+        "pause",
+        "slower",
+        "faster",
+        "sort",
+    }
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
