@@ -309,45 +309,31 @@ def test_a_slow_replica_times_out_at_the_limit_and_new_sessions_are_steered_away
             assert elapsed < 2.0 + 2.0, (session, elapsed)
 
 
-def test_a_healthy_replica_over_the_load_bound_still_takes_the_retry_rather_than_an_error(
+def test_a_healthy_replica_the_policy_passed_over_still_takes_the_retry_rather_than_an_error(
     sim: SimFleet, tmp_path: Path
 ) -> None:
-    """Regression (found by bench/soak.py): retries went only to candidates under the load bound,
-    so when the only healthy replica was the busy one, the client got the last failing replica's
-    500 although a replica could serve it."""
-    with RouterProcess(replicas=sim.urls, state_dir=tmp_path, health={"interval_s": 30.0}) as router:
-        busy = "r3"
-        holders = _sessions_homed_on(router, busy, "holder", count=1)
-        sim.set_faults(busy, slow_factor=40.0)
-        threads = [
-            threading.Thread(
-                target=httpx.post,
-                args=(f"{router.url}/v1/chat/completions",),
-                kwargs={
-                    "json": {**_body(s), "max_tokens": 60},
-                    "headers": {"x-session-id": s},
-                    "timeout": 30,
-                },
-            )
-            for s in holders
-        ]
-        for thread in threads:
-            thread.start()
+    """Regression (found by bench/soak.py): retries went only to the policy's usable candidates, so
+    when every one of them failed, the client got the last one's 500 although a healthy replica,
+    excluded only as over the load bound or (here) as not an owner of the request's Tier-1 prefix,
+    could have served it."""
+    system = "You are the shipping assistant of ACME. Quote the tracking page for every answer. " * 8
+    tier1 = [{"name": "shipping", "text": system, "copies": 2}]
+    body = {**_body("newcomer"), "messages": [{"role": "system", "content": system}, *_body("x")["messages"]]}
+    with RouterProcess(
+        replicas=sim.urls, tier1=tier1, state_dir=tmp_path, health={"interval_s": 30.0}
+    ) as router:
         with router.admin() as admin:
-            _eventually(lambda: next(r for r in admin.replicas() if r.name == busy).in_flight >= 1, 5)
-            sim.set_faults("r1", error_rate=1.0)
-            sim.set_faults("r2", error_rate=1.0)
-            session = "newcomer"
-            decision = admin.explain(ExplainRequest(body=_body(session), session=session))
-        over = [c.replica for c in decision.candidates if c.excluded == "over_load_bound"]
-        assert busy in over, decision  # the setup: the only healthy replica is over the bound
+            decision = admin.explain(ExplainRequest(body=body, session="newcomer"))
+        passed_over = [
+            c.replica for c in decision.candidates if c.excluded in ("not_owner", "over_load_bound")
+        ]
+        usable = [c.replica for c in decision.candidates if c.excluded is None]
+        assert len(passed_over) == 1 and len(usable) == 2, decision  # the setup: two owners, one other
+        for name in usable:
+            sim.set_faults(name, error_rate=1.0)
         response = httpx.post(
-            f"{router.url}/v1/chat/completions",
-            json=_body(session),
-            headers={"x-session-id": session},
-            timeout=30,
+            f"{router.url}/v1/chat/completions", json=body, headers={"x-session-id": "newcomer"}, timeout=30
         )
         assert response.status_code == 200, response.text
-        assert response.headers["x-pcache-replica"] == busy
-        for thread in threads:
-            thread.join(30)
+        assert response.headers["x-pcache-replica"] == passed_over[0]
+        assert response.headers["x-pcache-reason"] == "retry"
