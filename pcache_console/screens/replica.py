@@ -8,12 +8,12 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Sparkline, Static
+from textual.widgets import Footer, Static
 
 from pcache.api import ReplicaStatus
-from pcache_console.cells import kv_bar, number, percent, rate, seconds, state_label
+from pcache_console.cells import kv_bar, number, percent, rate, seconds, spark, state_label
 from pcache_console.history import History
 from pcache_console.source import Frame
 from pcache_console.widgets.heatmap import prefix_label
@@ -61,11 +61,7 @@ class ReplicaScreen(Screen[None]):
         yield Static(Text(f" replica {self.replica_name} ", style="bold reverse"), id="replica-title")
         with Horizontal(id="replica-body"):
             yield Static(id="replica-stats")
-            with Vertical(id="replica-trends"):
-                yield Static("KV usage", classes="trend-label")
-                yield Sparkline([], id="kv-spark")
-                yield Static("prefix-cache hit rate", classes="trend-label")
-                yield Sparkline([], id="hit-spark")
+            yield Static(id="replica-trends")
         yield Static(id="replica-prefixes")
         yield Footer()
 
@@ -86,11 +82,18 @@ class ReplicaScreen(Screen[None]):
             stats.update(Text(f"{self.replica_name} is no longer in the fleet", style="bold red"))
             return
         stats.update(_stats(replica))
-        for widget_id, trail in (
-            ("#kv-spark", history.kv_usage.get(replica.name, ())),
-            ("#hit-spark", history.hit_rate.get(replica.name, ())),
+        trends = self.query_one("#replica-trends", Static)
+        width = max(trends.content_size.width, 20)
+        text = Text()
+        for label, trail in (
+            ("KV usage", history.kv_usage.get(replica.name, ())),
+            ("prefix-cache hit rate", history.hit_rate.get(replica.name, ())),
         ):
-            self.query_one(widget_id, Sparkline).data = [v for v in trail if v is not None]
+            # Scaled 0..100%, like the table's trend columns (a sparkline scaled to its own range
+            # makes a flat 13% look full).
+            text.append(f"{label} (0-100%, last {min(len(trail), width)} polls)\n", style="bold")
+            text.append(spark(list(trail), width=width) + "\n\n", style="cyan")
+        trends.update(text)
         prefixes = Table(title="prefixes served here (window)", title_justify="left", box=None)
         for column in ("prefix", "kind", "requests", "share", "tokens", "mark"):
             prefixes.add_column(column)
