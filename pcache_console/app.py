@@ -2,8 +2,8 @@
 
 One worker polls the source (one shared HTTP client), schedules the next poll after the last one
 finishes, and skips polls while paused or while a modal is open. Every action (drain, undrain, pin,
-unpin, prewarm) goes through a modal that opens with the focus on Cancel, then through the admin
-client; its result lands in the flash line under the header.
+unpin, prewarm, in :mod:`pcache_console.actions`) goes through a modal that opens with the focus on
+Cancel, then through the admin client; its result lands in the flash line under the header.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
 from rich.text import Text
@@ -25,21 +24,20 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
-from pcache.api import BlastRadius, PinIn, PrefixRow, PrewarmIn, PrewarmJob, StatusSnapshot
-from pcache.client import AdminClient, AdminError, RouterUnreachable
+from pcache.api import PrefixRow, StatusSnapshot
+from pcache.client import AdminClient, AdminError
+from pcache_console import actions
 from pcache_console.history import Backfill, History
-from pcache_console.screens.confirm import ConfirmScreen
-from pcache_console.screens.forms import PinForm, PinScreen, PrewarmForm, PrewarmScreen
 from pcache_console.screens.help import HelpScreen
 from pcache_console.screens.replica import ReplicaScreen
 from pcache_console.source import Frame, Source
 from pcache_console.widgets.drift import DriftChart
 from pcache_console.widgets.fleet import ALL_ROW, SORTS, FleetTable
 from pcache_console.widgets.header import StatusHeader
-from pcache_console.widgets.heatmap import HeatMap, PrefixDetail, prefix_label
+from pcache_console.widgets.heatmap import HeatMap, PrefixDetail
 from pcache_console.widgets.rows import RowTable
 
-__all__ = ["REFRESH_STEPS", "ROUTER_ACTIONS", "TopApp", "blast_radius_text"]
+__all__ = ["REFRESH_STEPS", "ROUTER_ACTIONS", "TopApp"]
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 ROUTER_ACTIONS = frozenset({"drain", "undrain", "pin", "unpin", "prewarm"})
@@ -72,28 +70,6 @@ _SORT_KEYS = (
     _SortKey("E", "sessions"),
     _SortKey("R", "rps"),
 )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def blast_radius_text(radius: BlastRadius) -> Text:
-    """What a drain of ``radius.replica`` touches, one line per kind of thing."""
-    text = Text()
-    text.append(f"{radius.replica}", style="bold")
-    text.append(f" is {radius.state}.\n")
-    text.append(f"• {_count(radius.in_flight, 'request')} in flight will finish there\n")
-    text.append(f"• {_count(radius.sessions, 'session')} homed there will move to their next choice\n")
-    if radius.tier1:
-        text.append("• Tier-1 prefixes re-homed (prewarmed on their successors first):\n")
-        for move in radius.tier1:
-            text.append(f"    {move.prefix} → {', '.join(move.successors) or 'nowhere'}\n")
-    else:
-        text.append("• no Tier-1 prefix is owned or pinned there\n")
-    if radius.last_routable:
-        text.append("⚠ it is the LAST routable replica: new requests will fail\n", style="bold red")
-    return text
 
 
 class TopApp(App[None]):
@@ -413,127 +389,27 @@ class TopApp(App[None]):
 
     def action_drain(self) -> None:
         if (name := self._selected_replica()) is not None:
-            self.run_worker(self._drain(name), group="action", exclusive=True)
+            self.run_worker(actions.drain(self, self._client(), name), group="action", exclusive=True)
 
     def action_undrain(self) -> None:
         if (name := self._selected_replica()) is not None:
-            self.run_worker(self._undrain(name), group="action", exclusive=True)
+            current = self.fleet.replicas.get(name)
+            flow = actions.undrain(self, self._client(), name, current.state if current else None)
+            self.run_worker(flow, group="action", exclusive=True)
 
     def action_pin(self) -> None:
         if (row := self._selected_prefix()) is not None:
-            self.run_worker(self._pin(row), group="action", exclusive=True)
+            selected = self.fleet.selected_name
+            default = row.owners or ([selected] if selected and selected != ALL_ROW else [])
+            self.run_worker(actions.pin(self, self._client(), row, default), group="action", exclusive=True)
 
     def action_unpin(self) -> None:
         if (row := self._selected_prefix()) is not None:
-            self.run_worker(self._unpin(row), group="action", exclusive=True)
+            self.run_worker(actions.unpin(self, self._client(), row), group="action", exclusive=True)
 
     def action_prewarm(self) -> None:
-        self.run_worker(self._prewarm(self.heat.selected), group="action", exclusive=True)
-
-    async def _attempt(self, what: str, call: Callable[[], object]) -> object | None:
-        """Await one admin call; on failure flash why and return ``None``."""
-        try:
-            result = call()
-            return await result if asyncio.iscoroutine(result) else result
-        except RouterUnreachable as exc:
-            self.flash(f"{what} failed: {exc}", error=True)
-        except AdminError as exc:
-            self.flash(f"{what} refused: {exc}", error=True)
-        return None
-
-    async def _drain(self, name: str) -> None:
-        client = self._client()
-        self.flash(f"checking what draining {name} would touch…")
-        radius = await self._attempt("drain dry-run", lambda: client.drain(name, dry_run=True))
-        if not isinstance(radius, BlastRadius):
-            return
-        confirm = ConfirmScreen(f"Drain {name}?", blast_radius_text(radius), f"Drain {name}")
-        if not await self.push_screen_wait(confirm):
-            self.flash(f"drain of {name} cancelled; nothing sent")
-            return
-        # The operator saw the last-routable warning in the dialog: confirming it is the force.
-        force = radius.last_routable
-        done = await self._attempt("drain", lambda: client.drain(name, force=force))
-        if isinstance(done, BlastRadius):
-            job = f", prewarm job {done.prewarm_job}" if done.prewarm_job else ""
-            self.flash(f"{name} is {done.state}: {done.sessions} sessions moving{job}")
-            self.poll_now()
-
-    async def _undrain(self, name: str) -> None:
-        client = self._client()
-        current = self.fleet.replicas.get(name)
-        body = Text(
-            f"{name} ({current.state if current else 'unknown state'}) will take new sessions again;\n"
-        )
-        body.append("sessions whose HRW first choice it is will come back to it.")
-        confirm = ConfirmScreen(f"Undrain {name}?", body, f"Undrain {name}", danger=False)
-        if not await self.push_screen_wait(confirm):
-            self.flash(f"undrain of {name} cancelled; nothing sent")
-            return
-        done = await self._attempt("undrain", lambda: client.undrain(name))
-        if done is not None:
-            self.flash(f"{name} is {getattr(done, 'state', 'undrained')}")
-            self.poll_now()
-
-    async def _pin(self, row: PrefixRow) -> None:
-        client = self._client()
-        selected = self.fleet.selected_name
-        default = row.owners or ([selected] if selected and selected != ALL_ROW else [])
-        form = await self.push_screen_wait(PinScreen(row, default))
-        if not isinstance(form, PinForm):
-            self.flash(f"pin of {prefix_label(row)} cancelled; nothing sent")
-            return
-        pin = PinIn(text=form.text, replicas=form.replicas)
-        done = await self._attempt("pin", lambda: client.pin(form.name, pin))
-        if done is not None:
-            self.flash(f"pinned {form.name} to {', '.join(form.replicas)}")
-            self.poll_now()
-
-    async def _unpin(self, row: PrefixRow) -> None:
-        client = self._client()
-        if row.kind != "pinned" or row.name is None:
-            self.flash(f"{prefix_label(row)} is not pinned", error=True)
-            return
-        name = row.name
-        body = Text(f"{name} is pinned to {', '.join(row.owners) or '-'}.\n")
-        body.append(f"Its {row.sessions} sessions go back to the prefix's HRW top-k replicas.")
-        if not await self.push_screen_wait(ConfirmScreen(f"Unpin {name}?", body, f"Unpin {name}")):
-            self.flash(f"unpin of {name} cancelled; nothing sent")
-            return
-        if await self._attempt("unpin", lambda: client.unpin(name)) is not None:
-            self.flash(f"unpinned {name}")
-            self.poll_now()
-
-    async def _prewarm(self, row: PrefixRow | None) -> None:
-        client = self._client()
-        form = await self.push_screen_wait(PrewarmScreen(row))
-        if not isinstance(form, PrewarmForm):
-            self.flash("prewarm cancelled; nothing sent")
-            return
-        request = PrewarmIn(prefixes=form.prefixes, copies=form.copies, dry_run=True)
-        plan = await self._attempt("prewarm plan", lambda: client.prewarm(request))
-        if not isinstance(plan, PrewarmJob):
-            return
-        body = Text(f"{plan.total} (prefix, replica) pairs:\n")
-        for entry in plan.plan[:12]:
-            body.append(f"• {entry.prefix} → {', '.join(entry.replicas)} ({entry.why})\n")
-        if len(plan.plan) > 12:
-            body.append(f"… and {len(plan.plan) - 12} more\n", style="dim")
-        if not await self.push_screen_wait(ConfirmScreen("Run this prewarm?", body, "Prewarm", danger=False)):
-            self.flash("prewarm cancelled; nothing sent")
-            return
-        run = request.model_copy(update={"dry_run": False})
-        job = await self._attempt("prewarm", lambda: client.prewarm(run))
-        while isinstance(job, PrewarmJob) and job.state in ("planned", "running"):
-            self.flash(f"prewarm {job.id}: {job.done}/{job.total} done, {job.failed} failed…")
-            await asyncio.sleep(0.5)
-            job = await self._attempt("prewarm status", partial(client.prewarm_job, job.id))
-        if isinstance(job, PrewarmJob):
-            self.flash(
-                f"prewarm {job.id} {job.state}: {job.done}/{job.total} done, {job.failed} failed",
-                error=job.state == "failed" or job.failed > 0,
-            )
-            self.poll_now()
+        flow = actions.prewarm(self, self._client(), self.heat.selected)
+        self.run_worker(flow, group="action", exclusive=True)
 
     async def on_unmount(self) -> None:
         await self.source.aclose()
