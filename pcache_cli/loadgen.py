@@ -94,15 +94,15 @@ def loadgen(
     ] = 0,
     session_rate: Annotated[
         float, typer.Option("--session-rate", help="New sessions per second (Poisson arrivals).")
-    ] = 3.0,
-    turns: Annotated[str, typer.Option("--turns", help="Turns per session: N or LOW-HIGH.")] = "4-12",
+    ] = 2.5,
+    turns: Annotated[str, typer.Option("--turns", help="Turns per session: N or LOW-HIGH.")] = "6-12",
     think_time: Annotated[
         float, typer.Option("--think-time", help="Mean think time between turns (s, exponential).")
-    ] = 1.0,
+    ] = 2.0,
     user_chars: Annotated[
         str, typer.Option("--user-chars", help="Characters per user message: N or LOW-HIGH.")
-    ] = "200-1600",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of every request.", min=1)] = 48,
+    ] = "2000-8000",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of every request.", min=1)] = 64,
     zipf: Annotated[float, typer.Option("--zipf", help="Zipf exponent of system-prompt popularity.")] = 1.0,
     concurrency: Annotated[
         int, typer.Option("--concurrency", help="Most sessions in flight at once.", min=1)
