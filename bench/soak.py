@@ -14,9 +14,11 @@ error event). Anything else (a reset, a timeout, a truncated stream) is *lost*. 
 end to end: the router's response counter grew by exactly the number of requests; the replicas'
 ``vllm:request_success_total{finished_reason="length"}`` grew by exactly the number of successes
 (no request executed twice); every success carries a distinct completion id (none delivered twice).
-The router's open file descriptors and RSS are read from ``/proc`` at the start (after a warm-up at
-full concurrency) and at the end. Prints one table; ``--json`` writes the figures. Exit code 1 when
-any check fails.
+The router's open file descriptors (by kind, from ``/proc/<pid>/fd`` and ``/proc/<pid>/net/tcp``) and
+RSS are read at the start (after a warm-up at full concurrency) and at the end: no client connection
+may outlive the clients, no socket may sit in CLOSE_WAIT, no other fd may appear, and the upstream
+pool may not exceed each replica's peak concurrency. Prints one table; ``--json`` writes the
+figures. Exit code 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Figures:
     faults_injected: int = 0
     fds_start: int = 0
     fds_end: int = 0
+    sockets_start: dict[str, int] = field(default_factory=dict)
+    sockets_end: dict[str, int] = field(default_factory=dict)
     rss_start_kib: int = 0
     rss_end_kib: int = 0
     by_replica: dict[str, int] = field(default_factory=dict)
@@ -82,6 +86,49 @@ class Figures:
 
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+_TCP_STATES = {"0A": "listen", "08": "close_wait"}
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _sockets(pid: int, data_port: int, replica_ports: set[int]) -> dict[str, int]:
+    """The router's fds by kind: client connections (to the data plane), upstream connections (to a
+    replica), listeners, sockets in CLOSE_WAIT (peer gone, never closed: a leak), everything else."""
+    inodes: set[str] = set()
+    counts = dict.fromkeys(("client", "upstream", "listen", "close_wait", "other_socket", "non_socket"), 0)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+        else:
+            counts["non_socket"] += 1
+    seen: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            inode = fields[9]
+            if inode not in inodes or inode in seen:
+                continue
+            seen.add(inode)
+            local, remote = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)
+            state = _TCP_STATES.get(fields[3])
+            if state is not None:
+                counts[state] += 1
+            elif local == data_port:
+                counts["client"] += 1
+            elif remote in replica_ports:
+                counts["upstream"] += 1
+            else:
+                counts["other_socket"] += 1
+    counts["other_socket"] += len(inodes - seen)  # unix sockets, socketpairs
+    return counts
 
 
 def _rss_kib(pid: int) -> int:
@@ -227,6 +274,7 @@ async def _inject_faults(
 async def _run(router: RouterProcess, sim: SimFleet, args: argparse.Namespace, figures: Figures) -> None:
     rng = random.Random(args.seed)
     pid = router.process.pid if router.process is not None else 0
+    ports = {_port(url) for url in sim.urls.values()}
     connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency)
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -235,6 +283,7 @@ async def _run(router: RouterProcess, sim: SimFleet, args: argparse.Namespace, f
         await asyncio.gather(*(client.send(-1 - i, count=False) for i in range(args.concurrency * 2)))
         await asyncio.sleep(0.5)
         figures.fds_start, figures.rss_start_kib = _fds(pid), _rss_kib(pid)
+        figures.sockets_start = _sockets(pid, _port(router.url), ports)
         metrics = await _texts(session, router, sim)
         responses_before = _sum_samples(metrics["router"], "pcache_responses_total")
         retries_before = _sum_samples(metrics["router"], "pcache_retries_total")
@@ -272,6 +321,7 @@ async def _run(router: RouterProcess, sim: SimFleet, args: argparse.Namespace, f
         )
     await asyncio.sleep(1.0)  # let the router notice the closed client connections
     figures.fds_end, figures.rss_end_kib = _fds(pid), _rss_kib(pid)
+    figures.sockets_end = _sockets(pid, _port(router.url), ports)
 
 
 async def _texts(session: aiohttp.ClientSession, router: RouterProcess, sim: SimFleet) -> dict[str, str]:
@@ -282,8 +332,9 @@ async def _texts(session: aiohttp.ClientSession, router: RouterProcess, sim: Sim
     return texts
 
 
-def _check(figures: Figures, concurrency: int) -> None:
+def _check(figures: Figures, concurrency: int, replicas: int) -> None:
     accounted = figures.ok + sum(figures.explicit_errors.values()) + figures.lost
+    start, end = figures.sockets_start, figures.sockets_end
     checks = [
         (figures.lost == 0, f"{figures.lost} requests lost: {figures.lost_examples}"),
         (accounted == figures.requests, f"{accounted} outcomes for {figures.requests} requests"),
@@ -299,9 +350,21 @@ def _check(figures: Figures, concurrency: int) -> None:
             figures.duplicate_completion_ids == 0,
             f"{figures.duplicate_completion_ids} completions delivered twice",
         ),
+        # A leak is an fd that outlives its request. Each replica's keep-alive pool may hold up to
+        # that replica's peak concurrency (faults move the peaks around), plus health checks and
+        # scrapes; a connection the replica closed and the router kept would sit in CLOSE_WAIT.
         (
-            figures.fds_end <= figures.fds_start + 8,
-            f"router fds grew from {figures.fds_start} to {figures.fds_end}",
+            end.get("client", 0) == 0,
+            f"{end.get('client')} client connections still open after the clients left",
+        ),
+        (end.get("close_wait", 0) == 0, f"{end.get('close_wait')} sockets left in CLOSE_WAIT"),
+        (
+            end.get("non_socket", 0) <= start.get("non_socket", 0) + 2,
+            f"non-socket fds grew from {start.get('non_socket')} to {end.get('non_socket')}",
+        ),
+        (
+            end.get("upstream", 0) <= (concurrency + 2) * replicas,
+            f"{end.get('upstream')} upstream connections for {concurrency} concurrent requests",
         ),
     ]
     figures.failures = [message for ok, message in checks if not ok]
@@ -325,6 +388,8 @@ def _table(figures: Figures, command: str) -> str:
         ("replica completions", f"{figures.replica_successes:.0f}"),
         ("completions delivered twice", str(figures.duplicate_completion_ids)),
         ("router open fds", f"{figures.fds_start} -> {figures.fds_end}"),
+        ("  by kind, start", ", ".join(f"{k} {v}" for k, v in figures.sockets_start.items())),
+        ("  by kind, end", ", ".join(f"{k} {v}" for k, v in figures.sockets_end.items())),
         ("router RSS", f"{figures.rss_start_kib / 1024:.1f} MiB -> {figures.rss_end_kib / 1024:.1f} MiB"),
         ("successes by replica", ", ".join(f"{k}: {v}" for k, v in sorted(figures.by_replica.items()))),
         ("checks", "all passed" if not figures.failures else "FAILED: " + "; ".join(figures.failures)),
@@ -369,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         ) as router,
     ):
         asyncio.run(_run(router, sim, args, figures))
-    _check(figures, args.concurrency)
+    _check(figures, args.concurrency, args.replicas)
     print(_table(figures, command.strip()))
     if args.json:
         args.json.write_text(json.dumps(asdict(figures), indent=2))
