@@ -79,7 +79,8 @@ class HeatMap(RowTable):
         replicas += [name for name in heat.replicas if name not in replicas]
         if replicas != self._replicas:
             self._replicas = replicas
-            names = "".join(f"{name[:3]:<3}" for name in replicas)
+            # Three cells per replica: the end of a name tells "node-07" from "node-08".
+            names = "".join(f"{name[-3:]:<3}" for name in replicas)
             self.set_header(Text(_head("prefix", "kind", "req") + names))
         self.prefixes = {row.key: row for row in heat.prefixes}
         for key in [k for k in self.keys if k not in self.prefixes]:
