@@ -124,13 +124,22 @@ def _announce(cli: CliContext, run: DemoRun) -> None:
 async def _run_console(run: DemoRun, stop: asyncio.Event) -> DemoResult | None:
     """`pcache top` against the demo's router while the demo runs; None if the console is missing."""
     import asyncio
+    import contextlib
 
     try:
-        from pcache_console.app import TopApp
-        from pcache_console.source import RouterSource
+        from pcache_console.launch import build_app
     except ImportError:
         return None
-    app = TopApp(RouterSource(run.admin()), refresh_s=1.0)
+    app = build_app(admin_url=run.admin_url, token=run.token, refresh_s=1.0)
+    printed = run.on_event
+
+    def flash(text: str) -> None:
+        from textual.css.query import NoMatches
+
+        with contextlib.suppress(NoMatches):  # before the screen is mounted: printed afterwards anyway
+            app.flash(text.strip())
+
+    run.on_event = flash  # scenario events go to the console's flash line, not over the screen
     demo_task = asyncio.create_task(run.run(stop))
     app_task = asyncio.create_task(app.run_async())
     await asyncio.wait({demo_task, app_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -139,7 +148,12 @@ async def _run_console(run: DemoRun, stop: asyncio.Event) -> DemoResult | None:
     else:
         app.exit()
     await app_task
-    return await demo_task
+    try:
+        return await demo_task
+    finally:
+        run.on_event = printed
+        for event in run.events:
+            printed(event)
 
 
 async def _run_plain(cli: CliContext, run: DemoRun, stop: asyncio.Event, every_s: float) -> DemoResult:
