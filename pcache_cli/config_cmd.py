@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
             "output": cli.output,
             "no_color": cli.no_color,
             "timeout": cli.timeout,
+            "prometheus": cli.prometheus,
         }
         rows: list[dict[str, Any]] = [
             {"key": key, "value": _shown(key, values[key]), "source": cli.sources.get(key, "default")}

@@ -45,6 +45,7 @@ class CliContext:
     no_color: bool = False
     output: OutputFormat = OutputFormat.TABLE
     timeout: float = 5.0
+    prometheus: str | None = None  # Prometheus URL for the console's history
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
     transport: httpx.BaseTransport | None = None  # tests inject the edge here

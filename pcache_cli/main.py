@@ -92,6 +92,9 @@ def root(
     elif os.environ.get("NO_COLOR"):
         given["no_color"] = True
         sources["no_color"] = "env"
+    if os.environ.get("PCACHE_PROMETHEUS"):
+        given["prometheus"] = os.environ["PCACHE_PROMETHEUS"]
+        sources["prometheus"] = "env"
     values, value_sources, path = resolve(given, sources)
     previous = ctx.obj if isinstance(ctx.obj, CliContext) else None
     ctx.obj = CliContext(
@@ -100,6 +103,7 @@ def root(
         no_color=values["no_color"],
         output=values["output"],
         timeout=values["timeout"],
+        prometheus=values["prometheus"],
         sources=value_sources,
         config_file=str(path) if path else None,
         transport=previous.transport if previous else None,

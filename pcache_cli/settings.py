@@ -23,14 +23,16 @@ ENV = {
     "token": "PCACHE_ADMIN_TOKEN",
     "output": "PCACHE_OUTPUT",
     "timeout": "PCACHE_TIMEOUT",
+    "prometheus": "PCACHE_PROMETHEUS",
 }
-FILE_KEYS = ("router", "token", "output", "no_color", "timeout")
+FILE_KEYS = ("router", "token", "output", "no_color", "timeout", "prometheus")
 DEFAULTS: dict[str, Any] = {
     "router": DEFAULT_ADMIN_URL,
     "token": None,
     "output": OutputFormat.TABLE,
     "no_color": False,
     "timeout": 5.0,
+    "prometheus": None,
 }
 
 

@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Live console: fleet table, prefix heat map, affinity drift, and drain/pin/prewarm actions."""
         cli = get_context(ctx)
+        if prometheus is None:  # flag and PCACHE_PROMETHEUS come first, then the CLI config file
+            prometheus = cli.prometheus
         urls = [u.strip() for u in (replicas or "").split(",") if u.strip()]
         if replicas is not None and not urls:
             fail("--replicas needs at least one URL", ExitCode.USAGE)

@@ -355,7 +355,9 @@ def test_drift_rejects_a_bad_duration_as_usage() -> None:
 
 def test_config_show_reports_each_source(tmp_path: Any) -> None:
     config = tmp_path / "cli.yaml"
-    config.write_text("router: http://10.0.0.1:9000\ntimeout: 2.5\n", encoding="utf-8")
+    config.write_text(
+        "router: http://10.0.0.1:9000\ntimeout: 2.5\nprometheus: http://127.0.0.1:9090\n", encoding="utf-8"
+    )
     result = run(
         None,
         "--token",
@@ -375,6 +377,22 @@ def test_config_show_reports_each_source(tmp_path: Any) -> None:
     assert rows["no_color"]["source"] == "env NO_COLOR"
     assert rows["timeout"]["value"] == 2.5
     assert "s3cret" not in result.stdout
+    assert rows["prometheus"] == {
+        "key": "prometheus",
+        "value": "http://127.0.0.1:9090",
+        "source": f"file {config}",
+    }
+
+
+def test_prometheus_url_from_the_environment_beats_the_config_file(tmp_path: Any) -> None:
+    config = tmp_path / "cli.yaml"
+    config.write_text("prometheus: http://127.0.0.1:9090\n", encoding="utf-8")
+    env = {"PCACHE_CONFIG": str(config), "PCACHE_PROMETHEUS": "http://127.0.0.1:9999"}
+    result = run(None, "config", "show", "-o", "json", env=env)
+    assert result.exit_code == 0, result.stderr
+    rows = {row["key"]: row for row in json.loads(result.stdout)["settings"]}
+    assert rows["prometheus"]["value"] == "http://127.0.0.1:9999"
+    assert rows["prometheus"]["source"] == "env PCACHE_PROMETHEUS"
 
 
 def test_broken_cli_config_file_is_a_usage_error_naming_the_line(tmp_path: Any) -> None:
