@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -278,13 +278,17 @@ class Ledger:
         owners: Mapping[str, list[str]],
         now: float | None = None,
         texts: Mapping[str, str] | None = None,
+        fleet: Iterable[str] = (),
     ) -> PrefixHeat:
-        """Top prefixes x replicas over the recent windows; registered Tier-1 prefixes always appear."""
+        """Top prefixes x replicas over the recent windows; registered Tier-1 prefixes always appear.
+
+        The columns are every replica in ``fleet`` plus any that served traffic in the window.
+        """
         windows = self._recent(now)
         cells: dict[str, dict[str, _Cell]] = {}
         prompt: Counter[str] = Counter()
         predicted: Counter[str] = Counter()
-        replicas: set[str] = set()
+        replicas: set[str] = set(fleet)
         for window in windows:
             for (prefix_id, replica), cell in window.by_prefix.items():
                 merged = cells.setdefault(prefix_id, {}).setdefault(replica, _Cell())

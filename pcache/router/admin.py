@@ -33,6 +33,7 @@ from pcache.api import (
     ReplicaStatus,
     StatusSnapshot,
 )
+from pcache.fleet_view import ReplicaState
 from pcache.prompt import PromptError
 from pcache.router.actions import ActionError
 from pcache.router.config import NAME_PATTERN
@@ -198,7 +199,13 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     @app.get("/api/v1/prefixes", response_model=PrefixHeat, dependencies=read, responses=_ERRORS)
     async def prefixes(top: Annotated[int, Query(ge=1, le=1000)] = 20) -> PrefixHeat:
         """Heat map: top prefixes x replicas over the recent window."""
-        return daemon.ledger.heat(top, daemon.fleet.tier1, daemon.routing.owners(), texts=actions.texts())
+        return daemon.ledger.heat(
+            top,
+            daemon.fleet.tier1,
+            daemon.routing.owners(),
+            texts=actions.texts(),
+            fleet=[e.name for e in daemon.fleet.entries() if e.state is not ReplicaState.REMOVED],
+        )
 
     @app.get("/api/v1/pins", response_model=list[PinOut], dependencies=read, responses=_ERRORS)
     async def pins() -> list[PinOut]:

@@ -65,6 +65,9 @@ def test_registered_prefix_without_traffic_still_appears() -> None:
     [row] = heat.prefixes
     assert row.kind == "registered" and row.requests == 0 and row.owners == ["r3", "r4"]
     assert set(row.by_replica) == {"r3", "r4"}
+    assert heat.replicas == ["r3", "r4"]
+    everyone = ledger.heat(5, {"tools": prefix}, {"tools": ["r3", "r4"]}, fleet=["r1", "r2", "r3", "r4"])
+    assert everyone.replicas == ["r1", "r2", "r3", "r4"]
 
 
 def test_prefix_shared_by_many_sessions_becomes_a_hot_candidate() -> None:
