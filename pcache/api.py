@@ -187,7 +187,8 @@ class PrefixHeat(_Model):
 
 
 class PinIn(_Input):
-    text: str = Field(min_length=1, max_length=1_000_000)
+    # Without text, the registered Tier-1 prefix of that name is re-pinned with its own text.
+    text: str | None = Field(default=None, min_length=1, max_length=1_000_000)
     replicas: list[str] | None = None
     copies: int | None = Field(default=None, ge=1, le=1024)
     group: str | None = None

@@ -59,9 +59,12 @@ def _emit_one(cli: CliContext, pin: PinOut, fmt: OutputFormat) -> None:
         _emit(cli, [pin], fmt)
 
 
-def _read_text(text: str | None, file: Path | None) -> str:
-    if (text is None) == (file is None):
-        fail("give exactly one of --text or --file", ExitCode.USAGE)
+def _read_text(text: str | None, file: Path | None) -> str | None:
+    """The prefix text from --text or --file; None (re-pin a registered prefix by name) for neither."""
+    if text is not None and file is not None:
+        fail("give --text or --file, not both", ExitCode.USAGE)
+    if text is None and file is None:
+        return None
     if text is not None:
         if not text:
             fail("--text must not be empty", ExitCode.USAGE)
@@ -103,7 +106,9 @@ def register(app: typer.Typer) -> None:
         ] = 300.0,
         output: OutputOpt = None,
     ) -> None:
-        """Pin a Tier-1 prefix to replicas (or to K copies) so its requests go there."""
+        """Pin a Tier-1 prefix to replicas (or to K copies) so its requests go there.
+
+        Without --text or --file, the registered prefix NAME is re-pinned with its own text."""
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         body = _read_text(text, file)

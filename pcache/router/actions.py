@@ -388,7 +388,19 @@ class OperatorActions:
         return record
 
     async def pin(self, name: str, pin: PinIn) -> PinOut:
-        record = self._checked_record(name, pin.text, pin.as_, pin.replicas, pin.copies, pin.group, "pin")
+        text: str | None = pin.text
+        as_: str = pin.as_
+        if text is None:
+            known = self._records.get(name)
+            if known is None:
+                raise ActionError(
+                    422,
+                    f"Tier-1 prefix {name!r} is not registered: give its text to pin it",
+                    "text_required",
+                )
+            text = known.text
+            as_ = pin.as_ if "as_" in pin.model_fields_set else known.as_
+        record = self._checked_record(name, text, as_, pin.replicas, pin.copies, pin.group, "pin")
         self.store.put_tier1(record)
         self._records[name] = record
         self._publish_tier1()

@@ -27,7 +27,7 @@ __all__ = ["PinForm", "PinScreen", "PrewarmForm", "PrewarmScreen", "read_prefix_
 @dataclass(frozen=True)
 class PinForm:
     name: str
-    text: str
+    text: str | None  # None: re-pin the registered prefix of that name with its own text
     replicas: list[str]
 
 
@@ -75,6 +75,7 @@ class PinScreen(_Form):
         super().__init__()
         self._row = row
         self._default = default_replicas
+        self._registered = row.name is not None and row.kind != "hot"
 
     def compose(self) -> ComposeResult:
         row = self._row
@@ -86,16 +87,18 @@ class PinScreen(_Form):
         body.append(f"Now owned by {', '.join(row.owners) or 'nobody'}; served by ")
         body.append(", ".join(f"{n} {percent(c.share, 0)}" for n, c in served.items()) or "nobody")
         body.append(f"\n{row.sessions} sessions and {row.requests} requests in the window may move.\n")
-        body.append(
-            "The admin API shows only the first characters of a prefix: give the file holding its text.",
-            style="dim",
-        )
+        if self._registered:
+            body.append("The router knows its text; a file is needed only to replace it.", style="dim")
+        else:
+            body.append(
+                "The router keeps no text of a hot prefix: give the file holding its text.", style="dim"
+            )
         with Vertical(id="dialog"):
             yield Static(f"Pin prefix {name}", id="dialog-title")
             yield Static(body, id="dialog-body")
             yield Input(name, id="pin-name", placeholder="pin name")
             yield Input(", ".join(self._default), id="pin-replicas", placeholder="replicas, comma-separated")
-            yield Input("", id="pin-file", placeholder="file with the prefix's full text")
+            yield Input("", id="pin-file", placeholder="file with the prefix's text (optional if registered)")
             yield Static("", id="form-error")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
@@ -109,9 +112,11 @@ class PinScreen(_Form):
         if not replicas:
             raise ValueError("name at least one replica")
         path = self.query_one("#pin-file", Input).value.strip()
-        if not path:
-            raise ValueError("give the file holding the prefix's text")
-        return PinForm(name=name, text=read_prefix_file(path)[0].text, replicas=replicas)
+        if path:
+            return PinForm(name=name, text=read_prefix_file(path)[0].text, replicas=replicas)
+        if self._registered and name == self._row.name:
+            return PinForm(name=name, text=None, replicas=replicas)
+        raise ValueError("give the file holding the prefix's text")
 
 
 class PrewarmScreen(_Form):

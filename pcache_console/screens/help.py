@@ -25,7 +25,7 @@ KEYS: tuple[tuple[str, str, str | None], ...] = (
     ("tab", "move between the fleet table and the heat map", None),
     ("d", "drain the selected replica", "drain"),
     ("U", "undrain the selected replica", "undrain"),
-    ("p", "pin the selected prefix (its text from a file)", "pin"),
+    ("p", "pin the selected prefix (a hot one needs its text from a file)", "pin"),
     ("u", "unpin the selected prefix", "unpin"),
     ("w", "prewarm the prefixes in a file", "prewarm"),
     ("ctrl+p", "command palette", None),

@@ -321,7 +321,9 @@ def test_pin_from_a_file_list_pins_and_unpin(stack: Stack, tmp_path: Path) -> No
 
 def test_pin_usage_errors(stack: Stack, tmp_path: Path) -> None:
     both = stack.cli("pin", "x", "--text", "a", "--file", str(tmp_path / "a.txt"))
-    assert both.exit_code == 2 and "exactly one of --text or --file" in one_line(both)
+    assert both.exit_code == 2 and "--text or --file, not both" in one_line(both)
+    unregistered = stack.cli("pin", "nosuchprefix", "--replicas", "r1")
+    assert unregistered.exit_code == 1 and "not registered" in one_line(unregistered)
     missing = stack.cli("pin", "x", "--file", str(tmp_path / "absent.txt"))
     assert missing.exit_code == 1 and one_line(missing) == f"error: {tmp_path / 'absent.txt'}: no such file"
     unknown = stack.cli("pin", "x", "--text", "hello there", "--replicas", "r1,r42")

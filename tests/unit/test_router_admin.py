@@ -133,6 +133,16 @@ async def test_config_prefixes_cannot_be_unpinned_and_unknown_ones_are_404(admin
         await admin.unpin("ghost")
 
 
+async def test_a_registered_prefix_is_pinned_by_name_alone(admin: AdminClient) -> None:
+    before = next(p for p in await admin.pins() if p.name == "shop")
+    pinned = await admin.pin("shop", PinIn(replicas=["r3"]))
+    assert pinned.source == "pin" and pinned.replicas == ["r3"] and pinned.owners == ["r3"]
+    assert pinned.text_head == before.text_head and pinned.tokens == before.tokens
+    restored = await admin.unpin("shop")
+    assert restored.name == "shop"
+    assert next(p for p in await admin.pins() if p.name == "shop").source == "config"
+
+
 async def test_pin_names_follow_the_config_name_rule(admin: AdminClient) -> None:
     with pytest.raises(Refused) as refused:
         await admin.pin("bad name!", PinIn(text="x" * 600))
