@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView
+from pcache.hashing import hrw_score_bytes, key_bytes, load_bound
 from pcache.policy.base import Candidate, Decision, Exclusion, Outcome, Reason
 
 __all__ = [
     "STATE_EXCLUSION",
     "BasePolicy",
+    "bounded_hrw",
     "excluded_by_state",
     "least_loaded",
     "no_replica",
@@ -64,6 +66,41 @@ def walk_ranking(ranked: Sequence[tuple[ReplicaView, float]], bound: int) -> tup
             if chosen < 0:
                 chosen = i
     return chosen, candidates
+
+
+def bounded_hrw(
+    policy: str,
+    key: int | str,
+    fingerprint: Fingerprint,
+    fleet: FleetView,
+    routable: tuple[ReplicaView, ...],
+    eps: float,
+    prefix_key: int | None = None,
+) -> Decision:
+    """The first replica of ``key``'s HRW ranking under ``ceil((1 + eps) * mean load)``.
+
+    Least loaded as a fallback, reachable only for a negative ``eps``.
+    """
+    kb = key_bytes(key)
+    ranked = sorted(
+        ((r, hrw_score_bytes(kb, r.name, r.weight)) for r in routable), key=lambda p: p[1], reverse=True
+    )
+    bound = load_bound(sum(r.load for r in routable), len(routable), eps)
+    chosen, candidates = walk_ranking(ranked, bound)
+    if chosen < 0:
+        replica, reason = least_loaded(routable).name, Reason.FALLBACK
+    else:
+        replica = ranked[chosen][0].name
+        reason = Reason.PREFIX_OWNER if chosen == 0 else Reason.OVERFLOW
+    candidates.extend(excluded_by_state(fleet))
+    return Decision(
+        policy=policy,
+        replica=replica,
+        reason=reason,
+        candidates=tuple(candidates),
+        session=fingerprint.session,
+        prefix_key=prefix_key,
+    )
 
 
 class BasePolicy:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView
-from pcache.hashing import hrw_score_bytes, key_bytes, load_bound
 from pcache.hotprefix import HotPrefixDetector
-from pcache.policy.base import Decision, Reason
-from pcache.policy.common import BasePolicy, excluded_by_state, least_loaded, no_replica, walk_ranking
+from pcache.policy.base import Decision
+from pcache.policy.common import BasePolicy, bounded_hrw, no_replica
 
 __all__ = ["PrefixHashPolicy"]
 
@@ -54,23 +53,4 @@ class PrefixHashPolicy(BasePolicy):
         if not routable:
             return no_replica(self.name, fleet, fingerprint.session)
         key = self.prefix_key(fingerprint, book)
-        kb = key_bytes(key)
-        ranked = sorted(
-            ((r, hrw_score_bytes(kb, r.name, r.weight)) for r in routable), key=lambda p: p[1], reverse=True
-        )
-        bound = load_bound(sum(r.load for r in routable), len(routable), self.eps)
-        chosen, candidates = walk_ranking(ranked, bound)
-        if chosen < 0:
-            replica, reason = least_loaded(routable).name, Reason.FALLBACK
-        else:
-            replica = ranked[chosen][0].name
-            reason = Reason.PREFIX_OWNER if chosen == 0 else Reason.OVERFLOW
-        candidates.extend(excluded_by_state(fleet))
-        return Decision(
-            policy=self.name,
-            replica=replica,
-            reason=reason,
-            candidates=tuple(candidates),
-            session=fingerprint.session,
-            prefix_key=key,
-        )
+        return bounded_hrw(self.name, key, fingerprint, fleet, routable, self.eps, prefix_key=key)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView
-from pcache.hashing import hrw_score_bytes, key_bytes, load_bound
-from pcache.policy.base import Decision, Reason
-from pcache.policy.common import BasePolicy, excluded_by_state, least_loaded, no_replica, walk_ranking
+from pcache.policy.base import Decision
+from pcache.policy.common import BasePolicy, bounded_hrw, no_replica
 from pcache.policy.keys import request_key
 
 __all__ = ["SessionPolicy"]
@@ -26,22 +25,4 @@ class SessionPolicy(BasePolicy):
         routable = fleet.routable
         if not routable:
             return no_replica(self.name, fleet, fingerprint.session)
-        kb = key_bytes(request_key(fingerprint))
-        ranked = sorted(
-            ((r, hrw_score_bytes(kb, r.name, r.weight)) for r in routable), key=lambda p: p[1], reverse=True
-        )
-        bound = load_bound(sum(r.load for r in routable), len(routable), self.eps)
-        chosen, candidates = walk_ranking(ranked, bound)
-        if chosen < 0:  # unreachable for eps >= 0, kept for negative eps
-            replica, reason = least_loaded(routable).name, Reason.FALLBACK
-        else:
-            replica = ranked[chosen][0].name
-            reason = Reason.PREFIX_OWNER if chosen == 0 else Reason.OVERFLOW
-        candidates.extend(excluded_by_state(fleet))
-        return Decision(
-            policy=self.name,
-            replica=replica,
-            reason=reason,
-            candidates=tuple(candidates),
-            session=fingerprint.session,
-        )
+        return bounded_hrw(self.name, request_key(fingerprint), fingerprint, fleet, routable, self.eps)
