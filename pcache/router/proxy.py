@@ -137,6 +137,16 @@ def _usage_of(payload: object) -> tuple[int | None, int | None]:
     return (prompt if isinstance(prompt, int) else None, cached if isinstance(cached, int) else None)
 
 
+def _all_failed(kinds: set[str]) -> tuple[int, str, str]:
+    """Status, type and code when every attempt failed before the client saw a byte: 503 when no
+    replica could even be reached, 504 when one timed out, 502 when they answered badly."""
+    if kinds <= {"connect"}:
+        return 503, "service_unavailable", "no_replica_reachable"
+    if "timeout" in kinds:
+        return 504, "upstream_error", "upstream_timeout"
+    return 502, "upstream_error", "upstream_failed"
+
+
 class _Prefill:
     """Prompt tokens an attempt still has to prefill on its replica; released exactly once, at the
     first upstream byte or when the attempt ends, so ``ReplicaView.pending_tokens`` tracks queues."""
@@ -345,6 +355,7 @@ class ProxyApp:
         spill = [c.replica for c in decision.candidates if c.excluded in _RETRY_DESPITE]
         attempts = [decision.replica, *[*decision.fallbacks(), *spill][: self.retries]]
         last_error = "no attempt made"
+        kinds: set[str] = set()
         for number, replica in enumerate(attempts):
             if number:
                 self.metrics.retries.inc()
@@ -377,6 +388,7 @@ class ProxyApp:
                 )
             except UpstreamError as exc:
                 last_error = str(exc)
+                kinds.add(exc.kind)
                 continue
             finally:
                 prefill.release()
@@ -385,12 +397,13 @@ class ProxyApp:
             return
         log.warning("all %d attempts failed; last error: %s", len(attempts), last_error)
         self.routing.observe(fingerprint, decision, Outcome(replica=decision.replica, ok=False))
+        status, type_, code = _all_failed(kinds)
         await self._error(
             send,
-            502,
+            status,
             f"no replica could serve the request after {len(attempts)} attempt(s): {last_error}",
-            "upstream_error",
-            "upstream_failed",
+            type_,
+            code,
         )
 
     async def _attempt(
@@ -418,7 +431,7 @@ class ProxyApp:
         try:
             if response.status in _RETRYABLE_STATUS and not is_last:
                 self._failed(replica, "status", f"HTTP {response.status}")
-                raise UpstreamError(f"{replica} answered HTTP {response.status}")
+                raise UpstreamError(f"{replica} answered HTTP {response.status}", "status")
             if stream and response.status == 200:
                 return await self._stream(
                     replica, response, send, receive, decision_headers, arrived, prefill

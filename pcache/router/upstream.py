@@ -29,7 +29,22 @@ __all__ = [
 
 
 class UpstreamError(Exception):
-    """The replica could not be reached or stopped answering (connect, timeout, reset)."""
+    """The replica could not be reached or stopped answering.
+
+    ``kind`` says how: ``connect`` (refused, reset or unreachable before any answer), ``timeout``
+    (no answer within the configured limit), ``status`` (a retryable error status) or ``body`` (the
+    answer broke off).
+    """
+
+    def __init__(self, message: str, kind: str = "connect") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _failure(exc: BaseException, kind: str) -> UpstreamError:
+    """An UpstreamError for a client library's exception; timeouts are told apart from ``kind``."""
+    timed_out = isinstance(exc, (TimeoutError, httpx.TimeoutException))
+    return UpstreamError(str(exc) or type(exc).__name__, "timeout" if timed_out else kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +93,10 @@ class _HttpxResponse:
                 if chunk:
                     yield chunk
         except httpx.HTTPError as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "body") from exc
 
     async def close(self) -> None:
         await self._response.aclose()
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 class HttpxUpstream:
@@ -112,21 +123,21 @@ class HttpxUpstream:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "connect") from exc
         return _HttpxResponse(response)
 
     async def fetch(self, url: str, timeout_s: float) -> FetchResult:
         try:
             response = await self._client.get(url, timeout=timeout_s)
         except httpx.HTTPError as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "connect") from exc
         return FetchResult(response.status_code, response.content)
 
     async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
         try:
             response = await self._client.post(url, json=payload, timeout=timeout_s)
         except httpx.HTTPError as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "connect") from exc
         return FetchResult(response.status_code, response.content)
 
     async def aclose(self) -> None:
@@ -149,7 +160,7 @@ class _AiohttpResponse:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except _AIOHTTP_ERRORS as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "body") from exc
 
     async def close(self) -> None:
         self._response.release()
@@ -184,7 +195,7 @@ class AiohttpUpstream:
                 method, url, headers=plain, data=body, allow_redirects=False
             )
         except _AIOHTTP_ERRORS as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "connect") from exc
         return _AiohttpResponse(response)
 
     async def _simple(self, method: str, url: str, timeout_s: float, payload: Any = None) -> FetchResult:
@@ -198,7 +209,7 @@ class AiohttpUpstream:
             ) as response:
                 return FetchResult(response.status, await response.read())
         except _AIOHTTP_ERRORS as exc:
-            raise UpstreamError(_describe(exc)) from exc
+            raise _failure(exc, "connect") from exc
 
     async def fetch(self, url: str, timeout_s: float) -> FetchResult:
         return await self._simple("GET", url, timeout_s)

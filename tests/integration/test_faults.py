@@ -237,8 +237,9 @@ def test_every_replica_down_gets_an_explicit_error_promptly(tmp_path: Path) -> N
             error = response.json()["error"]
             assert error["message"] and error["type"] in ("upstream_error", "service_unavailable")
             statuses.append((response.status_code, error["code"]))
-        # 502 while the router still believes a replica may answer, then 503 once both are marked.
-        assert set(statuses) <= {(502, "upstream_failed"), (503, "no_replica")}, statuses
+        # 503 from the first request: while the router still believes a replica may answer, every
+        # attempt is refused (no_replica_reachable); once both are marked, no_replica at once.
+        assert set(statuses) <= {(503, "no_replica_reachable"), (503, "no_replica")}, statuses
         assert statuses[-1] == (503, "no_replica"), statuses
         with pytest.raises(openai.InternalServerError) as failure:
             _openai(router).chat.completions.create(**_body("down-openai"))
@@ -256,8 +257,8 @@ def test_all_replicas_stalled_time_out_at_the_configured_limit(sim: SimFleet, tm
         elapsed = time.monotonic() - started
         # Two attempts (first choice + one retry), each cut at read_timeout_s.
         assert 2 * 1.0 <= elapsed < 2 * 1.0 + 1.5, elapsed
-        assert response.status_code == 502
-        assert response.json()["error"]["code"] == "upstream_failed"
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "upstream_timeout"
 
 
 def test_a_slow_replica_times_out_at_the_limit_and_new_sessions_are_steered_away(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from pcache.router.proxy import _forward_headers, _response_headers, _StreamUsage, error_body
+from pcache.router.proxy import (
+    _all_failed,
+    _forward_headers,
+    _response_headers,
+    _StreamUsage,
+    error_body,
+)
 
 
 def test_hop_by_hop_headers_are_not_forwarded() -> None:
@@ -52,3 +58,11 @@ def test_error_bodies_are_openai_style() -> None:
     assert body == {
         "error": {"message": "no replica", "type": "service_unavailable", "code": "no_replica", "param": None}
     }
+
+
+def test_the_status_after_every_attempt_failed_says_what_failed() -> None:
+    assert _all_failed({"connect"}) == (503, "service_unavailable", "no_replica_reachable")
+    assert _all_failed(set()) == (503, "service_unavailable", "no_replica_reachable")
+    assert _all_failed({"connect", "timeout"})[:1] == (504,)
+    assert _all_failed({"status"}) == (502, "upstream_error", "upstream_failed")
+    assert _all_failed({"connect", "body"})[0] == 502
