@@ -186,6 +186,9 @@ class UpstreamConfig(_Section):
     connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
     read_timeout_s: float = Field(default=600.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)  # extra attempts on other candidates, per request
+    # A timed-out request may still be running on its replica: retrying it runs it twice and makes
+    # the client wait a multiple of read_timeout_s. Off by default: time out at the limit (504).
+    retry_on_timeout: bool = False
     max_connections: int = Field(default=1024, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 

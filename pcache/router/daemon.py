@@ -134,6 +134,7 @@ class RouterDaemon:
             upstream=self.upstream,
             metrics=self.metrics,
             retries=up.retries,
+            retry_on_timeout=up.retry_on_timeout,
             max_body_bytes=up.max_body_bytes,
             on_metrics=lambda: self.metrics.refresh(self.fleet, self.ledger),
         )

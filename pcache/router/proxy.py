@@ -3,8 +3,9 @@
 ``/v1/chat/completions`` and ``/v1/completions`` are parsed once, routed by the policy and
 forwarded with the client's headers minus hop-by-hop ones. Streams pass through chunk by chunk; the
 response head is held back until the first upstream byte so that a replica failing before it can be
-retried on the decision's next candidate (``upstream.retries`` extra attempts). A failure after
-bytes reached the client ends an SSE stream with an OpenAI-style error event. Non-streamed bodies
+retried on the decision's next candidate (``upstream.retries`` extra attempts; after a read timeout
+only with ``upstream.retry_on_timeout``). A failure after bytes reached the client ends an SSE
+stream with an OpenAI-style error event. Non-streamed bodies
 are small and read whole (which also lets a mid-body failure be retried). ``/v1/models`` merges the
 replicas' lists; other ``/v1/*`` paths go to a policy-chosen replica. Responses carry
 ``x-pcache-replica`` and ``x-pcache-reason``.
@@ -211,6 +212,7 @@ class ProxyApp:
         metrics: RouterMetrics,
         retries: int,
         max_body_bytes: int,
+        retry_on_timeout: bool = False,
         on_metrics: Callable[[], None] | None = None,
         models_timeout_s: float = 5.0,
     ) -> None:
@@ -219,6 +221,7 @@ class ProxyApp:
         self.upstream = upstream
         self.metrics = metrics
         self.retries = retries
+        self.retry_on_timeout = retry_on_timeout
         self.max_body_bytes = max_body_bytes
         self._on_metrics = on_metrics
         self._models_timeout_s = models_timeout_s
@@ -389,6 +392,10 @@ class ProxyApp:
             except UpstreamError as exc:
                 last_error = str(exc)
                 kinds.add(exc.kind)
+                if exc.kind == "timeout" and not self.retry_on_timeout:
+                    # The replica may still be running it: a retry would run it twice and make the
+                    # client wait a multiple of the configured limit. Time out at the limit.
+                    break
                 continue
             finally:
                 prefill.release()
