@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -206,8 +207,8 @@ class ChildProcess:
             return ""
         return " | ".join(line for line in text.strip().splitlines()[-lines:])
 
-    async def start(self, timeout_s: float = 30.0) -> list[str]:
-        """Start it and wait for ``ready`` on stdout; returns the lines printed before it."""
+    async def spawn(self) -> int:
+        """Start the process (in a new session, so in its own process group); returns its pid."""
         self._log = self.log_path.open("wb")
         self.process = await asyncio.create_subprocess_exec(
             *self.args,
@@ -217,7 +218,11 @@ class ChildProcess:
             env=self.env,
             start_new_session=True,  # own process group: no terminal Ctrl-C, killable as a group
         )
-        assert self.process.stdout is not None
+        return self.process.pid
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> list[str]:
+        """Wait for ``ready`` on stdout; returns the lines printed before it."""
+        assert self.process is not None and self.process.stdout is not None
         lines: list[str] = []
         deadline = time.monotonic() + timeout_s
         while True:
@@ -608,11 +613,8 @@ class DemoRun:
             raise DemoError("the router did not announce its data and admin URLs")
 
     async def _start_child(self, child: ChildProcess) -> list[str]:
-        try:
-            return await child.start()
-        finally:
-            if child.pid is not None:
-                self._reaper.watch(child.pid)
+        self._reaper.watch(await child.spawn())  # before anything can go wrong in the demo
+        return await child.wait_ready()
 
     async def close(self) -> None:
         """Stop every child (router first, so no request is in flight to a dead replica)."""
@@ -621,11 +623,7 @@ class DemoRun:
         await self._reaper.stop()
         await self._http.aclose()
         if self._own_dir:
-            for path in sorted(self.work_dir.rglob("*"), reverse=True):
-                with contextlib.suppress(OSError):
-                    path.rmdir() if path.is_dir() else path.unlink()
-            with contextlib.suppress(OSError):
-                self.work_dir.rmdir()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def admin(self) -> AdminClient:
         return AdminClient(self.admin_url, token=self.token)

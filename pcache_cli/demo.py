@@ -37,8 +37,7 @@ def compare_table(results: list[DemoResult]) -> Table:
     """Policies side by side, from the replicas' own counters, with the last/first ratio."""
     from rich.table import Table
 
-    title = "same traffic and seed, a fresh fleet each; replicas' own counters after the warm-up"
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(header_style="bold", caption="replicas' own counters", caption_justify="left")
     table.add_column("")
     for result in results:
         table.add_column(result.policy, justify="right")
@@ -142,12 +141,21 @@ async def _run_console(run: DemoRun, stop: asyncio.Event) -> DemoResult | None:
     run.on_event = flash  # scenario events go to the console's flash line, not over the screen
     demo_task = asyncio.create_task(run.run(stop))
     app_task = asyncio.create_task(app.run_async())
+
+    async def hint() -> None:
+        while not app.is_running and not app_task.done():
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        flash("pcache demo: traffic and scenario running; q quits and stops everything")
+
+    hinting = asyncio.create_task(hint())
     await asyncio.wait({demo_task, app_task}, return_when=asyncio.FIRST_COMPLETED)
     if app_task.done():
         stop.set()
     else:
         app.exit()
     await app_task
+    hinting.cancel()
     try:
         return await demo_task
     finally:

@@ -7,7 +7,9 @@ every process it started must be gone and every port it bound must be free again
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -188,3 +190,44 @@ def test_killing_the_demo_itself_leaves_no_orphans(start_demo: Callable[..., Dem
     demo.process.kill()  # SIGKILL: no cleanup code runs in the demo; the reaper must do it
     demo.finish(timeout=30)
     assert_nothing_left(demo)
+
+
+def test_on_a_terminal_the_console_opens_and_q_stops_everything() -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: pcache demo on a pseudo-terminal
+        os.environ.update({"COLUMNS": "150", "LINES": "45", "NO_COLOR": "1"})
+        try:
+            os.execv(sys.executable, [sys.executable, "-m", "pcache_cli.main", "demo", "--duration", "20"])
+        finally:
+            os._exit(127)  # never run the rest of the test suite in the child
+    screen = b""
+    tree: set[int] = set()
+    quit_sent = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # the terminal closed: the demo exited
+                    break
+                if not data:
+                    break
+                screen += data
+            if not quit_sent and b"pcache top" in screen and b"joins the fleet" in screen:
+                tree = descendants(pid)  # the console is up and the scenario is running
+                os.write(fd, b"q")
+                quit_sent = True
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    text = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", screen).decode("utf-8", "replace")
+    assert quit_sent, text[-2000:]
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "fleet hit rate" in text
+    assert tree
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(child) for child in tree):
+        time.sleep(0.1)
+    assert not [child for child in tree if alive(child)]
