@@ -183,8 +183,8 @@ def router_document(
 class ChildProcess:
     """A ``pcache`` subcommand run as a child in its own process group, ready when it says so.
 
-    Its stdout lines before ``ready`` are returned by :meth:`start`; stderr goes to a file whose
-    tail is quoted when the child fails.
+    Its stdout lines before ``ready`` are returned by :meth:`wait_ready`; stderr goes to a file
+    whose tail is quoted when the child fails.
     """
 
     def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str] | None = None):
@@ -641,9 +641,9 @@ class DemoRun:
             for task in waits:
                 task.cancel()
         child = waits[next(iter(done))]
-        raise ChildCrashed(
-            f"{child.name} exited unexpectedly (code {child.process and child.process.returncode})"
-        )
+        code = child.process.returncode if child.process else None
+        tail = child.log_tail(3)
+        raise ChildCrashed(f"{child.name} exited unexpectedly (code {code})" + (f": {tail}" if tail else ""))
 
     async def run(
         self,
