@@ -6,6 +6,7 @@ every process it started must be gone and every port it bound must be free again
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -231,3 +232,28 @@ def test_on_a_terminal_the_console_opens_and_q_stops_everything() -> None:
     while time.monotonic() < deadline and any(alive(child) for child in tree):
         time.sleep(0.1)
     assert not [child for child in tree if alive(child)]
+
+
+def test_compare_reports_each_policy_from_the_replicas_counters_as_json() -> None:
+    command = ["demo", "--compare", "--duration", "3", "--warmup", "1", "-o", "json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pcache_cli.main", *command],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert list(report) == ["round_robin", "tiered"]
+    for policy, run in report.items():
+        fleet = run["fleet"]
+        assert run["policy"] == policy
+        assert sorted(fleet["requests"]) == [f"r{n}" for n in range(1, 7)]  # no spare in a comparison
+        assert sum(fleet["requests"].values()) > 0
+        assert 0.0 <= fleet["hit_rate"] <= 1.0
+        assert fleet["prefix_hits"] <= fleet["prefix_queries"]
+        assert fleet["ttft_p50_s"] <= fleet["ttft_p95_s"]
+        assert fleet["imbalance"] >= 1.0
+    spread = report["round_robin"]["fleet"]["requests"].values()
+    assert max(spread) - min(spread) <= 3  # round robin: even, up to requests cut by the window
