@@ -35,7 +35,7 @@ from pcache.api import ReplicaIn, StatusSnapshot
 from pcache.client import AdminClient, AdminError
 from pcache.engines import parse_metrics
 from pcache.engines.base import ReplicaStats
-from pcache.engines.histogram import quantile
+from pcache.engines.histogram import merge_buckets, quantile
 from pcache.loadgen import LoadGenerator, LoadLimits, LoadSummary
 from pcache.workload import SystemPrompt, Workload, default_prompts
 
@@ -354,17 +354,17 @@ class FleetCounters:
         """Deltas over the replicas scraped both times (a counter that went down restarted: from 0)."""
         queries = hits = 0.0
         requests: dict[str, int] = {}
-        merged: dict[float, float] = {}
+        deltas: list[tuple[tuple[float, float], ...]] = []
         for name in sorted(after):
             now, then = after[name], before.get(name)
             queries += _delta(now.prefix_queries, then.prefix_queries if then else None)
             hits += _delta(now.prefix_hits, then.prefix_hits if then else None)
             requests[name] = int(_delta(now.requests_success, then.requests_success if then else None))
             earlier = dict(then.ttft_buckets or ()) if then else {}
-            for edge, count in now.ttft_buckets or ():
-                previous = earlier.get(edge, 0.0)
-                merged[edge] = merged.get(edge, 0.0) + (count - previous if count >= previous else count)
-        buckets = tuple(sorted(merged.items()))
+            deltas.append(
+                tuple((edge, _delta(count, earlier.get(edge))) for edge, count in now.ttft_buckets or ())
+            )
+        buckets = merge_buckets(deltas)
         counts = list(requests.values())
         mean = sum(counts) / len(counts) if counts else 0.0
         return cls(
