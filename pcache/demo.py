@@ -7,8 +7,8 @@ a scripted :class:`Scenario` adds the spare, fails and recovers one replica and 
 Results come from the replicas' own ``/metrics`` counters (deltas over the run).
 
 No process outlives the demo: children are stopped on every exit path, a crashed child stops the
-rest, and a reaper process (:func:`reap_on_eof`) kills their process groups if the demo itself is
-killed, because it holds the read end of a pipe only the demo writes to.
+rest, and a :class:`~pcache.supervisor.Reaper` kills their process groups if the demo itself is
+killed.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import yaml
@@ -37,11 +35,11 @@ from pcache.engines import parse_metrics
 from pcache.engines.base import ReplicaStats
 from pcache.engines.histogram import merge_buckets, quantile
 from pcache.loadgen import LoadGenerator, LoadLimits, LoadSummary
+from pcache.supervisor import ChildError, ChildProcess, Reaper
 from pcache.workload import SystemPrompt, Workload, default_prompts
 
 __all__ = [
     "ChildCrashed",
-    "ChildProcess",
     "DemoError",
     "DemoFleet",
     "DemoResult",
@@ -50,7 +48,6 @@ __all__ = [
     "Scenario",
     "demo_workload",
     "fleet_document",
-    "reap_on_eof",
     "router_document",
     "run_compare",
 ]
@@ -175,163 +172,6 @@ def router_document(
         "state": "memory://",
         "log_level": "warning",
     }
-
-
-# ---- child processes ----------------------------------------------------------------------------
-
-
-class ChildProcess:
-    """A ``pcache`` subcommand run as a child in its own process group, ready when it says so.
-
-    Its stdout lines before ``ready`` are returned by :meth:`wait_ready`; stderr goes to a file
-    whose tail is quoted when the child fails.
-    """
-
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str] | None = None):
-        self.name = name
-        self.args = list(args)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
-        self.log_path = log_dir / f"{name}.log"
-        self.process: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-        self._drain: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(line for line in text.strip().splitlines()[-lines:])
-
-    async def spawn(self) -> int:
-        """Start the process (in a new session, so in its own process group); returns its pid."""
-        self._log = self.log_path.open("wb")
-        self.process = await asyncio.create_subprocess_exec(
-            *self.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=self._log,
-            env=self.env,
-            start_new_session=True,  # own process group: no terminal Ctrl-C, killable as a group
-        )
-        return self.process.pid
-
-    async def wait_ready(self, timeout_s: float = 30.0) -> list[str]:
-        """Wait for ``ready`` on stdout; returns the lines printed before it."""
-        assert self.process is not None and self.process.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                raw = await asyncio.wait_for(self.process.stdout.readline(), max(remaining, 0.001))
-            except TimeoutError:
-                raise DemoError(f"{self.name} not ready after {timeout_s:.0f}s: {self.log_tail()}") from None
-            if not raw:
-                await self.process.wait()
-                raise DemoError(
-                    f"{self.name} exited (code {self.process.returncode}) before ready: {self.log_tail()}"
-                )
-            line = raw.decode("utf-8", "replace").strip()
-            if line == "ready":
-                break
-            lines.append(line)
-        self._drain = asyncio.create_task(self._drain_stdout())
-        return lines
-
-    async def _drain_stdout(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        while await self.process.stdout.readline():
-            pass
-
-    async def wait(self) -> int:
-        assert self.process is not None
-        return await self.process.wait()
-
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM the process group, SIGKILL it after ``grace_s``; safe to call twice."""
-        process = self.process
-        if process is not None:
-            if process.returncode is None:
-                _signal_group(process.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), grace_s)
-                except TimeoutError:
-                    _signal_group(process.pid, signal.SIGKILL)
-                    await process.wait()
-            _signal_group(process.pid, signal.SIGKILL)  # grandchildren, if any were left
-        if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain
-        if self._log is not None:
-            self._log.close()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def reap_on_eof(stream: IO[str] | None = None, grace_s: float = 3.0) -> None:
-    """The reaper's main: read process-group ids, one a line; at EOF, kill every group still alive.
-
-    EOF means the demo closed its end of the pipe: normally after stopping its children itself, or
-    because it died (even by SIGKILL), in which case the reaper is what stops them.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    groups = [int(line) for line in (stream or sys.stdin) if line.strip().isdigit()]
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups):
-        time.sleep(0.05)
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-class _Reaper:
-    """The reaper process and the write end of its pipe."""
-
-    def __init__(self) -> None:
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            "from pcache.demo import reap_on_eof; reap_on_eof()",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def watch(self, pid: int) -> None:
-        if self.process is not None and self.process.stdin is not None:
-            self.process.stdin.write(f"{pid}\n".encode())
-
-    async def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            await asyncio.wait_for(self.process.wait(), 10)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
 
 
 # ---- counters from the replicas themselves ------------------------------------------------------
@@ -547,7 +387,7 @@ class DemoRun:
         self.events: list[str] = []
         self.sim: ChildProcess | None = None
         self.router: ChildProcess | None = None
-        self._reaper = _Reaper()
+        self._reaper = Reaper()
         self._http = httpx.AsyncClient(timeout=5.0)
 
     @property
@@ -614,7 +454,10 @@ class DemoRun:
 
     async def _start_child(self, child: ChildProcess) -> list[str]:
         self._reaper.watch(await child.spawn())  # before anything can go wrong in the demo
-        return await child.wait_ready()
+        try:
+            return await child.wait_ready()
+        except ChildError as exc:
+            raise DemoError(str(exc)) from exc
 
     async def close(self) -> None:
         """Stop every child (router first, so no request is in flight to a dead replica)."""
