@@ -79,6 +79,8 @@ class TopApp(App[None]):
     TITLE = "pcache top"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # Textual's default Ctrl-C only hints at ctrl+q; an operator (and `pcache demo`) expects it to quit.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),

@@ -63,6 +63,14 @@ async def test_space_pauses_polling_and_resumes(fake_router: FakeRouter) -> None
         assert "PAUSED" not in _header(app)
 
 
+async def test_ctrl_c_quits_like_q(fake_router: FakeRouter) -> None:
+    app = fake_app(fake_router)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: not app.is_running)
+
+
 async def test_refresh_keys_step_and_clamp(fake_router: FakeRouter) -> None:
     app = fake_app(fake_router, refresh_s=2.0)
     async with app.run_test(size=SIZE) as pilot:
