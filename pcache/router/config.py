@@ -212,6 +212,9 @@ class HotPrefixConfig(_Section):
 
 class RouterConfig(_Section):
     listen: str = "127.0.0.1:8080"
+    # Client API keys for the data plane: the named environment variable holds them,
+    # comma-separated. Unset or empty: no key needed (the listener is on loopback by default).
+    api_keys_env: str | None = None
     admin: AdminConfig = AdminConfig()
     policy: PolicyConfig = PolicyConfig()
     fingerprint: dict[str, Any] = Field(default_factory=dict)  # pcache.prompt.FingerprintConfig fields
@@ -230,6 +233,13 @@ class RouterConfig(_Section):
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_address(value)
+
+    def api_keys(self) -> tuple[str, ...]:
+        """The data-plane client keys from the environment (empty: no key needed)."""
+        if not self.api_keys_env:
+            return ()
+        raw = os.environ.get(self.api_keys_env, "")
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:

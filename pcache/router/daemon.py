@@ -135,6 +135,7 @@ class RouterDaemon:
             metrics=self.metrics,
             retries=up.retries,
             retry_on_timeout=up.retry_on_timeout,
+            api_keys=config.api_keys(),
             max_body_bytes=up.max_body_bytes,
             on_metrics=lambda: self.metrics.refresh(self.fleet, self.ledger),
         )

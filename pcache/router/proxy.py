@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -213,6 +214,7 @@ class ProxyApp:
         retries: int,
         max_body_bytes: int,
         retry_on_timeout: bool = False,
+        api_keys: tuple[str, ...] = (),
         on_metrics: Callable[[], None] | None = None,
         models_timeout_s: float = 5.0,
     ) -> None:
@@ -222,6 +224,7 @@ class ProxyApp:
         self.metrics = metrics
         self.retries = retries
         self.retry_on_timeout = retry_on_timeout
+        self._api_keys = tuple(key.encode() for key in api_keys)
         self.max_body_bytes = max_body_bytes
         self._on_metrics = on_metrics
         self._models_timeout_s = models_timeout_s
@@ -243,6 +246,11 @@ class ProxyApp:
                 "request_headers_too_large",
             )
             return
+        if self._api_keys and path.startswith("/v1/") and not self._authorized(headers):
+            await self._error(
+                send, 401, "missing or invalid API key", "invalid_request_error", "invalid_api_key"
+            )
+            return
         try:
             if path in _ROUTED_PATHS:
                 if method != "POST":
@@ -261,6 +269,17 @@ class ProxyApp:
                 await self._error(send, 404, f"unknown path {path}", "invalid_request_error", "not_found")
         except ConnectionAbortedError:
             return
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A bearer token equal to one of the API keys (constant-time, every key compared)."""
+        for name, value in headers:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    return False
+                token = token.strip()
+                return any([hmac.compare_digest(token, key) for key in self._api_keys])
+        return False
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -167,6 +167,33 @@ async def test_the_data_plane_rejects_bad_requests_with_openai_errors(daemon: Ro
         assert b"pcache_requests_total" in metrics.content
 
 
+async def test_data_plane_api_keys_are_required_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCACHE_UNIT_API_KEYS", "key-one, key-two")
+    daemon = RouterDaemon(parse_config("api_keys_env: PCACHE_UNIT_API_KEYS\n" + CONFIG))
+    for name in ("r1", "r2", "r3"):
+        daemon.fleet.set_drain(name, "draining")  # a request that gets past the key check gets 503
+    transport = httpx.ASGITransport(app=daemon.proxy)
+    body = {"model": "m", "prompt": "hello"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://data") as http:
+        missing = await http.post("/v1/completions", json=body)
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+        wrong = await http.post("/v1/completions", json=body, headers={"authorization": "Bearer key-three"})
+        assert wrong.status_code == 401
+        basic = await http.post("/v1/models", headers={"authorization": "Basic a2V5LW9uZQ=="})
+        assert basic.status_code == 401
+        for key in ("key-one", "key-two"):
+            ok = await http.post("/v1/completions", json=body, headers={"authorization": f"Bearer {key}"})
+            assert ok.status_code == 503, ok.text  # authorized; no replica is routable
+        assert (await http.get("/health")).status_code == 200  # probes and scrapes need no key
+        assert (await http.get("/metrics")).status_code == 200
+
+
+def test_no_api_keys_env_means_no_key_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCACHE_UNIT_API_KEYS", "")
+    assert parse_config("api_keys_env: PCACHE_UNIT_API_KEYS\n").api_keys() == ()
+    assert parse_config("listen: 127.0.0.1:8080\n").api_keys() == ()
+
+
 def test_owners_are_what_the_policy_routes_to(daemon: RouterDaemon) -> None:
     prefix = daemon.fleet.tier1["shop"]
     owners = daemon.routing.owners_of(prefix)
