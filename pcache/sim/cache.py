@@ -13,7 +13,9 @@ class Allocation:
     """The blocks one running request holds.
 
     ``hashed`` are shared, content-addressed blocks (prefix hits, then the request's own full prompt
-    blocks once its prefill is committed); ``anonymous`` counts the rest (partial and decode blocks).
+    blocks once its prefill is committed, then full blocks of generated tokens); ``anonymous`` counts
+    the rest (partial and not yet full decode blocks). ``committed`` is how many leading blocks of
+    the request's sequence have been through the cache (hit or registered).
     """
 
     prompt_hashes: list[int]
@@ -22,6 +24,7 @@ class Allocation:
     hashed: list[int] = field(default_factory=list)
     anonymous: int = 0
     released: bool = False
+    committed: int = 0
 
 
 class PrefixCache:
@@ -99,19 +102,28 @@ class PrefixCache:
             hit_tokens=hit_blocks * self.block_size,
             hashed=list(hit_hashes),
             anonymous=new_blocks,
+            committed=hit_blocks,
         )
 
-    def commit(self, allocation: Allocation) -> None:
-        """Register the request's computed full prompt blocks so later requests can hit them."""
+    def commit(self, allocation: Allocation, sequence_hashes: list[int] | None = None) -> None:
+        """Register the request's computed full blocks so later requests can hit them.
+
+        By default its prompt blocks (after prefill). ``sequence_hashes`` are the chained hashes of
+        the full blocks of prompt + generated tokens computed so far: like vLLM V1, a block of
+        generated tokens is cached once it is full, so the next turn of a conversation, whose prompt
+        repeats this reply, hits it on this replica.
+        """
         if allocation.released:
             return
-        for block_hash in allocation.prompt_hashes[allocation.hit_blocks :]:
+        hashes = allocation.prompt_hashes if sequence_hashes is None else sequence_hashes
+        for block_hash in hashes[allocation.committed :]:
             if block_hash in self._refcount or allocation.anonymous == 0:
                 continue  # another request registered the same content first; ours stays private
             self._refcount[block_hash] = 1
             allocation.hashed.append(block_hash)
             allocation.anonymous -= 1
             self._anonymous -= 1
+        allocation.committed = max(allocation.committed, len(hashes))
 
     def release(self, allocation: Allocation) -> None:
         """Return a finished request's blocks; shared ones stay cached as evictable.

@@ -98,6 +98,7 @@ class Generation:
         self._cache = replica.cache
         self.prompt_tokens = prompt_tokens if prompt_tokens is not None else count_tokens(prompt)
         self.max_tokens = max_tokens
+        self._prompt = prompt
         self._hashes = block_hashes(prompt, replica.spec.block_size)
         self._allocation: Allocation | None = None
         self.cached_tokens = 0
@@ -129,9 +130,11 @@ class Generation:
         allocation = self._allocation
         if allocation is None:
             return
-        self._scheduler.finish(allocation)
         if self._replica.cache is not self._cache:
+            self._scheduler.finish(allocation)
             return  # the engine restarted under us: its counters are gone
+        self._cache_generated(allocation)
+        self._scheduler.finish(allocation)
         now = time.perf_counter()
         reason = "length" if self._finished else "abort"
         first = self._first_token or now
@@ -149,6 +152,14 @@ class Generation:
                 e2e=now - self._arrival,
             )
         )
+
+    def _cache_generated(self, allocation: Allocation) -> None:
+        """Cache the full blocks of prompt + generated tokens whose KV was computed (vLLM V1 caches
+        decode blocks too): every token but the last sampled one, which was never fed back."""
+        if not self._first_token or self.generated < 2:
+            return  # no prefill done, or no generated token computed yet
+        generated = "".join(filler_text(index) for index in range(self.generated - 1))
+        self._cache.commit(allocation, block_hashes(self._prompt + generated, self._replica.spec.block_size))
 
     async def prefill(self) -> None:
         """Wait for admission, then compute the uncached prompt tokens; ends at the first token."""

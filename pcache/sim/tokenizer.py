@@ -14,9 +14,12 @@ CHARS_PER_TOKEN = 4
 ROOT_HASH = 0x9E3779B97F4A7C15  # parent hash of the first block, like vLLM's NONE_HASH seed
 
 _FILLER = (
-    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dogs", "while",
-    "simulated", "replicas", "answer", "with", "steady", "deterministic", "text",
+    "the", "sky", "was", "red", "and", "our", "old", "dog", "ran", "far", "for", "one", "day",
+    "but", "now", "sun",
 )  # fmt: skip
+# Every generated token is exactly CHARS_PER_TOKEN characters (a space and a three-letter word), so
+# a reply rendered back into the next prompt is as many tokens as were generated, and its blocks
+# hash the same as the ones the engine cached while generating it.
 
 
 def count_tokens(text: str) -> int:
@@ -40,5 +43,5 @@ def block_hashes(text: str, block_size: int) -> list[int]:
 
 
 def filler_text(index: int) -> str:
-    """The ``index``-th generated token: a word from a fixed cycle, with its leading space."""
+    """The ``index``-th generated token: a word from a fixed cycle, with its leading space (4 chars)."""
     return " " + _FILLER[index % len(_FILLER)]

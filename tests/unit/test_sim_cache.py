@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pcache.sim.cache import PrefixCache
+from pcache.sim.config import ReplicaSpec, Timing
+from pcache.sim.protocol import render_chat
+from pcache.sim.replica import SimReplica
 from pcache.sim.tokenizer import CHARS_PER_TOKEN, block_hashes, count_tokens
 
 BLOCK = 16
@@ -121,3 +124,52 @@ def test_reset_drops_unreferenced_blocks_only() -> None:
     assert cache.reset() is False  # a request still holds blocks
     assert cache.contains(block_hashes(text("b", 2, 1), BLOCK)[0])
     assert not cache.contains(block_hashes(text("a", 2, 1), BLOCK)[0])
+
+
+def test_full_blocks_of_generated_tokens_are_cached_with_the_prompt() -> None:
+    cache = PrefixCache(num_blocks=100, block_size=BLOCK)
+    prompt = text("p", 2, extra_tokens=4)
+    tokens = count_tokens(prompt)
+    allocation = cache.allocate(block_hashes(prompt, BLOCK), tokens, tokens + 40)
+    assert allocation is not None
+    cache.commit(allocation)
+    reply = "abcd" * 39  # the 40th token is sampled but never fed back, so its KV does not exist
+    cache.commit(allocation, block_hashes(prompt + reply, BLOCK))
+    cache.release(allocation)
+    sequence = block_hashes(prompt + reply, BLOCK)  # 2 + 4/16 + 39/16 blocks: 4 full
+    assert len(sequence) == 4
+    assert all(cache.contains(block_hash) for block_hash in sequence)
+    follow_up = prompt + reply + "abcd" + text("next", 2)
+    assert cache.match(block_hashes(follow_up, BLOCK), count_tokens(follow_up)) == 4
+
+
+async def test_next_turn_hits_the_previous_reply_on_the_replica_that_generated_it() -> None:
+    def spec(name: str) -> ReplicaSpec:
+        return ReplicaSpec(name=name, timing=Timing(t0=0.0, per_prompt_token=0.0, inter_token=0.0))
+
+    home, other = SimReplica(spec("r1")), SimReplica(spec("r2"))
+    system = {"role": "system", "content": "s" * 1000}
+    first = [system, {"role": "user", "content": "u" * 700}]
+    for replica in (home, other):  # both replicas hold the system prompt; only home the reply
+        async with replica.generation(render_chat(first[:1]), 1) as warm:
+            await warm.prefill()
+            await warm.complete()
+    async with home.generation(render_chat(first), 100) as turn:
+        await turn.prefill()
+        reply = await turn.complete()
+    assert count_tokens(reply) == 100
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "v" * 300}]
+    prompt = render_chat(second)
+    # vLLM caches prompt + generated tokens but the last: the full blocks of that sequence are hits.
+    computed = render_chat(first) + reply[:-CHARS_PER_TOKEN]
+    expected = (len(computed) // BLOCK_CHARS) * BLOCK
+    assert expected * CHARS_PER_TOKEN > len(render_chat(first)) + 64  # covers most of the reply
+    results = {}
+    for replica in (home, other):
+        async with replica.generation(prompt, 1) as turn:
+            await turn.prefill()
+            await turn.complete()
+            results[replica.spec.name] = turn.cached_tokens
+    assert results["r1"] == expected
+    system_blocks = len(render_chat(first[:1]).removesuffix("<|im_start|>assistant\n")) // BLOCK_CHARS
+    assert results["r2"] == system_blocks * BLOCK  # another replica: the shared system prompt only
