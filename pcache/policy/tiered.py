@@ -20,11 +20,16 @@ replica that would be clearly slower to produce the first token.
    everywhere: they are (or will be after one miss each), and preferring whoever got them first
    would starve the rest, a replica just added most. If no candidate qualifies, the least loaded
    routable replica outside the set (or in it, when the set is every replica).
+   The session's home is judged apart: it keeps the session while within the load bound (one
+   request over it when it alone holds ``home_history_tokens`` of the prompt) and while its queue
+   does not make it more than ``1 + home_eps`` times as costly as the cheapest other candidate,
+   costed with each replica's own predicted match, so the history only the home holds is what
+   leaving would recompute.
 4. The chosen replica becomes the session's home; a change of home is drift, with its cause.
 
 So a prefix every request shares (the Mooncake trace's first block) costs the same everywhere and
 sessions, queues and the bound do the balancing, while a session stays home unless its home is over
-the bound or its queue costs more than its cache saves. Weighing cached overlap against queued work
+the bound or its queue costs far more than its cache saves. Weighing cached overlap against queued work
 is what NVIDIA Dynamo's KV router and llm-d's prefix-cache scorer do too.
 """
 
@@ -58,6 +63,8 @@ class TieredPolicy(BasePolicy):
         default_capacity_tokens: int = 450_000,
         miss_weight: float = 2.0,
         cost_eps: float = 0.25,
+        home_eps: float = 1.0,
+        home_history_tokens: int = 4096,
         everywhere_fraction: float = 0.5,
         hot_copy_factor: float = 2.0,
         detector: HotPrefixDetector | None = None,
@@ -69,7 +76,11 @@ class TieredPolicy(BasePolicy):
         it to count as cached everywhere. ``hot_copy_factor``: a Tier-1 prefix carrying a share s of
         requests is cached on ``ceil(s * N * hot_copy_factor)`` replicas (at least its registered
         copies). ``detector`` measures those shares (a bounded :class:`HotPrefixDetector` by
-        default)."""
+        default). ``home_eps``: how much costlier than the cheapest candidate a session's home may be
+        (its queue against the history elsewhere recomputed) before the session leaves it.
+        ``home_history_tokens``: history only the home holds that earns it one request over the
+        bound (4096: more than the 2k-token group prefixes of the gsp traces, whose balance the bound
+        keeps; a long conversation's history)."""
         if eps < 0:
             raise ValueError("eps must be >= 0")
         if max_sessions < 1:
@@ -79,6 +90,8 @@ class TieredPolicy(BasePolicy):
         self.hot_copy_factor = hot_copy_factor
         self.miss_weight = miss_weight
         self.cost_eps = cost_eps
+        self.home_eps = home_eps
+        self.home_history_tokens = home_history_tokens
         self.everywhere_fraction = everywhere_fraction
         self.index = ApproximateCacheIndex(default_capacity_tokens) if cache_index else None
         self.detector = detector if detector is not None else HotPrefixDetector()
@@ -172,9 +185,12 @@ class TieredPolicy(BasePolicy):
         )
         under = [item[3] for item in ranked if item[5].load + 1 <= bound]
         limit = min(under) * (1 + self.cost_eps) if under else 0.0
-        chosen = next(
-            (i for i, item in enumerate(ranked) if item[5].load + 1 <= bound and item[3] <= limit), -1
-        )
+        if self._stays_home(ranked, old_home, bound, fingerprint, prefix is not None):
+            chosen = 0
+        else:
+            chosen = next(
+                (i for i, item in enumerate(ranked) if item[5].load + 1 <= bound and item[3] <= limit), -1
+            )
         candidates = [
             Candidate(r.name, -cost, r.load, None if r.load + 1 <= bound else Exclusion.OVER_LOAD_BOUND)
             for _, _, _, cost, _, r in ranked
@@ -234,6 +250,44 @@ class TieredPolicy(BasePolicy):
             drift=drift,
             new_home=new_home,
         )
+
+    def _stays_home(
+        self,
+        ranked: list[tuple[bool, int, float, float, int, ReplicaView]],
+        old_home: str | None,
+        bound: int,
+        fingerprint: Fingerprint,
+        tier1: bool,
+    ) -> bool:
+        """Whether the session's home keeps it: within the load bound, and not made by its queue
+        more than ``1 + home_eps`` times as costly as the cheapest other replica under the bound.
+
+        Costs here use each replica's own predicted match (the Tier-1 prefix counting as cached on
+        its owners), not the everywhere credit of the general ranking: a conversation's history is
+        held by its home (and, after a move, by a former home too), and crediting it to every
+        candidate made leaving look free. A home that alone holds at least ``home_history_tokens``
+        of the prompt may go one request over the bound (recomputing that history elsewhere costs
+        more than one more request in flight). Only the home's load or queue can make it leave, so
+        such a move is honestly overload.
+        """
+        if old_home is None or not ranked or ranked[0][5].name != old_home:
+            return False
+        home, home_match = ranked[0][5], ranked[0][4]
+        tokens, bt, weight = fingerprint.prompt_tokens, fingerprint.block_tokens, self.miss_weight
+        floor = fingerprint.tier1_blocks if tier1 else 0
+        held_elsewhere = max((max(item[4], floor) for item in ranked[1:]), default=floor)
+        slack = 1 if (home_match - held_elsewhere) * bt >= self.home_history_tokens else 0
+        if home.load + 1 > bound + slack:
+            return False
+
+        def miss(matched: int) -> float:
+            return weight * max(0, tokens - max(matched, floor) * bt)
+
+        others = [item[5].pending_tokens + miss(item[4]) for item in ranked[1:] if item[5].load + 1 <= bound]
+        if not others:
+            return True
+        limit = (1 + self.home_eps) * min(others)
+        return home.pending_tokens + miss(home_match) <= limit or miss(home_match) > limit
 
     @staticmethod
     def _drift_cause(old_home: str, fleet: FleetView, inside: list[ReplicaView]) -> DriftCause:

@@ -351,6 +351,33 @@ def test_tiered_leaves_a_home_whose_queue_costs_more_than_its_cache_saves() -> N
     assert policy.route(fp((1, 2, 3, 4), "s", prompt_tokens=256), mildly_busy).reason is Reason.SESSION_HOME
 
 
+def test_tiered_keeps_a_conversation_home_whose_history_only_it_holds_over_a_short_queue() -> None:
+    # Two candidates: the home alone holds the history, yet one replica of two is "half the
+    # candidates", so the general ranking credits the history to both and leaving looked free.
+    policy = TieredPolicy()
+    home = policy.route(fp((1, 2, 3, 4), "s"), fleet(2)).replica
+    queued = FleetView(
+        tuple(ReplicaView(r.name, pending_tokens=600 if r.name == home else 0) for r in fleet(2).replicas)
+    )
+    decision = policy.route(fp((1, 2, 3, 4, 5, 6, 7, 8), "s"), queued)
+    assert decision.replica == home
+    assert decision.reason is Reason.SESSION_HOME
+    assert decision.drift is None
+
+
+def test_tiered_lets_a_home_holding_a_long_history_go_one_request_over_the_load_bound() -> None:
+    policy = TieredPolicy()
+    history = tuple(range(1, 101))  # 6400 tokens only the home holds
+    home = policy.route(fp(history, "s"), fleet(4)).replica
+    assert home is not None
+    one_over = fleet(4, loads={home: 2})  # bound ceil(1.75 * 3 / 4) = 2: load + 1 is one over
+    assert policy.route(fp((*history, 101), "s"), one_over).replica == home
+    two_over = fleet(4, loads={home: 3})
+    moved = policy.route(fp((*history, 101, 102), "s"), two_over)
+    assert moved.replica != home
+    assert moved.drift is not None and moved.drift.cause is DriftCause.OVERLOAD
+
+
 def test_tiered_session_table_is_a_bounded_lru() -> None:
     policy = TieredPolicy(max_sessions=3)
     view = fleet(4)
