@@ -62,6 +62,7 @@ class DriftCause(StrEnum):
     FAILURE = "failure"
     MEMBERSHIP = "membership"  # the home was removed from the fleet
     PIN = "pin"  # a pin change excluded the home
+    TIER1 = "tier1"  # the home is outside its (unpinned) Tier-1 prefix's owners, e.g. after a spill
 
 
 @dataclass(frozen=True, slots=True)

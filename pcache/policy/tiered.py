@@ -228,7 +228,8 @@ class TieredPolicy(BasePolicy):
         drift: DriftEvent | None = None
         new_home = session is not None and old_home != replica.name
         if new_home and old_home is not None and session is not None:
-            drift = DriftEvent(session, old_home, replica.name, self._drift_cause(old_home, fleet, inside))
+            cause = self._drift_cause(old_home, fleet, inside, pinned=bool(prefix and prefix.pinned))
+            drift = DriftEvent(session, old_home, replica.name, cause)
         if book:
             if self.index is not None:
                 self.index.insert(replica, blocks, fingerprint.block_tokens)
@@ -290,8 +291,13 @@ class TieredPolicy(BasePolicy):
         return home.pending_tokens + miss(home_match) <= limit or miss(home_match) > limit
 
     @staticmethod
-    def _drift_cause(old_home: str, fleet: FleetView, inside: list[ReplicaView]) -> DriftCause:
-        """Why a session left ``old_home``; a home over the load bound or too busy is OVERLOAD."""
+    def _drift_cause(
+        old_home: str, fleet: FleetView, inside: list[ReplicaView], *, pinned: bool = False
+    ) -> DriftCause:
+        """Why a session left ``old_home``; a home over the load bound or too busy is OVERLOAD.
+
+        A healthy home outside the candidate set is PIN when the prefix is pinned, else TIER1 (the
+        home is not among the prefix's owners, e.g. the session had spilled out of its group)."""
         view = fleet.by_name(old_home)
         if view is None or view.state is ReplicaState.REMOVED:
             return DriftCause.MEMBERSHIP
@@ -300,7 +306,7 @@ class TieredPolicy(BasePolicy):
         if view.state is ReplicaState.UNHEALTHY:
             return DriftCause.FAILURE
         if all(r.name != old_home for r in inside):
-            return DriftCause.PIN
+            return DriftCause.PIN if pinned else DriftCause.TIER1
         return DriftCause.OVERLOAD
 
     def observe(self, fingerprint: Fingerprint, decision: Decision, outcome: Outcome) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -246,6 +247,20 @@ def test_tiered_moves_an_overloaded_session_to_its_next_hrw_choice_with_overload
     assert decision.reason is Reason.OVERFLOW
     assert decision.drift is not None and decision.drift.cause is DriftCause.OVERLOAD
     assert policy.route(fp((1,), "dave"), fleet(4)).replica == decision.replica  # the new home sticks
+
+
+def test_tiered_reports_tier1_drift_when_the_home_is_outside_an_unpinned_prefixs_owners() -> None:
+    policy = TieredPolicy()
+    request = fp((10, 11, 12), "frank", tier1="sys", tier1_blocks=2)
+    home = policy.route(request, fleet(4)).replica
+    assert home is not None
+    replicas = tuple(
+        dataclasses.replace(r, group="other" if r.name == home else "chat") for r in fleet(4).replicas
+    )
+    view = FleetView(replicas, {"sys": Tier1Prefix("sys", (10, 11), copies=3, group="chat")})
+    decision = policy.route(request, view)
+    assert decision.replica != home
+    assert decision.drift is not None and decision.drift.cause is DriftCause.TIER1
 
 
 def test_tiered_honours_pins_and_reports_pin_drift() -> None:
