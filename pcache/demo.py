@@ -70,13 +70,17 @@ class ChildCrashed(DemoError):
 class DemoFleet:
     """The simulated fleet: replicas ``r1..rN`` in two task groups, plus one spare.
 
-    Caches are deliberately finite (``num_gpu_blocks`` of 16 tokens): the fleet as a whole can hold
-    every shared prompt and active conversation once, but one replica cannot hold them all, which
-    is the situation where routing decides the hit rate. Timing is vLLM's shape scaled to
-    milliseconds (fixed cost + per-uncached-token prefill, then one token per ``inter_token_ms``).
+    The groups are sized to their traffic: the demo's Zipf popularity sends 62.6% of sessions to
+    the three support prompts and 37.4% to the three code prompts, so 5 and 3 of 8 replicas.
+    Caches are deliberately finite (``num_gpu_blocks`` of 16 tokens, 64k tokens a replica): the
+    fleet as a whole holds every live conversation once with about a quarter to spare, one replica
+    holds about a sixth of them, which is the situation where routing decides the hit rate (a
+    production replica holds more, and serves proportionally more sessions). Timing is vLLM's
+    shape scaled to milliseconds (fixed cost + per-uncached-token prefill, then one token per
+    ``inter_token_ms``).
     """
 
-    groups: tuple[tuple[str, int], ...] = (("support", 4), ("code", 2))
+    groups: tuple[tuple[str, int], ...] = (("support", 5), ("code", 3))
     spare_group: str | None = "support"
     num_gpu_blocks: int = 4096
     max_num_seqs: int = 64
@@ -106,18 +110,21 @@ class DemoFleet:
 
 
 def demo_workload(seed: int = 0, prompts: tuple[SystemPrompt, ...] | None = None) -> Workload:
-    """The demo's traffic: the six built-in prompts and long multi-turn sessions.
+    """The demo's traffic: the six built-in prompts and long, agent-like multi-turn sessions.
 
-    Users paste logs, files and tool output (500-2000 tokens a turn) over 6-12 turns, so a
-    conversation soon outweighs its 1-2k-token system prompt, as in real assistant and agent
-    traffic; the longest conversation (~27k tokens) still fits a replica's 32k context.
+    Each of 10-18 turns appends 500-1500 tokens (a pasted log or file, a tool's output) and a short
+    reply (64 tokens: an answer or the next tool call) after a think time of 1 s on average (a tool
+    running, a quick user), so a conversation soon outweighs its 1-2k-token system prompt and each
+    turn reuses far more than it adds, as in agent and coding-assistant traffic. The longest
+    conversation (~30k tokens) still fits a replica's 32k context. 2.4 new sessions a second keep
+    about 45 conversations live, ~35 requests a second.
     """
     return Workload(
         prompts=prompts or default_prompts(),
-        session_rate=2.5,
-        turns=(6, 12),
-        think_time_s=2.0,
-        user_chars=(2000, 8000),
+        session_rate=2.4,
+        turns=(10, 18),
+        think_time_s=1.0,
+        user_chars=(2000, 6000),
         max_tokens=64,
         zipf_s=1.0,
         seed=seed,

@@ -94,14 +94,14 @@ def loadgen(
     ] = 0,
     session_rate: Annotated[
         float, typer.Option("--session-rate", help="New sessions per second (Poisson arrivals).")
-    ] = 2.5,
-    turns: Annotated[str, typer.Option("--turns", help="Turns per session: N or LOW-HIGH.")] = "6-12",
+    ] = 2.4,
+    turns: Annotated[str, typer.Option("--turns", help="Turns per session: N or LOW-HIGH.")] = "10-18",
     think_time: Annotated[
         float, typer.Option("--think-time", help="Mean think time between turns (s, exponential).")
-    ] = 2.0,
+    ] = 1.0,
     user_chars: Annotated[
         str, typer.Option("--user-chars", help="Characters per user message: N or LOW-HIGH.")
-    ] = "2000-8000",
+    ] = "2000-6000",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of every request.", min=1)] = 64,
     zipf: Annotated[float, typer.Option("--zipf", help="Zipf exponent of system-prompt popularity.")] = 1.0,
     concurrency: Annotated[

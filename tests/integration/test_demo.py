@@ -249,7 +249,7 @@ def test_compare_reports_each_policy_from_the_replicas_counters_as_json() -> Non
     for policy, run in report.items():
         fleet = run["fleet"]
         assert run["policy"] == policy
-        assert sorted(fleet["requests"]) == [f"r{n}" for n in range(1, 7)]  # no spare in a comparison
+        assert sorted(fleet["requests"]) == [f"r{n}" for n in range(1, 9)]  # no spare in a comparison
         assert sum(fleet["requests"].values()) > 0
         assert 0.0 <= fleet["hit_rate"] <= 1.0
         assert fleet["prefix_hits"] <= fleet["prefix_queries"]

@@ -28,7 +28,7 @@ def test_prompt_files_are_the_built_in_prompts() -> None:
 
 def test_router_yaml_matches_the_demo_router_on_fixed_ports() -> None:
     document = yaml.safe_load((DEMO / "router.yaml").read_text())
-    urls = {f"r{index}": f"http://127.0.0.1:{8100 + index}" for index in range(1, 8)}
+    urls = {f"r{index}": f"http://127.0.0.1:{8100 + index}" for index in range(1, 10)}
     expected = router_document(
         DemoFleet(), urls, default_prompts(), listen="127.0.0.1:8080", admin_listen="127.0.0.1:8081"
     )
@@ -45,4 +45,4 @@ def test_router_accepts_the_demo_config() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "6 replicas, 6 Tier-1 prefixes, policy tiered" in result.stdout
+    assert "8 replicas, 6 Tier-1 prefixes, policy tiered" in result.stdout
