@@ -34,7 +34,7 @@ __all__ = [
     "StatusSnapshot",
 ]
 
-ReplicaStateName = Literal["healthy", "unhealthy", "draining", "drained", "removed"]
+ReplicaStateName = Literal["healthy", "unhealthy", "joining", "draining", "drained", "removed"]
 
 
 class _Model(BaseModel):

@@ -59,6 +59,8 @@ class ReplicaEntry:
             return ReplicaState.DRAINED
         if self.drain == "draining":
             return ReplicaState.DRAINING
+        if self.joining:
+            return ReplicaState.JOINING
         return ReplicaState.HEALTHY if self.healthy else ReplicaState.UNHEALTHY
 
     @property
@@ -166,7 +168,7 @@ class Fleet:
         )
         entry.drain = drain
         if joining:
-            entry.joining, entry.healthy, entry.last_error = True, False, "joining: not checked yet"
+            entry.joining, entry.healthy = True, False
         self._entries[name] = entry
         self._changed()
         return entry

@@ -19,6 +19,7 @@ class ReplicaState(StrEnum):
 
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"  # failed health checks; retried
+    JOINING = "joining"  # added at run time; health-checked and prewarmed before it takes work
     DRAINING = "draining"  # no new sessions; in-flight requests finish
     DRAINED = "drained"
     REMOVED = "removed"

@@ -86,6 +86,7 @@ def print_jsonl(items: Iterable[Any]) -> None:
 STATE_STYLES = {
     "healthy": "green",
     "unhealthy": "red",
+    "joining": "cyan",
     "draining": "yellow",
     "drained": "blue",
     "removed": "dim",

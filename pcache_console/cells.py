@@ -76,12 +76,13 @@ def kv_bar(usage: float | None, width: int = 10) -> Text:
 
 
 def state_label(replica: ReplicaStatus) -> Text:
-    """The replica's state as a word: UP, DOWN, STALE, DRAINING, DRAINED, REMOVED."""
+    """The replica's state as a word: UP, DOWN, STALE, JOINING, DRAINING, DRAINED, REMOVED."""
     if replica.stale and replica.state in ("healthy", "draining"):
         return Text("STALE", style="bold magenta")
     return {
         "healthy": Text("UP", style="green"),
         "unhealthy": Text("DOWN", style="bold red"),
+        "joining": Text("JOINING", style="cyan"),
         "draining": Text("DRAINING", style="yellow"),
         "drained": Text("DRAINED", style="dim"),
         "removed": Text("REMOVED", style="dim"),

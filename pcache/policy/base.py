@@ -45,6 +45,7 @@ class Exclusion(StrEnum):
     """Why a replica was not a usable candidate."""
 
     UNHEALTHY = "unhealthy"
+    JOINING = "joining"  # added at run time, not yet checked and prewarmed
     DRAINING = "draining"
     DRAINED = "drained"
     REMOVED = "removed"

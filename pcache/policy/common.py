@@ -22,6 +22,7 @@ __all__ = [
 
 STATE_EXCLUSION: dict[ReplicaState, Exclusion] = {
     ReplicaState.UNHEALTHY: Exclusion.UNHEALTHY,
+    ReplicaState.JOINING: Exclusion.JOINING,
     ReplicaState.DRAINING: Exclusion.DRAINING,
     ReplicaState.DRAINED: Exclusion.DRAINED,
     ReplicaState.REMOVED: Exclusion.REMOVED,

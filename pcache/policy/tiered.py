@@ -299,7 +299,7 @@ class TieredPolicy(BasePolicy):
         A healthy home outside the candidate set is PIN when the prefix is pinned, else TIER1 (the
         home is not among the prefix's owners, e.g. the session had spilled out of its group)."""
         view = fleet.by_name(old_home)
-        if view is None or view.state is ReplicaState.REMOVED:
+        if view is None or view.state in (ReplicaState.REMOVED, ReplicaState.JOINING):
             return DriftCause.MEMBERSHIP
         if view.state in (ReplicaState.DRAINING, ReplicaState.DRAINED):
             return DriftCause.DRAIN

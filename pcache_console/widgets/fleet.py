@@ -36,7 +36,7 @@ FIELDS: tuple[tuple[str, str, int, bool], ...] = (
 )
 _GAP = "  "
 
-_STATE_ORDER = {"unhealthy": 0, "draining": 1, "drained": 2, "removed": 3, "healthy": 4}
+_STATE_ORDER = {"unhealthy": 0, "joining": 1, "draining": 2, "drained": 3, "removed": 4, "healthy": 5}
 
 SORTS: dict[str, tuple[str, Callable[[ReplicaStatus], object], bool]] = {
     # sort name -> (label, key, descending by default)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import typing
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from textual.app import App
 from textual.widgets import Static
 from typer.testing import CliRunner
 
+from pcache.api import ReplicaStateName, ReplicaStatus
 from pcache_cli.context import CliContext
 from pcache_cli.main import app as cli_app
 from pcache_console.app import REFRESH_STEPS
@@ -175,3 +177,14 @@ async def test_a_body_that_does_not_parse_is_reported_not_fatal(fake_router: Fak
         await until(pilot, lambda: "STALE" not in _header(app))
         assert "prefixes:" in _flash(app)  # the heat map still fails: a warning on the flash line
         assert app.fleet.row_count == 7
+
+
+@pytest.mark.parametrize("state", typing.get_args(ReplicaStateName))
+def test_every_replica_state_has_a_word_in_the_console_and_a_style_in_the_cli(state: str) -> None:
+    from pcache_cli.output import STATE_STYLES
+    from pcache_console.cells import state_label
+
+    replica = ReplicaStatus(name="r1", url="http://127.0.0.1:1", engine="vllm", state=state)
+    label = state_label(replica)
+    assert label.plain and label.plain == label.plain.upper()
+    assert state in STATE_STYLES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,3 +163,41 @@ def test_restart_keeps_pins_drains_and_runtime_replicas(sim: SimFleet, tmp_path:
         assert [(p.name, p.replicas) for p in pins] == [("billing", ["r1"])]
         replica, reason, _ = _ask(router, "after-restart")
         assert (replica, reason) == ("r1", "pinned")
+
+
+def test_a_joining_replica_is_shown_as_joining_and_gets_no_traffic_until_prewarmed(sim: SimFleet) -> None:
+    """`replicas add` health-checks the newcomer and prewarms the Tier-1 prefixes it will own before
+    routing to it; meanwhile it is `joining` (not `unhealthy`: nothing failed) and excluded as such."""
+    three = {name: sim.urls[name] for name in ("r1", "r2", "r3")}
+    tier1 = [{"name": "billing", "text": SYSTEM, "copies": 4}]  # every replica owns it, r4 too
+    sim.set_faults("r4", stall=True)  # completions (the prewarm) wait; /health still answers
+    try:
+        with (
+            RouterProcess(replicas=three, tier1=tier1, prewarm={"handoff_wait_s": 30}) as router,
+            router.admin() as admin,
+        ):
+            errors: list[BaseException] = []
+
+            def add() -> None:
+                try:
+                    with router.admin() as other:
+                        other.add_replica(ReplicaIn(name="r4", url=sim.urls["r4"]))
+                except BaseException as exc:  # reported by the main thread
+                    errors.append(exc)
+
+            adding = threading.Thread(target=add)
+            adding.start()
+            try:
+                _eventually(lambda: {r.name: r.state for r in admin.replicas()}.get("r4") == "joining")
+                status = {r.name: r for r in admin.status().replicas}
+                assert status["r4"].state == "joining"
+                assert status["r4"].last_error is None
+                for n in range(6):  # new sessions spread over the fleet, never to the newcomer
+                    assert _ask(router, f"join-{n}")[0] != "r4"
+            finally:
+                sim.set_faults("r4", stall=False)  # the prewarm completes, the add returns
+                adding.join(timeout=30)
+            assert not adding.is_alive() and not errors, errors
+            assert {r.name: r.state for r in admin.replicas()}["r4"] == "healthy"
+    finally:
+        sim.set_faults("r4", stall=False)

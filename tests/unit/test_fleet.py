@@ -7,6 +7,8 @@ import pytest
 from pcache.engines.base import ReplicaStats
 from pcache.fleet import Fleet, UnknownReplica
 from pcache.fleet_view import ReplicaState
+from pcache.policy.base import Exclusion
+from pcache.policy.common import excluded_by_state
 
 
 def _fleet(*names: str, **kwargs: object) -> Fleet:
@@ -97,11 +99,18 @@ def test_membership_changes() -> None:
     fleet.add("r2", "http://x/", source="runtime", joining=True)
     assert fleet.get("r2").url == "http://x"
     assert fleet.routable_names() == ["r1"]
+    assert fleet.get("r2").state is ReplicaState.JOINING  # not "unhealthy": nothing failed yet
+    assert fleet.get("r2").last_error is None
+    assert [(c.replica, c.excluded) for c in excluded_by_state(fleet.view())] == [("r2", Exclusion.JOINING)]
     for _ in range(5):
         fleet.report_success("r2")  # health checks alone do not end the joining phase
     assert fleet.routable_names() == ["r1"]
     fleet.finish_joining("r2", routable=True)
+    assert fleet.get("r2").state is ReplicaState.HEALTHY
     assert fleet.routable_names() == ["r1", "r2"]
+    fleet.add("r3", "http://y", source="runtime", joining=True)
+    fleet.finish_joining("r3", routable=False)  # its first health check failed: recovery decides
+    assert fleet.get("r3").state is ReplicaState.UNHEALTHY
     fleet.remove("r1")
     with pytest.raises(UnknownReplica):
         fleet.get("r1")
