@@ -385,12 +385,29 @@ def test_tiered_lets_a_home_holding_a_long_history_go_one_request_over_the_load_
     history = tuple(range(1, 101))  # 6400 tokens only the home holds
     home = policy.route(fp(history, "s"), fleet(4)).replica
     assert home is not None
-    one_over = fleet(4, loads={home: 2})  # bound ceil(1.75 * 3 / 4) = 2: load + 1 is one over
+    others = {f"r{i}": 2 for i in range(1, 5) if f"r{i}" != home}
+    one_over = fleet(4, loads={**others, home: 6})  # bound ceil(1.75 * 13 / 4) = 6: 7 is one over
     assert policy.route(fp((*history, 101), "s"), one_over).replica == home
-    two_over = fleet(4, loads={home: 3})
+    two_over = fleet(4, loads={**others, home: 8})  # bound ceil(1.75 * 15 / 4) = 7: 9 is two over
     moved = policy.route(fp((*history, 101, 102), "s"), two_over)
     assert moved.replica != home
     assert moved.drift is not None and moved.drift.cause is DriftCause.OVERLOAD
+
+
+def test_tiered_load_bound_has_a_floor_so_an_idle_fleet_does_not_scatter_sessions() -> None:
+    """With under one request in flight per replica, ``ceil(1.75 * mean)`` is 1 or 2: a home with a
+    request or two decoding would count as overloaded and its session would leave its cache. The
+    bound never goes below ``min_bound`` (3) in-flight requests."""
+    short = (1, 2)  # 128 tokens: no long-history slack
+    for min_bound, stays in ((3, True), (1, False)):
+        policy = TieredPolicy(min_bound=min_bound)
+        home = policy.route(fp(short, "s"), fleet(4)).replica
+        assert home is not None
+        busy_home = fleet(4, loads={home: 2})  # ceil(1.75 * 3 / 4) = 2 without the floor
+        decision = policy.route(fp((*short, 3), "s"), busy_home)
+        assert (decision.replica == home) is stays, (min_bound, decision)
+    with pytest.raises(ValueError):
+        TieredPolicy(min_bound=0)
 
 
 def test_tiered_session_table_is_a_bounded_lru() -> None:
