@@ -52,12 +52,15 @@ class TurnResult:
 
     session_id: str
     ok: bool
-    error: str | None  # kind: http_503, timeout, connect, stream, bad_response, cancelled
+    error: str | None  # kind: http_503, timeout, connect, stream, bad_response, empty, cancelled
     ttft_s: float | None
     latency_s: float
     prompt_tokens: int | None
     cached_tokens: int | None
     replica: str | None  # from the router's x-pcache-replica header, when present
+
+
+CUT_OFF = "cancelled"  # the run ended (limit reached, grace period over) with the request in flight
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -85,6 +88,7 @@ class LoadSummary:
     prompt_tokens: int
     cached_tokens: int
     by_replica: dict[str, int] = field(default_factory=dict)
+    cut_off: int = 0  # still in flight when the run ended (after the grace period): not errors
 
     @property
     def requests_per_s(self) -> float:
@@ -100,7 +104,7 @@ class LoadSummary:
         ok = [r for r in results if r.ok]
         ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
         latencies = [r.latency_s for r in ok]
-        errors = Counter(r.error for r in results if not r.ok and r.error)
+        errors = Counter(r.error for r in results if not r.ok and r.error and r.error != CUT_OFF)
         replicas = Counter(r.replica for r in results if r.replica)
         with_usage = [r for r in ok if r.prompt_tokens is not None]
         return cls(
@@ -116,6 +120,7 @@ class LoadSummary:
             prompt_tokens=sum(r.prompt_tokens or 0 for r in with_usage),
             cached_tokens=sum(r.cached_tokens or 0 for r in with_usage),
             by_replica=dict(sorted(replicas.items())),
+            cut_off=sum(1 for r in results if r.error == CUT_OFF),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +139,7 @@ class LoadSummary:
             "cached_tokens": self.cached_tokens,
             "cached_ratio": self.cached_ratio,
             "by_replica": self.by_replica,
+            "cut_off": self.cut_off,
         }
 
 
@@ -317,7 +323,7 @@ class LoadGenerator:
         except (ValueError, AttributeError, TypeError):
             return failed("bad_response")
         except asyncio.CancelledError:
-            self.results.append(failed("cancelled")[0])
+            self.results.append(failed(CUT_OFF)[0])
             raise
         if not parts:
             return failed("empty")

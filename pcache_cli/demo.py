@@ -55,6 +55,8 @@ def compare_table(results: list[DemoResult]) -> Table:
     table.add_section()
     table.add_row("requests (replicas)", *(str(sum(r.counters.requests.values())) for r in results), "")
     table.add_row("client errors", *(str(sum(r.load.errors.values())) for r in results), "")
+    if any(r.load.cut_off for r in results):
+        table.add_row("cut off at the end", *(str(r.load.cut_off) for r in results), "")
     table.add_row("client cached-token ratio", *(percent(r.load.cached_ratio, 1) for r in results), "")
     return table
 
@@ -74,6 +76,8 @@ def result_table(result: DemoResult) -> Table:
     errors = ", ".join(f"{kind} {count}" for kind, count in load.errors.items()) or "none"
     table.add_row("client requests", f"{load.requests} ({load.ok} ok, {load.requests_per_s:.1f}/s)")
     table.add_row("client errors", errors)
+    if load.cut_off:
+        table.add_row("cut off at the end", str(load.cut_off))
     table.add_row("client cached-token ratio", percent(load.cached_ratio, 1))
     moves = ", ".join(f"{cause} {count}" for cause, count in sorted(result.drift_moves.items())) or "none"
     table.add_row("session-home moves", moves)

@@ -61,6 +61,8 @@ def summary_table(summary: LoadSummary, title: str = "loadgen") -> Table:
     errors = ", ".join(f"{kind} {count}" for kind, count in summary.errors.items()) or "none"
     table.add_row("requests", f"{summary.requests} ({summary.ok} ok)")
     table.add_row("errors", errors)
+    if summary.cut_off:
+        table.add_row("cut off at the end", f"{summary.cut_off} (in flight when the run ended)")
     table.add_row("sessions", str(summary.sessions))
     table.add_row("req/s", f"{summary.requests_per_s:.1f}")
     table.add_row("TTFT p50 / p95", seconds(summary.ttft_p50_s) + " / " + seconds(summary.ttft_p95_s))
