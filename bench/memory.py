@@ -8,8 +8,10 @@ In process, with no HTTP: every request goes through the same calls the proxy ma
 policy (session homes, approximate cache index, hot-prefix detector), the ledger (windows, prefixes,
 sessions) and the metrics all see it. Each request has a new session and a prompt whose very first
 block is new, a tenth of them behind one of a few Tier-1 prefixes. The process's RSS (``VmRSS``) and
-the number of session homes are printed at checkpoints; the run fails if the homes exceed the cap
-or if RSS keeps growing once every table is full (the last quarter may add at most ``--slack-mib``).
+the number of session homes are printed at checkpoints, and at the end the time one status poll
+takes to build with every table full (it runs on the event loop the data plane shares). The run
+fails if the homes exceed the cap or if RSS keeps growing once every table is full (the last
+quarter may add at most ``--slack-mib``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pcache.policy.base import Outcome  # noqa: E402
 from pcache.prompt import FingerprintConfig, prefix_blocks  # noqa: E402
 from pcache.router.metrics import RouterMetrics  # noqa: E402
 from pcache.router.routing import Routing  # noqa: E402
+from pcache.router.snapshot import status_snapshot  # noqa: E402
 
 TIER1 = [f"You are Tier-1 assistant {i}. Follow the house style guide to the letter. " * 8 for i in range(4)]
 FILLER = "Please look at the attached order history and tell me what went wrong with delivery. " * 4
@@ -108,6 +111,23 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(
             f"RSS grew {quarter[-1][1] - quarter[0][1]:.1f} MiB over the last quarter with every table full"
         )
+    # What one status poll (the console's, every second) costs with every table full: it runs on
+    # the event loop the data plane shares.
+    status_ms = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        status_snapshot(
+            fleet,
+            owners=routing.owners(),
+            ledger=ledger,
+            sessions=policy.session_homes(),
+            policy=policy.name,
+            url="http://127.0.0.1:8080",
+            admin_url="http://127.0.0.1:8081",
+            started_at=time.time(),
+            stale_after_s=10.0,
+        )
+        status_ms.append((time.perf_counter() - t0) * 1000)
     print()
     print(f"command        bench/memory.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"policy         {args.policy} over {args.replicas} replicas, session cap {args.max_sessions:,}")
@@ -115,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RSS            {rows[0][1]:.1f} MiB at start -> {rows[-1][1]:.1f} MiB at the end")
     print(f"ledger         {len(ledger.hot_prefixes())} hot prefixes reported")
     print(f"rate           {args.requests / max(rows[-1][3], 1e-9):,.0f} requests/s through the routing core")
+    print(f"status poll    {sorted(status_ms)[2]:.2f} ms median of 5 (/api/v1/status with every table full)")
     print(f"checks         {'all passed' if not failures else 'FAILED: ' + '; '.join(failures)}")
     return 1 if failures else 0
 

@@ -444,3 +444,21 @@ def test_tiered_starts_fresh_sessions_on_the_least_loaded_replica() -> None:
     policy = TieredPolicy()
     decision = policy.route(fp((42, 43), "fresh"), fleet(4, {"r1": 3, "r2": 1, "r3": 0, "r4": 2}))
     assert decision.replica == "r3"
+
+
+def test_tiered_session_counts_follow_every_change_of_the_home_table() -> None:
+    """session_homes() is kept incrementally (a status poll must not walk a million homes); after
+    moves, LRU evictions and a forgotten replica it must equal a fresh count of the table."""
+    import random
+
+    rng = random.Random(7)
+    policy = TieredPolicy(max_sessions=50)
+    for step in range(2000):
+        loads = {f"r{i}": rng.randint(0, 6) for i in range(1, 5)}  # busy homes push sessions away
+        policy.route(fp((rng.randint(1, 5), step), f"s{rng.randint(0, 80)}"), fleet(4, loads=loads))
+        if step == 1000:
+            policy.forget_replica("r2")
+        if step % 97 == 0:
+            assert policy.session_homes() == dict(Counter(policy._homes.values())), step
+    assert sum(policy.session_homes().values()) == 50
+    assert all(count > 0 for count in policy.session_homes().values())
