@@ -159,7 +159,8 @@ class Generation:
         if not self._first_token or self.generated < 2:
             return  # no prefill done, or no generated token computed yet
         generated = "".join(filler_text(index) for index in range(self.generated - 1))
-        self._cache.commit(allocation, block_hashes(self._prompt + generated, self._replica.spec.block_size))
+        sequence = block_hashes(self._prompt + generated, self._replica.spec.block_size, known=self._hashes)
+        self._cache.commit(allocation, sequence)
 
     async def prefill(self) -> None:
         """Wait for admission, then compute the uncached prompt tokens; ends at the first token."""

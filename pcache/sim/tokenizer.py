@@ -6,6 +6,8 @@ that ratio while making token boundaries (and so block hashes) a pure function o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import xxhash
 
 __all__ = ["CHARS_PER_TOKEN", "ROOT_HASH", "block_hashes", "count_tokens", "filler_text"]
@@ -27,16 +29,18 @@ def count_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def block_hashes(text: str, block_size: int) -> list[int]:
+def block_hashes(text: str, block_size: int, known: Sequence[int] = ()) -> list[int]:
     """Chained 64-bit hashes of the full ``block_size``-token blocks of ``text``.
 
     Block ``k``'s hash covers its own characters and its parent's hash, so two texts share their
-    first ``k`` hashes exactly when they share their first ``k`` blocks.
+    first ``k`` hashes exactly when they share their first ``k`` blocks. ``known`` are the hashes of
+    ``text``'s leading blocks already computed (say, of a prompt ``text`` extends): they are kept and
+    only the blocks after them are hashed.
     """
     width = block_size * CHARS_PER_TOKEN
-    parent = ROOT_HASH
-    hashes: list[int] = []
-    for start in range(0, len(text) - width + 1, width):
+    hashes = list(known)
+    parent = hashes[-1] if hashes else ROOT_HASH
+    for start in range(len(hashes) * width, len(text) - width + 1, width):
         parent = xxhash.xxh3_64_intdigest(text[start : start + width].encode("utf-8"), seed=parent)
         hashes.append(parent)
     return hashes
