@@ -38,6 +38,11 @@ class Samples:
         values = [value for value in values if not math.isnan(value)]
         return math.fsum(values) if values else None
 
+    def count(self, name: str, **match: str) -> int | None:
+        """:meth:`total` rounded to an integer (requests, blocks, block sizes)."""
+        value = self.total(name, **match)
+        return None if value is None else round(value)
+
     def mean(self, name: str, **match: str) -> float | None:
         """Mean over the matching label sets (for fractions such as cache usage)."""
         values = [value for labels, value in self.by_name.get(name, ()) if _matches(labels, match)]

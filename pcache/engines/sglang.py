@@ -12,22 +12,17 @@ from pcache.engines.exposition import Samples
 __all__ = ["parse_sglang"]
 
 
-def _count(value: float | None) -> int | None:
-    return None if value is None else round(value)
-
-
 def parse_sglang(samples: Samples) -> ReplicaStats:
     """Normalise an SGLang scrape (older ``model_name``-only labels and the newer rank labels alike)."""
     prompt_tokens = samples.total("sglang:prompt_tokens_total")
     cached = samples.total("sglang:cached_tokens_total")
     buckets, ttft_sum, ttft_count = samples.histogram("sglang:time_to_first_token_seconds")
-    page_size = samples.total("sglang:page_size")
     return ReplicaStats(
         engine="sglang",
         model=samples.first_label("model_name", "sglang:"),
         kv_usage=samples.mean("sglang:token_usage"),
-        running=_count(samples.total("sglang:num_running_reqs")),
-        waiting=_count(samples.total("sglang:num_queue_reqs")),
+        running=samples.count("sglang:num_running_reqs"),
+        waiting=samples.count("sglang:num_queue_reqs"),
         prefix_queries=prompt_tokens if cached is not None else None,
         prefix_hits=cached,
         prompt_tokens=prompt_tokens,
@@ -36,7 +31,7 @@ def parse_sglang(samples: Samples) -> ReplicaStats:
         ttft_buckets=buckets,
         ttft_sum=ttft_sum,
         ttft_count=ttft_count,
-        block_size=_count(page_size),
+        block_size=samples.count("sglang:page_size"),
         num_blocks=None,
         version_family="with-cached-tokens" if cached is not None else "legacy",
     )

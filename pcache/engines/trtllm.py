@@ -9,10 +9,6 @@ from pcache.engines.exposition import Samples
 __all__ = ["parse_triton_trtllm", "parse_trtllm"]
 
 
-def _count(value: float | None) -> int | None:
-    return None if value is None else round(value)
-
-
 def _normalised(samples: Samples) -> Samples:
     """Dynamo re-exports trtllm-serve's metrics as ``trtllm:*``; read both spellings as ``trtllm_*``."""
     if not any(name.startswith("trtllm:") for name in samples.names()):
@@ -27,8 +23,8 @@ def _normalised(samples: Samples) -> Samples:
 def parse_trtllm(samples: Samples) -> ReplicaStats:
     """Normalise a ``trtllm-serve`` scrape (its ``MetricsCollector`` names)."""
     samples = _normalised(samples)
-    block_size = _count(samples.total("trtllm_kv_cache_tokens_per_block"))
-    max_blocks = _count(samples.total("trtllm_kv_cache_max_blocks"))
+    block_size = samples.count("trtllm_kv_cache_tokens_per_block")
+    max_blocks = samples.count("trtllm_kv_cache_max_blocks")
     used_blocks = samples.total("trtllm_kv_cache_used_blocks")
     kv_usage = samples.mean("trtllm_kv_cache_utilization")
     if kv_usage is None and used_blocks is not None and max_blocks:
@@ -46,8 +42,8 @@ def parse_trtllm(samples: Samples) -> ReplicaStats:
         engine="trtllm",
         model=samples.first_label("model_name", "trtllm_"),
         kv_usage=kv_usage,
-        running=_count(samples.total("trtllm_num_requests_running")),
-        waiting=_count(samples.total("trtllm_num_requests_waiting")),
+        running=samples.count("trtllm_num_requests_running"),
+        waiting=samples.count("trtllm_num_requests_waiting"),
         prefix_queries=queries,
         prefix_hits=hits,
         prompt_tokens=prompt_tokens,
@@ -66,7 +62,7 @@ def parse_triton_trtllm(samples: Samples) -> ReplicaStats:
     """Normalise a Triton TensorRT-LLM backend scrape (request and KV-block gauges; no TTFT)."""
     requests = "nv_trt_llm_request_metrics"
     blocks = "nv_trt_llm_kv_cache_block_metrics"
-    max_blocks = _count(samples.total(blocks, kv_cache_block_type="max"))
+    max_blocks = samples.count(blocks, kv_cache_block_type="max")
     used = samples.total(blocks, kv_cache_block_type="used")
     kv_usage = samples.mean(blocks, kv_cache_block_type="fraction")
     if kv_usage is None and used is not None and max_blocks:
@@ -75,9 +71,9 @@ def parse_triton_trtllm(samples: Samples) -> ReplicaStats:
         engine="triton-trtllm",
         model=samples.first_label("model", "nv_trt_llm_"),
         kv_usage=kv_usage,
-        running=_count(samples.total(requests, request_type="active")),
-        waiting=_count(samples.total(requests, request_type="waiting")),
-        block_size=_count(samples.total(blocks, kv_cache_block_type="tokens_per")),
+        running=samples.count(requests, request_type="active"),
+        waiting=samples.count(requests, request_type="waiting"),
+        block_size=samples.count(blocks, kv_cache_block_type="tokens_per"),
         num_blocks=max_blocks,
         version_family="triton",
     )

@@ -36,10 +36,6 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _count(value: float | None) -> int | None:
-    return None if value is None else round(value)
-
-
 def parse_vllm(samples: Samples) -> ReplicaStats:
     """Normalise a vLLM scrape. Prefers the current names and falls back to the ``gpu_*`` ones."""
     engine, family = vllm_flavour(samples)
@@ -59,8 +55,8 @@ def parse_vllm(samples: Samples) -> ReplicaStats:
         engine=engine,
         model=samples.first_label("model_name", "vllm:"),
         kv_usage=kv_usage,
-        running=_count(samples.total("vllm:num_requests_running")),
-        waiting=_count(samples.total("vllm:num_requests_waiting")),
+        running=samples.count("vllm:num_requests_running"),
+        waiting=samples.count("vllm:num_requests_waiting"),
         prefix_queries=queries,
         prefix_hits=hits,
         prompt_tokens=samples.total("vllm:prompt_tokens_total"),
