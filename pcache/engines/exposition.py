@@ -32,10 +32,17 @@ class Samples:
         """Every sample name present."""
         return list(self.by_name)
 
+    def _values(self, name: str, match: dict[str, str]) -> list[float]:
+        """The non-NaN values of ``name`` whose labels match ``match``."""
+        return [
+            value
+            for labels, value in self.by_name.get(name, ())
+            if _matches(labels, match) and not math.isnan(value)
+        ]
+
     def total(self, name: str, **match: str) -> float | None:
         """Sum over every label set (several engines, finish reasons...) matching ``match``."""
-        values = [value for labels, value in self.by_name.get(name, ()) if _matches(labels, match)]
-        values = [value for value in values if not math.isnan(value)]
+        values = self._values(name, match)
         return math.fsum(values) if values else None
 
     def count(self, name: str, **match: str) -> int | None:
@@ -45,8 +52,7 @@ class Samples:
 
     def mean(self, name: str, **match: str) -> float | None:
         """Mean over the matching label sets (for fractions such as cache usage)."""
-        values = [value for labels, value in self.by_name.get(name, ()) if _matches(labels, match)]
-        values = [value for value in values if not math.isnan(value)]
+        values = self._values(name, match)
         return math.fsum(values) / len(values) if values else None
 
     def label(self, name: str, key: str) -> str | None:
