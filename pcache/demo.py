@@ -34,6 +34,7 @@ from pcache.client import AdminClient, AdminError
 from pcache.engines import parse_metrics
 from pcache.engines.base import ReplicaStats
 from pcache.engines.histogram import merge_buckets, quantile
+from pcache.engines.rates import increase
 from pcache.loadgen import LoadGenerator, LoadLimits, LoadSummary
 from pcache.supervisor import ChildError, ChildProcess, Reaper
 from pcache.workload import SystemPrompt, Workload, default_prompts
@@ -239,9 +240,7 @@ class FleetCounters:
 def _delta(now: float | None, then: float | None) -> float:
     if now is None:
         return 0.0
-    if then is None or now < then:
-        return now
-    return now - then
+    return now if then is None else increase(now, then)
 
 
 async def scrape(http: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, ReplicaStats]:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["CounterRate"]
+__all__ = ["CounterRate", "increase"]
+
+
+def increase(value: float, previous: float) -> float:
+    """A counter's increase from ``previous`` to ``value``; a lower value means it was reset to 0."""
+    return value if value < previous else value - previous
 
 
 class CounterRate:
@@ -35,7 +40,7 @@ class CounterRate:
         self.last, self.last_at = value, now
         if previous is None or previous_at is None:
             return None
-        delta = value if value < previous else value - previous
+        delta = increase(value, previous)
         self.total += delta
         elapsed = now - previous_at
         self.rate = delta / elapsed if elapsed > 0 else None
