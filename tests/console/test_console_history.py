@@ -6,8 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +21,7 @@ from pcache_console.source import RouterSource
 from tests.console.conftest import text_of, until
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
+from tests.harness.wait import eventually
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -39,14 +39,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _traffic(router: RouterProcess) -> None:
@@ -129,9 +121,14 @@ def prometheus(
             served = query("increase(vllm:prefix_cache_queries_total[1m]) > 0")
             return bool(scrapes) and float(scrapes[0]["value"][1]) >= 4 and bool(served)  # type: ignore[index]
 
-        _wait(targets_up, "every Prometheus target to be up")
+        eventually(targets_up, timeout_s=30, interval_s=0.2, what="every Prometheus target to be up")
         _traffic(router)  # after the first scrapes, so rates over the window see it
-        _wait(has_history, "four scrapes of the router and the replicas' traffic")
+        eventually(
+            has_history,
+            timeout_s=30,
+            interval_s=0.2,
+            what="four scrapes of the router and the replicas' traffic",
+        )
         yield url
     finally:
         process.terminate()

@@ -10,9 +10,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ from typer.testing import CliRunner, Result
 from pcache_cli.main import app
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -75,16 +75,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
 def one_line(result: Result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -100,7 +90,7 @@ def rows(stdout: str) -> dict[str, str]:
 
 
 def test_status_shows_every_replica_the_all_row_and_the_router_header(stack: Stack) -> None:
-    wait_for(lambda: json.loads(stack.cli("status", "-o", "json").stdout)["all"]["ttft_p50"] is not None)
+    eventually(lambda: json.loads(stack.cli("status", "-o", "json").stdout)["all"]["ttft_p50"] is not None)
     result = stack.cli("status")
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
@@ -261,7 +251,7 @@ def test_drain_wait_times_out_with_exit_4_while_a_request_is_stuck(stack: Stack)
             replicas = json.loads(stack.cli("replicas", "-o", "json").stdout)
             return next((r["name"] for r in replicas if r["in_flight"] > 0), None)
 
-        busy = wait_for(busy_replica)
+        busy = eventually(busy_replica)
         result = stack.cli("drain", busy, "--yes", "--wait", "--timeout", "0.5")
         assert result.exit_code == 4, result.stderr
         assert f"timed out after 0.5s waiting for {busy} to drain (1 still in flight)" in result.stderr
@@ -600,7 +590,7 @@ def test_status_calls_out_the_replica_with_the_load_skew(stack: Stack) -> None:
                 (line for line in result.stdout.splitlines() if line.startswith("! r4: load 6 ")), None
             )
 
-        line = wait_for(skew_callout, timeout=10, interval=0.2)
+        line = eventually(skew_callout, interval_s=0.2)
         assert line.startswith("! r4: load 6 (running+waiting), fleet mean 1.5")
         data = json.loads(stack.cli("status", "-o", "json").stdout)
         assert any(callout.startswith("r4: load") for callout in data["callouts"])

@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from pcache.api import ExplainRequest
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -64,14 +65,6 @@ def _body(session: str, stream: bool = False) -> dict[str, Any]:
     if stream:
         body["stream"] = True
     return body
-
-
-def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 def _metric(router: RouterProcess, name: str, **labels: str) -> float:
@@ -206,7 +199,7 @@ def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error_event_and_is_a
 
         sim.set_faults(home, die_after_chunks=None)
         with router.admin() as admin:
-            _eventually(lambda: next(r for r in admin.replicas() if r.name == home).state == "healthy")
+            eventually(lambda: next(r for r in admin.replicas() if r.name == home).state == "healthy")
 
         # Back in rotation: a session homed there is served there, and the official client sees
         # the next mid-stream death as an APIError, not a truncated success.
@@ -291,7 +284,7 @@ def test_a_slow_replica_times_out_at_the_limit_and_new_sessions_are_steered_away
         for thread in threads:
             thread.start()
         with router.admin() as admin:
-            _eventually(lambda: next(r for r in admin.replicas() if r.name == slow).in_flight >= 1, 5)
+            eventually(lambda: next(r for r in admin.replicas() if r.name == slow).in_flight >= 1, 5)
         # r1 holds requests it does not answer: sessions that would live there go elsewhere.
         placed = []
         for session in fresh:

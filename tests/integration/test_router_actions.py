@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ from pcache.api import PinIn, PrewarmIn, PrewarmPrefix, ReplicaIn
 from pcache.client import NotFound, Refused, Unauthorized
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +49,6 @@ def _ask(
     return raw.headers["x-pcache-replica"], raw.headers["x-pcache-reason"], cached
 
 
-def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
-
-
 def test_drain_moves_sessions_and_ends_drained(router: RouterProcess) -> None:
     home, _, _ = _ask(router, "s-drain")
     with router.admin() as admin:
@@ -65,7 +57,7 @@ def test_drain_moves_sessions_and_ends_drained(router: RouterProcess) -> None:
         assert admin.replicas()[0].state == "healthy"
         radius = admin.drain(home)
         assert radius.replica == home
-        _eventually(lambda: next(r for r in admin.replicas() if r.name == home).state == "drained")
+        eventually(lambda: next(r for r in admin.replicas() if r.name == home).state == "drained")
     moved, _, _ = _ask(router, "s-drain")
     assert moved != home
     again, reason, _ = _ask(router, "s-drain", user="second turn")
@@ -114,7 +106,7 @@ def test_prewarm_makes_the_next_request_hit_the_cache(router: RouterProcess) -> 
         job = admin.prewarm(
             PrewarmIn(prefixes=[PrewarmPrefix(name="tax", text=system, copies=1)], pin=True, verify=True)
         )
-        _eventually(lambda: admin.prewarm_job(job.id).state == "done")
+        eventually(lambda: admin.prewarm_job(job.id).state == "done")
         done = admin.prewarm_job(job.id)
         assert done.failed == 0 and done.total == 1
         assert done.results[0].verified is True
@@ -188,7 +180,7 @@ def test_a_joining_replica_is_shown_as_joining_and_gets_no_traffic_until_prewarm
             adding = threading.Thread(target=add)
             adding.start()
             try:
-                _eventually(lambda: {r.name: r.state for r in admin.replicas()}.get("r4") == "joining")
+                eventually(lambda: {r.name: r.state for r in admin.replicas()}.get("r4") == "joining")
                 status = {r.name: r for r in admin.status().replicas}
                 assert status["r4"].state == "joining"
                 assert status["r4"].last_error is None

@@ -3,8 +3,7 @@ health checks, and cache-aware scale-out."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -13,6 +12,7 @@ import pytest
 from pcache.api import ReplicaIn
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,6 @@ def router(sim: SimFleet, tmp_path: Path) -> Iterator[RouterProcess]:
         yield process
     for name in sim.urls:
         sim.set_faults(name, **CLEAR)
-
-
-def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 def _chat(router: RouterProcess, session: str, **extra: object) -> tuple[str, str]:
@@ -79,12 +71,12 @@ def test_a_stream_dying_midway_ends_with_an_openai_error_event(router: RouterPro
 def test_failed_health_checks_take_a_replica_out_and_back(router: RouterProcess, sim: SimFleet) -> None:
     sim.set_faults("r2", unhealthy=True)
     with router.admin() as admin:
-        _eventually(lambda: next(r for r in admin.replicas() if r.name == "r2").state == "unhealthy")
+        eventually(lambda: next(r for r in admin.replicas() if r.name == "r2").state == "unhealthy")
         for session in range(8):
             replica, _ = _chat(router, f"while-down-{session}")
             assert replica != "r2"
         sim.set_faults("r2", unhealthy=False)
-        _eventually(lambda: next(r for r in admin.replicas() if r.name == "r2").state == "healthy")
+        eventually(lambda: next(r for r in admin.replicas() if r.name == "r2").state == "healthy")
 
 
 def test_scale_out_prewarms_the_prefixes_the_new_replica_owns(sim: SimFleet, tmp_path: Path) -> None:

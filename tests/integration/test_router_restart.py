@@ -9,8 +9,7 @@ run-time replicas.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 from pcache.api import ExplainRequest, PinIn, ReplicaIn
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +41,6 @@ def _body(session: str, system: str | None = None, max_tokens: int = 4) -> dict[
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     return {"model": MODEL, "messages": messages, "max_tokens": max_tokens}
-
-
-def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 def test_sigkill_with_requests_in_flight_then_restart_keeps_every_operator_decision(
@@ -92,7 +84,7 @@ def test_sigkill_with_requests_in_flight_then_restart_keeps_every_operator_decis
         thread = threading.Thread(target=stuck)
         thread.start()
         with router.admin() as admin:
-            _eventually(lambda: next(r for r in admin.replicas() if r.name == "r4").in_flight == 1)
+            eventually(lambda: next(r for r in admin.replicas() if r.name == "r4").in_flight == 1)
             assert admin.drain("r4").state == "draining"
         sim.set_faults("r1", slow_factor=30.0)
         client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, timeout=20)
