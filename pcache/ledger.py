@@ -196,7 +196,9 @@ class Ledger:
     def _recent(self, now: float | None, windows: int | None = None) -> list[_Window]:
         current = int((self._clock() if now is None else now) // self.window_s)
         first = current - (windows or self.recent_windows) + 1
-        return [w for index, w in self._windows.items() if first <= index <= current]
+        # Look the few recent windows up by index: the history holds up to ``history`` of them.
+        found = (self._windows.get(index) for index in range(first, current + 1))
+        return [w for w in found if w is not None]
 
     def _covered_s(self, now: float | None, windows: int | None = None) -> float:
         """Seconds covered by the recent windows, not counting time before the ledger started."""
