@@ -77,15 +77,18 @@ class HeatMap(RowTable):
         """Show ``heat``; columns are the fleet's replicas (``fleet``) plus any the map names."""
         replicas = list(fleet or [])
         replicas += [name for name in heat.replicas if name not in replicas]
-        if replicas != self._replicas:
+        columns_changed = replicas != self._replicas
+        if columns_changed:
             self._replicas = replicas
             # Three cells per replica: the end of a name tells "node-07" from "node-08".
             names = "".join(f"{name[-3:]:<3}" for name in replicas)
             self.set_header(Text(_head("prefix", "kind", "req") + names))
-        self.prefixes = {row.key: row for row in heat.prefixes}
+        shown, self.prefixes = self.prefixes, {row.key: row for row in heat.prefixes}
         for key in [k for k in self.keys if k not in self.prefixes]:
             self.remove_row(key)
         for row in heat.prefixes:
+            if not columns_changed and shown.get(row.key) == row:
+                continue  # unchanged: keep its built row and painted strip
             # Built when painted: of 200 prefixes x 64 replicas only the visible rows cost anything.
             self.set_row(row.key, partial(_row_text, row, self._replicas))
         self.set_width(CELLS_AT + 3 * len(self._replicas))
