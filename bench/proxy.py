@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.harness.ports import free_port  # noqa: E402
 from tests.harness.router import RouterProcess  # noqa: E402
 from tests.harness.sim import SimFleet  # noqa: E402
 
@@ -143,18 +143,11 @@ def _measure(target: str, base: str, pid: int | None, stream: bool, concurrency:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class SglangRouter:
     """``python -m sglang_router.launch_router`` in front of the same replica."""
 
     def __init__(self, worker: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [
@@ -173,7 +166,7 @@ class SglangRouter:
                 "warn",
                 "--disable-retries",
                 "--prometheus-port",
-                str(_free_port()),
+                str(free_port()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -4,7 +4,6 @@ console fills its charts from range queries before going live."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from pcache_console.app import TopApp
 from pcache_console.prometheus import load_history
 from pcache_console.source import RouterSource
 from tests.console.conftest import text_of, until
+from tests.harness.ports import free_port
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
 from tests.harness.wait import eventually
@@ -33,12 +33,6 @@ pytestmark = [
 ]
 
 SYSTEM = "You are the history test assistant; answer every question in exactly one sentence. " * 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _traffic(router: RouterProcess) -> None:
@@ -86,7 +80,7 @@ def prometheus(
         ],
     }
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     assert PROMETHEUS is not None
     process = subprocess.Popen(
         [

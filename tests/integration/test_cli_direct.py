@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pcache_cli.main import app
+from tests.harness.ports import free_port
 from tests.harness.sim import SimFleet
 
 pytestmark = pytest.mark.integration
@@ -56,11 +57,7 @@ def test_direct_status_reads_each_replica_metrics_without_a_router(fleet: SimFle
 def test_direct_status_table_shows_a_dead_replica_as_a_row_and_a_callout(
     fleet: SimFleet, tmp_path: Path
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     config = tmp_path / "router.yaml"
     config.write_text(
         "replicas:\n"

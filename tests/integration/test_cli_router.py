@@ -7,7 +7,6 @@ operator state (drains, pins, membership) put it back before they finish.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from pcache_cli.main import app
+from tests.harness.ports import free_port
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
 from tests.harness.wait import eventually
@@ -133,9 +133,7 @@ def test_status_watch_jsonl_prints_one_snapshot_per_refresh(stack: Stack) -> Non
 
 
 def test_unreachable_router_exits_3_with_one_clear_line(stack: Stack) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"
     for args in (["status"], ["pins"], ["drain", "r1", "--yes"], ["prefixes"]):
         result = stack.cli("--router", url, *args)
         assert result.exit_code == 3, args

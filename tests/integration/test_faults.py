@@ -9,7 +9,6 @@ replica leaving and rejoining the rotation.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import openai
 import pytest
 
 from pcache.api import ExplainRequest
+from tests.harness.ports import free_port
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
 from tests.harness.wait import eventually
@@ -46,10 +46,7 @@ def _clear_faults(sim: SimFleet) -> Iterator[None]:
 
 def _closed_port_url() -> str:
     """A loopback URL nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _openai(router: RouterProcess, timeout: float = 10) -> openai.OpenAI:

@@ -12,16 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.harness.ports import free_port
 from tests.harness.sim import SimFleet, SimFleetError
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_is_free(port: int) -> bool:

@@ -7,7 +7,6 @@ router and simulated fleet in tests/integration/test_cli_*.py.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from pcache.api import (
 )
 from pcache_cli.context import CliContext
 from pcache_cli.main import app
+from tests.harness.ports import free_port
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -194,9 +194,7 @@ def test_colour_is_off_without_a_tty_and_with_no_color() -> None:
 
 
 def test_unreachable_router_exits_3_with_one_line_and_a_hint() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     result = run(None, "--router", f"http://127.0.0.1:{port}", "status")
     assert result.exit_code == 3
     assert result.stdout == ""
