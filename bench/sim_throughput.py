@@ -12,19 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.harness
+
 from pcache.engines import parse_metrics
 from pcache.engines.histogram import merge_buckets, quantile
+from tests.harness.sim import SimFleet
 
 
 @dataclass
@@ -37,23 +39,6 @@ class Result:
     elapsed: float = 0.0
     ttft_p50: float | None = None
     ttft_p99: float | None = None
-
-
-def start_fleet(args: argparse.Namespace) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    command = [
-        sys.executable, "-m", "pcache_cli.main", "sim", "--base-port", "0",
-        "--replicas", str(args.replicas), "--max-num-seqs", str(args.max_num_seqs),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    urls: dict[str, str] = {}
-    for line in process.stdout:
-        words = line.split()
-        if words == ["ready"]:
-            return process, urls
-        if len(words) == 3 and words[0] == "replica":
-            urls[words[1]] = words[2]
-    raise SystemExit("pcache sim exited before ready")
 
 
 def prompt_for(index: int, args: argparse.Namespace) -> str:
@@ -138,15 +123,11 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--mode", choices=("json", "sse", "both"), default="both")
     args = parser.parse_args()
-    process, urls = start_fleet(args)
     rows: list[tuple[str, Result]] = []
-    try:
+    with SimFleet(replicas=args.replicas, max_num_seqs=args.max_num_seqs) as fleet:
         for mode in ("json", "sse") if args.mode == "both" else (args.mode,):
             args.stream = mode == "sse"
-            rows.append((mode, asyncio.run(drive(urls, args))))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(10)
+            rows.append((mode, asyncio.run(drive(fleet.urls, args))))
     table = Table(
         title=f"pcache sim throughput: {args.replicas} replicas, demo timing, {args.duration:g}s per mode"
     )
