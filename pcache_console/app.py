@@ -340,16 +340,6 @@ class TopApp(App[None]):
             return None if self._disabled_reason() else True
         return True
 
-    _main_screen_actions = ROUTER_ACTIONS | {
-        "help",
-        "filter",
-        "clear_filter",
-        "pause",
-        "slower",
-        "faster",
-        "sort",
-    }
-
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "Show every key", self.action_help)
