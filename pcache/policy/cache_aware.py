@@ -16,7 +16,7 @@ from pcache.fleet_view import FleetView, ReplicaView
 from pcache.hashing import hrw_score_bytes, key_bytes
 from pcache.policy.base import Candidate, Decision, Outcome, Reason
 from pcache.policy.cache_index import ApproximateCacheIndex
-from pcache.policy.common import BasePolicy, excluded_by_state, no_replica
+from pcache.policy.common import BasePolicy, excluded_by_state
 from pcache.policy.keys import request_key
 
 __all__ = ["CacheAwarePolicy", "correct_index"]
@@ -43,10 +43,9 @@ class CacheAwarePolicy(BasePolicy):
         """Predicted cached leading blocks on each replica, in the order given."""
         return self.index.matched_blocks(blocks, replicas)
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
-        routable = fleet.routable
-        if not routable:
-            return no_replica(self.name, fleet, fingerprint.session)
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
         blocks = fingerprint.blocks
         matches = self.index.matched_blocks(blocks, routable)
         loads = [r.load for r in routable]

@@ -105,15 +105,24 @@ def bounded_hrw(
 
 
 class BasePolicy:
-    """``route`` and ``explain`` as one computation that books or not; no-op learning by default."""
+    """``route`` and ``explain`` as one computation that books or not; no-op learning by default.
+
+    With nothing routable both answer :func:`no_replica` and book nothing; otherwise the policy's
+    ``_decide`` chooses among the routable replicas."""
 
     name = "base"
 
     def route(self, fingerprint: Fingerprint, fleet: FleetView) -> Decision:
-        return self._decide(fingerprint, fleet, True)
+        return self._route(fingerprint, fleet, True)
 
     def explain(self, fingerprint: Fingerprint, fleet: FleetView) -> Decision:
-        return self._decide(fingerprint, fleet, False)
+        return self._route(fingerprint, fleet, False)
+
+    def _route(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
+        routable = fleet.routable
+        if not routable:
+            return no_replica(self.name, fleet, fingerprint.session)
+        return self._decide(fingerprint, fleet, routable, book)
 
     def observe(self, fingerprint: Fingerprint, decision: Decision, outcome: Outcome) -> None:
         """Nothing to learn by default."""
@@ -124,5 +133,8 @@ class BasePolicy:
     def forget_replica(self, name: str) -> None:
         """No per-replica memory by default."""
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
+        """Choose among ``routable`` (never empty); book the choice when ``book``."""
         raise NotImplementedError

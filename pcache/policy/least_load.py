@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pcache.fingerprint import Fingerprint
-from pcache.fleet_view import FleetView
+from pcache.fleet_view import FleetView, ReplicaView
 from pcache.hashing import hrw_score_bytes, key_bytes
 from pcache.policy.base import Candidate, Decision, Reason
-from pcache.policy.common import BasePolicy, excluded_by_state, no_replica
+from pcache.policy.common import BasePolicy, excluded_by_state
 from pcache.policy.keys import request_key
 
 __all__ = ["LeastLoadPolicy"]
@@ -17,10 +17,9 @@ class LeastLoadPolicy(BasePolicy):
 
     name = "least_load"
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
-        routable = fleet.routable
-        if not routable:
-            return no_replica(self.name, fleet, fingerprint.session)
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
         kb = key_bytes(request_key(fingerprint))
         ranked = sorted(
             routable,

@@ -8,10 +8,10 @@ carry at least ``skip_share`` of all requests (measured online), or past ``skip_
 from __future__ import annotations
 
 from pcache.fingerprint import Fingerprint
-from pcache.fleet_view import FleetView
+from pcache.fleet_view import FleetView, ReplicaView
 from pcache.hotprefix import HotPrefixDetector
 from pcache.policy.base import Decision
-from pcache.policy.common import BasePolicy, bounded_hrw, no_replica
+from pcache.policy.common import BasePolicy, bounded_hrw
 
 __all__ = ["PrefixHashPolicy"]
 
@@ -48,9 +48,8 @@ class PrefixHashPolicy(BasePolicy):
             skip = self._detector.shared_depth(blocks, self.skip_share)
         return blocks[min(skip, len(blocks) - 1)]
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
-        routable = fleet.routable
-        if not routable:
-            return no_replica(self.name, fleet, fingerprint.session)
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
         key = self.prefix_key(fingerprint, book)
         return bounded_hrw(self.name, key, fingerprint, fleet, routable, self.eps, prefix_key=key)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pcache.fingerprint import Fingerprint
-from pcache.fleet_view import FleetView
+from pcache.fleet_view import FleetView, ReplicaView
 from pcache.policy.base import Candidate, Decision, Reason
-from pcache.policy.common import BasePolicy, excluded_by_state, no_replica
+from pcache.policy.common import BasePolicy, excluded_by_state
 
 __all__ = ["RoundRobinPolicy"]
 
@@ -18,10 +18,9 @@ class RoundRobinPolicy(BasePolicy):
     def __init__(self) -> None:
         self._cursor = 0
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
-        routable = fleet.routable
-        if not routable:
-            return no_replica(self.name, fleet, fingerprint.session)
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
         n = len(routable)
         start = self._cursor % n
         if book:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pcache.fingerprint import Fingerprint
-from pcache.fleet_view import FleetView
+from pcache.fleet_view import FleetView, ReplicaView
 from pcache.policy.base import Decision
-from pcache.policy.common import BasePolicy, bounded_hrw, no_replica
+from pcache.policy.common import BasePolicy, bounded_hrw
 from pcache.policy.keys import request_key
 
 __all__ = ["SessionPolicy"]
@@ -21,8 +21,7 @@ class SessionPolicy(BasePolicy):
             raise ValueError("eps must be >= 0")
         self.eps = eps
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
-        routable = fleet.routable
-        if not routable:
-            return no_replica(self.name, fleet, fingerprint.session)
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
         return bounded_hrw(self.name, request_key(fingerprint), fingerprint, fleet, routable, self.eps)

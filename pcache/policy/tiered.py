@@ -46,7 +46,7 @@ from pcache.hotprefix import HotPrefixDetector
 from pcache.policy.base import Candidate, Decision, DriftCause, DriftEvent, Exclusion, Outcome, Reason
 from pcache.policy.cache_aware import correct_index
 from pcache.policy.cache_index import ApproximateCacheIndex
-from pcache.policy.common import BasePolicy, excluded_by_state, no_replica
+from pcache.policy.common import BasePolicy, excluded_by_state
 
 __all__ = ["TieredPolicy"]
 
@@ -145,11 +145,10 @@ class TieredPolicy(BasePolicy):
         outside.extend(Candidate(r.name, 0.0, r.load, Exclusion.NOT_OWNER) for r in ranked[copies:])
         return ranked[:copies], outside, Reason.PREFIX_OWNER
 
-    def _decide(self, fingerprint: Fingerprint, fleet: FleetView, book: bool) -> Decision:
+    def _decide(
+        self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
+    ) -> Decision:
         session = fingerprint.session
-        routable = fleet.routable
-        if not routable:
-            return no_replica(self.name, fleet, session)
         blocks = fingerprint.blocks
         prefix = fleet.tier1.get(fingerprint.tier1) if fingerprint.tier1 else None
         if book:  # measures each registered prefix's share of requests (its copies grow with it)
