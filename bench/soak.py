@@ -42,6 +42,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pcache.engines.exposition import parse_samples  # noqa: E402
 from tests.harness.router import RouterProcess  # noqa: E402
 from tests.harness.sim import SimFleet  # noqa: E402
 
@@ -138,14 +139,9 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _sum_samples(text: str, name: str, needle: str = "") -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and needle in line and not line.startswith("#"):
-            head, _, value = line.rpartition(" ")
-            if head.split("{")[0] == name:
-                total += float(value)
-    return total
+def _sum_samples(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when there are none)."""
+    return parse_samples(text).total(name, **labels) or 0.0
 
 
 class _Client:
@@ -288,8 +284,7 @@ async def _run(router: RouterProcess, sim: SimFleet, args: argparse.Namespace, f
         responses_before = _sum_samples(metrics["router"], "pcache_responses_total")
         retries_before = _sum_samples(metrics["router"], "pcache_retries_total")
         successes_before = sum(
-            _sum_samples(metrics[n], "vllm:request_success_total", 'finished_reason="length"')
-            for n in sim.urls
+            _sum_samples(metrics[n], "vllm:request_success_total", finished_reason="length") for n in sim.urls
         )
 
         stop = asyncio.Event()
@@ -314,7 +309,7 @@ async def _run(router: RouterProcess, sim: SimFleet, args: argparse.Namespace, f
         figures.retries = _sum_samples(metrics["router"], "pcache_retries_total") - retries_before
         figures.replica_successes = (
             sum(
-                _sum_samples(metrics[n], "vllm:request_success_total", 'finished_reason="length"')
+                _sum_samples(metrics[n], "vllm:request_success_total", finished_reason="length")
                 for n in sim.urls
             )
             - successes_before

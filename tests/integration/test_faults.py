@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from pcache.api import ExplainRequest
+from pcache.engines.exposition import parse_samples
 from tests.harness.ports import free_port
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
@@ -66,15 +67,7 @@ def _body(session: str, stream: bool = False) -> dict[str, Any]:
 
 def _metric(router: RouterProcess, name: str, **labels: str) -> float:
     """Sum of a router counter's samples whose labels include ``labels``."""
-    text = httpx.get(f"{router.url}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in head for k, v in labels.items()) and head.split("{")[0] == name:
-            total += float(value)
-    return total
+    return parse_samples(httpx.get(f"{router.url}/metrics", timeout=5).text).total(name, **labels) or 0.0
 
 
 def _sse_events(response: httpx.Response) -> list[str]:
