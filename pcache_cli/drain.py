@@ -18,7 +18,7 @@ from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl, state_text
 
-__all__ = ["register", "render_blast_radius", "wait_drained"]
+__all__ = ["confirm_or_fail", "emit_blast_radius", "register", "render_blast_radius", "wait_drained"]
 
 ReplicaArg = Annotated[str, typer.Argument(help="Replica name.", autocompletion=complete_replica)]
 
@@ -58,7 +58,7 @@ def render_blast_radius(radius: BlastRadius) -> RenderableType:
     return Group(*parts)
 
 
-def _emit(cli: CliContext, radius: BlastRadius, fmt: OutputFormat) -> None:
+def emit_blast_radius(cli: CliContext, radius: BlastRadius, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.JSON:
         print_json(radius)
     elif fmt is OutputFormat.JSONL:
@@ -67,16 +67,18 @@ def _emit(cli: CliContext, radius: BlastRadius, fmt: OutputFormat) -> None:
         cli.console().print(render_blast_radius(radius))
 
 
-def _confirmed(cli: CliContext, name: str, yes: bool) -> None:
-    """Return when the operator agreed; never prompts without a TTY."""
+def confirm_or_fail(cli: CliContext, verb: str, name: str, yes: bool) -> None:
+    """Return when the operator agreed to ``verb`` (drain, remove) ``name``; never prompts without a TTY."""
     if yes:
         return
     if not sys.stdin.isatty():
-        fail(f"refusing to drain {name} without confirmation: stdin is not a TTY; pass --yes", ExitCode.USAGE)
+        fail(
+            f"refusing to {verb} {name} without confirmation: stdin is not a TTY; pass --yes", ExitCode.USAGE
+        )
     from rich.prompt import Confirm
 
-    if not Confirm.ask(f"Drain {name}?", default=False, console=cli.err_console()):
-        fail("drain cancelled")
+    if not Confirm.ask(f"{verb.capitalize()} {name}?", default=False, console=cli.err_console()):
+        fail(f"{verb} cancelled")
 
 
 def _find(client: SyncAdminClient, name: str) -> ReplicaStatus | None:
@@ -143,7 +145,7 @@ def register(app: typer.Typer) -> None:
         with cli.admin(subject=f"replica {replica}") as client:
             radius = client.drain(replica, dry_run=True)
             if dry_run:
-                _emit(cli, radius, fmt)
+                emit_blast_radius(cli, radius, fmt)
                 return
             cli.err_console().print(render_blast_radius(radius))
             force = radius.last_routable
@@ -156,14 +158,14 @@ def register(app: typer.Typer) -> None:
                 fail(
                     f"--confirm {confirm} does not name the replica being drained ({replica})", ExitCode.USAGE
                 )
-            _confirmed(cli, replica, yes or confirm == replica)
+            confirm_or_fail(cli, "drain", replica, yes or confirm == replica)
             result = client.drain(replica, force=force)
             info(f"replica {replica} draining")
             if wait:
                 wait_drained(cli, client, replica, timeout)
                 info(f"replica {replica} drained")
                 result = result.model_copy(update={"state": "drained", "in_flight": 0})
-        _emit(cli, result, fmt)
+        emit_blast_radius(cli, result, fmt)
 
     @app.command(rich_help_panel="Actions")
     def undrain(ctx: typer.Context, replica: ReplicaArg, output: OutputOpt = None) -> None:

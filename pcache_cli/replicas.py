@@ -13,7 +13,7 @@ from pcache.api import ReplicaIn, ReplicaStatus
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.drain import render_blast_radius
+from pcache_cli.drain import confirm_or_fail, emit_blast_radius, render_blast_radius
 from pcache_cli.output import OutputFormat, OutputOpt, bar, print_json, print_jsonl, state_text
 
 __all__ = ["register", "replicas_table"]
@@ -112,8 +112,6 @@ def register(app: typer.Typer) -> None:
         output: OutputOpt = None,
     ) -> None:
         """Remove a replica from the fleet (shows the blast radius first)."""
-        import sys
-
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {name}") as client:
@@ -124,21 +122,7 @@ def register(app: typer.Typer) -> None:
                     f"{name} is the last routable replica; removing it stops all traffic. "
                     f"Re-run with --confirm {name} to do it anyway"
                 )
-            if not (yes or confirm == name):
-                if not sys.stdin.isatty():
-                    fail(
-                        f"refusing to remove {name} without confirmation: stdin is not a TTY; pass --yes",
-                        ExitCode.USAGE,
-                    )
-                from rich.prompt import Confirm
-
-                if not Confirm.ask(f"Remove {name}?", default=False, console=cli.err_console()):
-                    fail("remove cancelled")
+            confirm_or_fail(cli, "remove", name, yes or confirm == name)
             result = client.remove_replica(name, force=radius.last_routable)
         info(f"replica {name} removed")
-        if fmt is OutputFormat.JSON:
-            print_json(result)
-        elif fmt is OutputFormat.JSONL:
-            print_jsonl([result])
-        else:
-            cli.console().print(render_blast_radius(result))
+        emit_blast_radius(cli, result, fmt)
