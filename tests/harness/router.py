@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from pcache.client import AdminClient, SyncAdminClient
+from tests.harness.sim import _pump_lines
 
 __all__ = ["RouterProcess", "RouterStartError"]
 
@@ -98,7 +99,7 @@ class RouterProcess:
             env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True).start()
+        threading.Thread(target=_pump_lines, args=(self.process.stdout, lines), daemon=True).start()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
@@ -120,12 +121,6 @@ class RouterProcess:
                 self.admin_url = value
             elif kind == "ready":
                 return self
-
-    @staticmethod
-    def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
 
     def _drain_stderr(self) -> None:
         assert self.process is not None and self.process.stderr is not None
