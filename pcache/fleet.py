@@ -2,8 +2,9 @@
 
 :class:`Fleet` keeps one mutable :class:`ReplicaEntry` per replica and hands policies an immutable
 :class:`~pcache.fleet_view.FleetView`, rebuilt lazily after anything that routing reads has changed
-(so the hot path reads a cached object). A replica's state combines the operator's decision
-(active, draining, drained) with its health (checks and passive failures)::
+(so the hot path reads a cached object; a load change rebuilds only that replica's view). A
+replica's state combines the operator's decision (active, draining, drained) with its health
+(checks and passive failures)::
 
     removed  >  drained  >  draining  >  unhealthy  >  healthy
 
@@ -97,6 +98,7 @@ class Fleet:
         self._entries: dict[str, ReplicaEntry] = {}
         self._tier1: dict[str, Tier1Prefix] = {}
         self._view: FleetView | None = None
+        self._replica_views: dict[str, ReplicaView] = {}  # reused by view() until the replica changes
         self.version = 0  # bumped on every membership/state/tier1 change (not on load changes)
 
     # ---- reading --------------------------------------------------------------------------------
@@ -105,20 +107,22 @@ class Fleet:
         """The current immutable view (cached until something routing reads changes)."""
         view = self._view
         if view is None:
-            replicas = tuple(
-                ReplicaView(
-                    name=e.name,
-                    state=e.state,
-                    load=e.load,
-                    weight=e.weight,
-                    group=e.group,
-                    kv_usage=e.stats.kv_usage if e.stats is not None else None,
-                    cache_capacity_tokens=_capacity(e.stats),
-                    pending_tokens=e.pending_tokens,
-                )
-                for e in self._entries.values()
-            )
+            views = self._replica_views
+            replicas = tuple(views.get(e.name) or self._replica_view(e) for e in self._entries.values())
             view = self._view = FleetView(replicas=replicas, tier1=dict(self._tier1))
+        return view
+
+    def _replica_view(self, e: ReplicaEntry) -> ReplicaView:
+        view = self._replica_views[e.name] = ReplicaView(
+            name=e.name,
+            state=e.state,
+            load=e.load,
+            weight=e.weight,
+            group=e.group,
+            kv_usage=e.stats.kv_usage if e.stats is not None else None,
+            cache_capacity_tokens=_capacity(e.stats),
+            pending_tokens=e.pending_tokens,
+        )
         return view
 
     def entries(self) -> list[ReplicaEntry]:
@@ -147,7 +151,13 @@ class Fleet:
 
     def _changed(self) -> None:
         self._view = None
+        self._replica_views.clear()
         self.version += 1
+
+    def _load_changed(self, name: str) -> None:
+        """Only ``name``'s load or stats changed: the next view rebuilds just its ReplicaView."""
+        self._view = None
+        self._replica_views.pop(name, None)
 
     def add(
         self,
@@ -211,14 +221,14 @@ class Fleet:
         if entry is not None:
             entry.in_flight += 1
             entry.pending_tokens += prefill_tokens
-            self._view = None
+            self._load_changed(name)
 
     def prefilled(self, name: str, prefill_tokens: int) -> None:
         """``prefill_tokens`` announced by :meth:`begin` are done (first byte seen, or gave up)."""
         entry = self._entries.get(name)
         if entry is not None and prefill_tokens:
             entry.pending_tokens = max(0, entry.pending_tokens - prefill_tokens)
-            self._view = None
+            self._load_changed(name)
 
     def end(self, name: str) -> None:
         """A proxied request to ``name`` finished (either way)."""
@@ -226,7 +236,7 @@ class Fleet:
         if entry is None:
             return
         entry.in_flight = max(0, entry.in_flight - 1)
-        self._view = None
+        self._load_changed(name)
         if entry.drain == "draining" and entry.in_flight == 0:
             entry.drain = "drained"
             self._changed()
@@ -287,7 +297,7 @@ class Fleet:
         entry.hit_samples.append((now, queries_delta, hits_delta))
         while entry.hit_samples and now - entry.hit_samples[0][0] > _HIT_WINDOW_S:
             entry.hit_samples.popleft()
-        self._view = None
+        self._load_changed(name)
 
     def scrape_failed(self, name: str, error: str) -> None:
         entry = self._entries.get(name)
