@@ -33,7 +33,7 @@ from pcache_cli.output import (
     state_text,
 )
 
-__all__ = ["load_replica_list", "register", "render_status", "status_table"]
+__all__ = ["direct_source", "load_replica_list", "register", "render_status", "router_source", "status_table"]
 
 
 def _ttft(row: ReplicaStatus, q: float) -> float | None:
@@ -179,7 +179,7 @@ def load_replica_list(path: Path) -> dict[str, str]:
     return {replica.name: replica.url for replica in config.replicas}
 
 
-def _direct_source(named: dict[str, str], timeout: float) -> Callable[[], StatusSnapshot]:
+def direct_source(named: dict[str, str], timeout: float) -> Callable[[], StatusSnapshot]:
     import httpx
 
     from pcache.direct import DirectState, direct_snapshot
@@ -194,7 +194,7 @@ def _direct_source(named: dict[str, str], timeout: float) -> Callable[[], Status
     return lambda: asyncio.run(once())
 
 
-def _router_source(cli: CliContext) -> Callable[[], StatusSnapshot]:
+def router_source(cli: CliContext) -> Callable[[], StatusSnapshot]:
     def once() -> StatusSnapshot:
         with cli.admin() as client:
             return client.status()
@@ -246,11 +246,11 @@ def register(app: typer.Typer) -> None:
             urls: Sequence[str] = [u.strip() for u in replicas.split(",") if u.strip()]
             if not urls:
                 fail("--replicas needs at least one URL", ExitCode.USAGE)
-            source = _direct_source(replica_names(urls), cli.timeout)
+            source = direct_source(replica_names(urls), cli.timeout)
         elif config:
-            source = _direct_source(load_replica_list(config), cli.timeout)
+            source = direct_source(load_replica_list(config), cli.timeout)
         else:
-            source = _router_source(cli)
+            source = router_source(cli)
         if not watch:
             _show(cli, source(), fmt)
             return

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.context import get_context
-
-if TYPE_CHECKING:
-    from pcache.api import StatusSnapshot
 
 __all__ = ["register"]
 
@@ -87,23 +84,9 @@ def register(app: typer.Typer) -> None:
 
 def _print_status(ctx: typer.Context, urls: list[str]) -> None:
     """What `pcache status` prints, with its renderer, from the router or the replicas directly."""
-    from pcache_cli.status import render_status
+    from pcache.direct import replica_names
+    from pcache_cli.status import direct_source, render_status, router_source
 
     cli = get_context(ctx)
-    if urls:
-        import asyncio
-
-        import httpx
-
-        from pcache.direct import direct_snapshot, replica_names
-
-        async def scrape() -> StatusSnapshot:
-            async with httpx.AsyncClient(timeout=cli.timeout) as http:
-                snapshot, _ = await direct_snapshot(replica_names(urls), http)
-            return snapshot
-
-        snapshot = asyncio.run(scrape())
-    else:
-        with cli.admin() as client:
-            snapshot = client.status()
-    cli.console().print(render_status(snapshot))
+    source = direct_source(replica_names(urls), cli.timeout) if urls else router_source(cli)
+    cli.console().print(render_status(source()))
