@@ -81,6 +81,7 @@ class RouterProcess:
         self.admin_url = ""
         self.process: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
+        self._readers: list[threading.Thread] = []
         self._openai: Any = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -99,8 +100,12 @@ class RouterProcess:
             env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump_lines, args=(self.process.stdout, lines), daemon=True).start()
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=_pump_lines, args=(self.process.stdout, lines), daemon=True),
+            threading.Thread(target=self._drain_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -131,7 +136,9 @@ class RouterProcess:
 
     @property
     def stderr(self) -> str:
-        time.sleep(0.05)
+        """What the router logged so far (all of it once stopped)."""
+        if self.process is not None and self.process.poll() is None:
+            time.sleep(0.05)  # still running: let its latest lines reach the reader
         return "".join(self._stderr)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int | None:
@@ -149,9 +156,12 @@ class RouterProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        for reader in self._readers:
+            reader.join(5)  # ends at EOF, now that the process is gone
+        if not any(reader.is_alive() for reader in self._readers):
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
         return process.returncode
 
     def kill(self) -> None:
