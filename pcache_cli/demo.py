@@ -13,7 +13,6 @@ from pcache_cli.output import OutputFormat, percent, print_json, seconds
 if TYPE_CHECKING:
     import asyncio
 
-    from rich.console import RenderableType
     from rich.table import Table
 
     from pcache.api import StatusSnapshot
@@ -82,24 +81,6 @@ def result_table(result: DemoResult) -> Table:
     moves = ", ".join(f"{cause} {count}" for cause, count in sorted(result.drift_moves.items())) or "none"
     table.add_row("session-home moves", moves)
     return table
-
-
-def _status_renderable(snapshot: StatusSnapshot) -> RenderableType:
-    """`pcache status`'s rendering when it is there; a compact table of our own otherwise."""
-    try:
-        from pcache_cli.status import render_status
-    except ImportError:
-        from rich.table import Table
-
-        table = Table(box=None, header_style="bold")
-        for header in ("NAME", "STATE", "IN-FLIGHT", "HIT", "REQUESTS"):
-            table.add_column(header)
-        for row in [*sorted(snapshot.replicas, key=lambda r: r.name), snapshot.all]:
-            table.add_row(
-                row.name, row.state, str(row.in_flight), percent(row.hit_rate), str(row.requests_total)
-            )
-        return table
-    return render_status(snapshot)
 
 
 def _install_stop(stop: asyncio.Event) -> None:
@@ -173,13 +154,15 @@ async def _run_plain(cli: CliContext, run: DemoRun, stop: asyncio.Event, every_s
 
     from rich.console import Console
 
+    from pcache_cli.status import render_status
+
     # Status tables go to stderr (stdout carries the final summary); never squeezed in a pipe.
     console = Console(
         file=sys.stderr, no_color=not cli.color, highlight=False, width=None if sys.stderr.isatty() else 200
     )
 
     def show(snapshot: StatusSnapshot) -> None:
-        console.print(_status_renderable(snapshot))
+        console.print(render_status(snapshot))
         console.print()
 
     return await run.run(stop, on_status=show, status_every_s=every_s)
