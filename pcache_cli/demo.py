@@ -105,15 +105,13 @@ def _announce(cli: CliContext, run: DemoRun) -> None:
     info(f"  try: pcache --router {run.admin_url} status")
 
 
-async def _run_console(run: DemoRun, stop: asyncio.Event) -> DemoResult | None:
-    """`pcache top` against the demo's router while the demo runs; None if the console is missing."""
+async def _run_console(run: DemoRun, stop: asyncio.Event) -> DemoResult:
+    """`pcache top` against the demo's router while the demo runs."""
     import asyncio
     import contextlib
 
-    try:
-        from pcache_console.launch import build_app
-    except ImportError:
-        return None
+    from pcache_console.launch import build_app
+
     app = build_app(admin_url=run.admin_url, token=run.token, refresh_s=1.0)
     printed = run.on_event
 
@@ -251,10 +249,7 @@ def demo(
         async with run:
             _announce(cli, run)
             if use_console:
-                result = await _run_console(run, stop)
-                if result is not None:
-                    return result
-                info("the console is not available here; printing status tables instead")
+                return await _run_console(run, stop)
             return await _run_plain(cli, run, stop, every)
 
     try:
