@@ -28,7 +28,7 @@ from pcache.engines import ENGINES
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
-from pcache.router.config import ConfigError, RouterConfig, check_replica_url
+from pcache.router.config import ConfigError, RouterConfig, Tier1Config, check_replica_url
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError
 from pcache.router.watcher import FleetWatcher
@@ -123,21 +123,13 @@ class OperatorActions:
                     self.store.set_drain(name, "drained")
         records: dict[str, Tier1Record] = {}
         for prefix in self.config.tier1:
-            text = self.config.tier1_text(prefix)
-            if not self.routing.blocks_of(text, prefix.as_):
+            configured = self._config_record(prefix)
+            if not self.routing.blocks_of(configured.text, configured.as_):
                 raise ConfigError(
                     f"tier1 {prefix.name!r} is shorter than one routing block "
                     f"({self.routing.config.chunk_chars} characters): no request could ever match it"
                 )
-            records[prefix.name] = Tier1Record(
-                name=prefix.name,
-                text=text,
-                as_=prefix.as_,
-                copies=prefix.copies,
-                replicas=tuple(prefix.replicas),
-                group=prefix.group,
-                source="config",
-            )
+            records[prefix.name] = configured
         records.update(state.tier1)
         self._records = records
         self._publish_tier1()
@@ -150,6 +142,18 @@ class OperatorActions:
 
     async def stop(self) -> None:
         await self.jobs.stop()
+
+    def _config_record(self, prefix: Tier1Config) -> Tier1Record:
+        """The record of a Tier-1 prefix defined in the config file."""
+        return Tier1Record(
+            name=prefix.name,
+            text=self.config.tier1_text(prefix),
+            as_=prefix.as_,
+            copies=prefix.copies,
+            replicas=tuple(prefix.replicas),
+            group=prefix.group,
+            source="config",
+        )
 
     def _prefix(self, record: Tier1Record) -> Tier1Prefix:
         return Tier1Prefix(
@@ -434,15 +438,7 @@ class OperatorActions:
         out = self.pin_out(record)
         self.store.delete_tier1(name)
         if configured is not None:
-            self._records[name] = Tier1Record(
-                name=name,
-                text=self.config.tier1_text(configured),
-                as_=configured.as_,
-                copies=configured.copies,
-                replicas=tuple(configured.replicas),
-                group=configured.group,
-                source="config",
-            )
+            self._records[name] = self._config_record(configured)
         else:
             del self._records[name]
         self._publish_tier1()
