@@ -23,6 +23,7 @@ from pcache.api import ReplicaStatus, RouterInfo, StatusSnapshot
 from pcache.engines import parse_metrics
 from pcache.engines.base import ReplicaStats
 from pcache.engines.histogram import merge_buckets, quantile
+from pcache.engines.rates import increase
 
 __all__ = ["DirectState", "direct_snapshot", "imbalance_callouts", "replica_names"]
 
@@ -106,12 +107,10 @@ async def _scrape(http: httpx.AsyncClient, url: str) -> ReplicaStats | str:
 
 
 def _delta(current: float | None, before: float | None) -> float | None:
-    """Counter increase between two scrapes; a counter that went down was reset, so count from 0."""
-    if current is None:
+    """Counter increase between two scrapes (a counter that went down was reset: count from 0)."""
+    if current is None or before is None:
         return None
-    if before is None:
-        return None
-    return current - before if current >= before else current
+    return increase(current, before)
 
 
 def _ratio(part: float | None, whole: float | None) -> float | None:
