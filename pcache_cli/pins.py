@@ -14,6 +14,7 @@ from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_pin, complete_prefix
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.prefixes_file import PrefixFileError, read_text_file
 from pcache_cli.prewarm import follow_job, report_job, split_names
 
 __all__ = ["pins_table", "register"]
@@ -71,13 +72,9 @@ def _read_text(text: str | None, file: Path | None) -> str | None:
         return text
     assert file is not None
     try:
-        content = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        fail(f"{file}: no such file")
-    except UnicodeDecodeError as exc:
-        fail(f"{file}: not UTF-8 text ({exc.reason})")
-    except OSError as exc:
-        fail(f"{file}: cannot read: {exc.strerror or exc}")
+        content = read_text_file(file)
+    except PrefixFileError as exc:
+        fail(str(exc))
     if not content:
         fail(f"{file}: empty file")
     return content

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from pcache.api import PrewarmPrefix
 
-__all__ = ["PrefixFileError", "detect_format", "parse_prefixes", "read_prefixes"]
+__all__ = ["PrefixFileError", "detect_format", "parse_prefixes", "read_prefixes", "read_text_file"]
 
 Format = Literal["text", "jsonl", "yaml"]
 _FIELDS = ("name", "text", "copies", "replicas")
@@ -39,15 +39,20 @@ class PrefixFileError(ValueError):
 
 def read_prefixes(path: Path) -> list[PrewarmPrefix]:
     """Read and parse ``path``; raise :class:`PrefixFileError` for unreadable or malformed files."""
+    text = read_text_file(path)
+    return parse_prefixes(text, source=str(path), fmt=detect_format(path, text))
+
+
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of ``path``; :class:`PrefixFileError` (``FILE: why``) when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PrefixFileError(str(path), None, "no such file") from None
     except UnicodeDecodeError as exc:
         raise PrefixFileError(str(path), None, f"not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise PrefixFileError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_prefixes(text, source=str(path), fmt=detect_format(path, text))
 
 
 def detect_format(path: Path, text: str) -> Format:

@@ -15,6 +15,7 @@ from pcache.api import DecisionOut, ExplainRequest
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.prefixes_file import PrefixFileError, read_text_file
 
 __all__ = ["read_request_file", "register", "render_decision"]
 
@@ -63,11 +64,9 @@ def render_decision(decision: DecisionOut) -> RenderableType:
 def read_request_file(path: Path) -> dict[str, object]:
     """An OpenAI chat or completion body from a JSON file; errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        fail(f"{path}: no such file")
-    except OSError as exc:
-        fail(f"{path}: cannot read: {exc.strerror or exc}")
+        text = read_text_file(path)
+    except PrefixFileError as exc:
+        fail(str(exc))
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
