@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rich.text import Span, Text
 
 from pcache.api import ReplicaStatus
+from pcache_cli.output import KV_CRITICAL, KV_WARN
 
 __all__ = [
     "KV_CRITICAL",
@@ -27,8 +28,7 @@ __all__ = [
     "state_label",
 ]
 
-KV_WARNING = 0.65
-KV_CRITICAL = 0.85
+KV_WARNING = KV_WARN  # the thresholds of `pcache status`'s KV bar, so both colour alike
 SPARK_GLYPHS = " ▁▂▃▄▅▆▇█"
 _SHADES = (" ", "░", "▒", "▓", "█")
 _SHADE_STYLES = ("", "blue", "cyan", "yellow", "bold red")
