@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
-from pcache.api import StatusSnapshot
 from pcache.client import AdminClient
 from pcache_console.app import HistoryLoader, TopApp
-from pcache_console.history import Backfill
 from pcache_console.prometheus import load_history
 from pcache_console.source import DirectSource, RouterSource, Source
 
@@ -35,12 +34,7 @@ def build_app(
         source = RouterSource(client, top_prefixes=top_prefixes, drift_window_s=window_s)
     loader: HistoryLoader | None = None
     if prometheus_url:
-        url = prometheus_url
-
-        def loader_fn(status: StatusSnapshot) -> Backfill:
-            return load_history(url, status, window_s=window_s)
-
-        loader = loader_fn
+        loader = partial(load_history, prometheus_url, window_s=window_s)
     return TopApp(
         source,
         refresh_s=refresh_s,
