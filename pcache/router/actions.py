@@ -24,11 +24,16 @@ from typing import Any, Literal
 import xxhash
 
 from pcache.api import BlastRadius, PinIn, PinOut, PrewarmIn, PrewarmJob
-from pcache.engines import ENGINES
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
-from pcache.router.config import ConfigError, RouterConfig, Tier1Config, check_replica_url
+from pcache.router.config import (
+    ConfigError,
+    RouterConfig,
+    Tier1Config,
+    check_engine,
+    check_replica_url,
+)
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError
 from pcache.router.watcher import FleetWatcher
@@ -296,12 +301,10 @@ class OperatorActions:
             url = check_replica_url(url)
         except ValueError as exc:
             raise ActionError(422, f"url {exc}", "invalid_url") from None
-        if engine != "auto" and engine not in ENGINES:
-            raise ActionError(
-                422,
-                f"unknown engine {engine!r}; expected auto or one of {', '.join(ENGINES)}",
-                "unknown_engine",
-            )
+        try:
+            check_engine(engine)
+        except ValueError as exc:
+            raise ActionError(422, str(exc), "unknown_engine") from None
         record = ReplicaRecord(name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight)
         self.store.put_replica(record)
         # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.

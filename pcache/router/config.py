@@ -27,6 +27,7 @@ __all__ = [
     "ScrapeConfig",
     "Tier1Config",
     "UpstreamConfig",
+    "check_engine",
     "check_replica_url",
     "is_loopback",
     "load_config",
@@ -89,6 +90,13 @@ def check_replica_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def check_engine(engine: str) -> str:
+    """A replica's engine: ``auto`` or one of the known adapters."""
+    if engine != "auto" and engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected auto or one of {', '.join(ENGINES)}")
+    return engine
+
+
 def _check_address(value: str) -> str:
     split_host_port(value)
     return value
@@ -128,9 +136,7 @@ class ReplicaConfig(_Section):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, value: str) -> str:
-        if value != "auto" and value not in ENGINES:
-            raise ValueError(f"unknown engine {value!r}; expected auto or one of {', '.join(ENGINES)}")
-        return value
+        return check_engine(value)
 
     @field_validator("url")
     @classmethod
