@@ -113,19 +113,18 @@ def status_snapshot(
         )
         for entry in fleet.entries()
     ]
+    totals = all_row(rows, ledger)
     info = RouterInfo(
         url=url,
         admin_url=admin_url,
         policy=policy,
         version=__version__,
         uptime_s=now - started_at,
-        requests_per_s=ledger.requests_per_s(),
-        requests_total=ledger.requests_total(),
-        hit_rate=ledger.hit_rate(),
+        requests_per_s=totals.requests_per_s,
+        requests_total=totals.requests_total,
+        hit_rate=totals.hit_rate,
         predicted_hit_rate=ledger.predicted_hit_rate(),
         drift_ratio=ledger.drift_ratio(),
         generated_at=now,
     )
-    return StatusSnapshot(
-        router=info, replicas=rows, all=all_row(rows, ledger), callouts=imbalance_callouts(rows)
-    )
+    return StatusSnapshot(router=info, replicas=rows, all=totals, callouts=imbalance_callouts(rows))
