@@ -39,3 +39,7 @@ class Fingerprint:
     tier1_blocks: int = 0
     block_tokens: int = 64
     session_source: SessionSource = SessionSource.NONE
+
+    def tokens_in(self, blocks: int) -> int:
+        """Prompt tokens covered by the first ``blocks`` blocks (the last block may be partial)."""
+        return min(blocks * self.block_tokens, self.prompt_tokens)

@@ -145,9 +145,7 @@ class Ledger:
         window.requests += 1
         window.prompt_tokens += fingerprint.prompt_tokens
         self._totals["requests"] += 1
-        predicted = min(
-            decision.predicted_cached_blocks * fingerprint.block_tokens, fingerprint.prompt_tokens
-        )
+        predicted = fingerprint.tokens_in(decision.predicted_cached_blocks)
         window.predicted_cached += predicted
         if fingerprint.session is not None:
             window.session_requests += 1

@@ -245,9 +245,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             tier1=decision.tier1 or fingerprint.tier1,
             prompt_tokens=fingerprint.prompt_tokens,
             blocks=len(fingerprint.blocks),
-            predicted_cached_tokens=min(
-                decision.predicted_cached_blocks * fingerprint.block_tokens, fingerprint.prompt_tokens
-            ),
+            predicted_cached_tokens=fingerprint.tokens_in(decision.predicted_cached_blocks),
             drift_cause=decision.drift.cause.value if decision.drift is not None else None,
             candidates=[
                 CandidateOut(

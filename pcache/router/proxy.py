@@ -389,9 +389,7 @@ class ProxyApp:
                 (b"x-pcache-reason", (decision.reason.value if number == 0 else "retry").encode()),
             ]
             cached = decision.predicted_cached_blocks if replica == decision.replica else 0
-            prefill = _Prefill(
-                self.fleet, replica, max(0, fingerprint.prompt_tokens - cached * fingerprint.block_tokens)
-            )
+            prefill = _Prefill(self.fleet, replica, fingerprint.prompt_tokens - fingerprint.tokens_in(cached))
             self.fleet.begin(replica, prefill.tokens)
             try:
                 outcome = await self._attempt(

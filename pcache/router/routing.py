@@ -70,10 +70,7 @@ class Routing:
         if decision.drift is not None:
             self.metrics.home_moves.labels(decision.drift.cause.value).inc()
         if decision.predicted_cached_blocks:
-            predicted = min(
-                decision.predicted_cached_blocks * fingerprint.block_tokens, fingerprint.prompt_tokens
-            )
-            self.metrics.predicted_cached.inc(predicted)
+            self.metrics.predicted_cached.inc(fingerprint.tokens_in(decision.predicted_cached_blocks))
         return decision
 
     def explain(self, fingerprint: Fingerprint) -> Decision:
