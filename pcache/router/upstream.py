@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 import httpx
+import orjson
 from multidict import CIMultiDict
 
 __all__ = [
@@ -26,6 +27,11 @@ __all__ = [
     "UpstreamResponse",
     "make_upstream",
 ]
+
+
+# Every JSON body the router originates (prewarms, handover prewarms) is labelled: vLLM refuses a
+# JSON POST without it (HTTP 400 "Unsupported Media Type").
+_JSON_HEADERS = {"content-type": "application/json"}
 
 
 class UpstreamError(Exception):
@@ -135,7 +141,9 @@ class HttpxUpstream:
 
     async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
         try:
-            response = await self._client.post(url, json=payload, timeout=timeout_s)
+            response = await self._client.post(
+                url, content=orjson.dumps(payload), headers=_JSON_HEADERS, timeout=timeout_s
+            )
         except httpx.HTTPError as exc:
             raise _failure(exc, "connect") from exc
         return FetchResult(response.status_code, response.content)
@@ -198,12 +206,18 @@ class AiohttpUpstream:
             raise _failure(exc, "connect") from exc
         return _AiohttpResponse(response)
 
-    async def _simple(self, method: str, url: str, timeout_s: float, payload: Any = None) -> FetchResult:
+    async def _simple(
+        self, method: str, url: str, timeout_s: float, body: bytes | None = None
+    ) -> FetchResult:
+        # The session skips aiohttp's automatic Content-Type (proxied requests keep the client's own),
+        # so a body the router writes itself names its type here.
+        headers = _JSON_HEADERS if body is not None else None
         try:
             async with self._client().request(
                 method,
                 url,
-                json=payload,
+                data=body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
             ) as response:
@@ -215,7 +229,7 @@ class AiohttpUpstream:
         return await self._simple("GET", url, timeout_s)
 
     async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
-        return await self._simple("POST", url, timeout_s, payload)
+        return await self._simple("POST", url, timeout_s, orjson.dumps(payload))
 
     async def aclose(self) -> None:
         if self._session is not None:
