@@ -17,6 +17,7 @@ __all__ = [
     "DriftPoint",
     "DriftSeries",
     "ErrorBody",
+    "ErrorCounts",
     "ExplainRequest",
     "PinIn",
     "PinOut",
@@ -79,6 +80,20 @@ class ErrorBody(_Model):
 # ---- status -------------------------------------------------------------------------------------
 
 
+class ErrorCounts(_Model):
+    """Errors over the recent window, by kind (kinds do not overlap; see ``error_window``)."""
+
+    window_s: float = 0.0  # the span counted (0: the router does not count errors, e.g. direct mode)
+    router_5xx: int = 0  # responses the router sent with a 5xx status
+    upstream: int = 0  # attempts that failed before the client saw a byte (retried or not)
+    mid_stream: int = 0  # streams that broke after their first byte reached the client
+    retries: int = 0  # attempts moved to another replica (counted on the replica left)
+
+    @property
+    def total(self) -> int:
+        return self.router_5xx + self.upstream + self.mid_stream
+
+
 class ReplicaStatus(_Model):
     name: str
     url: str
@@ -99,6 +114,10 @@ class ReplicaStatus(_Model):
     tier1_pinned: list[str] = Field(default_factory=list)
     requests_per_s: float = 0.0
     requests_total: int = 0
+    errors: ErrorCounts = Field(default_factory=ErrorCounts)
+    # Failed share of the window's work: for a replica, failed attempts / attempts on it; for the ALL
+    # row, failed responses (5xx or broken streams) / responses. None when there was no work.
+    error_rate: float | None = None
     scrape_age_s: float | None = None  # seconds since the last successful scrape
     last_error: str | None = None
     stale: bool = False  # no successful scrape within the stale limit

@@ -125,6 +125,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         return replica_status(
             fleet.get(name),
             ledger=daemon.ledger,
+            errors=daemon.metrics.errors,
             sessions=daemon.policy.session_homes(),
             owners=daemon.routing.owners(),
             pinned={n: p.pinned for n, p in fleet.tier1.items() if p.pinned},
@@ -139,6 +140,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             daemon.fleet,
             owners=daemon.routing.owners(),
             ledger=daemon.ledger,
+            errors=daemon.metrics.errors,
             sessions=daemon.policy.session_homes(),
             policy=daemon.policy.name,
             url=daemon.url,

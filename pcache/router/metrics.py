@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pcache.fleet import Fleet
 from pcache.fleet_view import ReplicaState
 from pcache.ledger import Ledger
+from pcache.router.error_window import ErrorWindow
 
 __all__ = ["CONTENT_TYPE", "RouterMetrics"]
 
@@ -27,9 +28,11 @@ _DECISION_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
 
 
 class RouterMetrics:
-    """Every ``pcache_*`` metric of the router."""
+    """Every ``pcache_*`` metric of the router, and the recent-error window ``errors`` that feeds
+    the status snapshot's error rates (the same events, counted over the last minute)."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: ErrorWindow | None = None) -> None:
+        self.errors = errors or ErrorWindow()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -113,8 +116,21 @@ class RouterMetrics:
     def count_request(self, replica: str, reason: str) -> None:
         self._child(self.requests, replica, reason).inc()
 
-    def count_response(self, status: int) -> None:
+    def count_response(self, status: int, replica: str | None = None, *, mid_stream: bool = False) -> None:
+        """A response sent to a client (``mid_stream``: a 200 stream that broke after its first byte)."""
         self._child(self.responses, _STATUS_CLASSES.get(status // 100, "other")).inc()
+        self.errors.response(status, replica, mid_stream=mid_stream)
+
+    def count_upstream_error(self, replica: str, kind: str, *, mid_stream: bool = False) -> None:
+        """A failed attempt on ``replica``; ``kind`` is connect, status, body or stream."""
+        self._child(self.upstream_errors, replica, kind).inc()
+        if not mid_stream:  # a mid-stream failure is counted once, by its response
+            self.errors.upstream_error(replica)
+
+    def count_retry(self, left: str) -> None:
+        """A request moved from replica ``left`` to another attempt."""
+        self.retries.inc()
+        self.errors.retry(left)
 
     def observe_ttfb(self, replica: str, seconds: float) -> None:
         self._child(self.ttfb, replica).observe(seconds)

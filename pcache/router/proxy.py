@@ -380,7 +380,7 @@ class ProxyApp:
         kinds: set[str] = set()
         for number, replica in enumerate(attempts):
             if number:
-                self.metrics.retries.inc()
+                self.metrics.count_retry(attempts[number - 1])
             if replica not in self.fleet:
                 continue
             is_last = number == len(attempts) - 1
@@ -464,8 +464,8 @@ class ProxyApp:
         finally:
             await response.close()
 
-    def _failed(self, replica: str, kind: str, error: str) -> None:
-        self.metrics.upstream_errors.labels(replica, kind).inc()
+    def _failed(self, replica: str, kind: str, error: str, *, mid_stream: bool = False) -> None:
+        self.metrics.count_upstream_error(replica, kind, mid_stream=mid_stream)
         if self.fleet.report_failure(replica, error):
             log.warning("replica %s marked unhealthy after proxied failures: %s", replica, error)
 
@@ -549,7 +549,7 @@ class ProxyApp:
                     log.info("client went away mid-stream from %s", replica)
                     return Outcome(replica=replica, ok=False, ttft_s=ttfb)
         except UpstreamError as exc:
-            self._failed(replica, "stream", str(exc))
+            self._failed(replica, "stream", str(exc), mid_stream=started)
             if not started:
                 raise
             event = error_body(
@@ -557,7 +557,7 @@ class ProxyApp:
             )
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-            self._finished(replica, 502, arrived)
+            self._finished(replica, 502, arrived, mid_stream=True)
             return Outcome(replica=replica, ok=False, ttft_s=ttfb)
         finally:
             disconnected.cancel()
@@ -580,9 +580,9 @@ class ProxyApp:
             ttft_s=ttfb,
         )
 
-    def _finished(self, replica: str, status: int, arrived: float) -> None:
+    def _finished(self, replica: str, status: int, arrived: float, *, mid_stream: bool = False) -> None:
         self.metrics.observe_duration(replica, time.perf_counter() - arrived)
-        self.metrics.count_response(status)
+        self.metrics.count_response(status, replica, mid_stream=mid_stream)
 
     # ---- other endpoints ------------------------------------------------------------------------
 

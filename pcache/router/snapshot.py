@@ -7,19 +7,29 @@ import time
 from collections.abc import Mapping, Sequence
 
 from pcache import __version__
-from pcache.api import ReplicaStatus, RouterInfo, StatusSnapshot
+from pcache.api import ErrorCounts, ReplicaStatus, RouterInfo, StatusSnapshot
 from pcache.direct import imbalance_callouts
 from pcache.engines.histogram import merge_buckets, quantile
 from pcache.fleet import Fleet, ReplicaEntry
 from pcache.ledger import Ledger
+from pcache.router.error_window import ErrorWindow
 
-__all__ = ["all_row", "replica_status", "status_snapshot"]
+__all__ = ["all_row", "error_callouts", "error_counts", "replica_status", "status_snapshot"]
+
+ERROR_RATE_CALLOUT = 0.05  # a replica failing this share of its attempts is called out...
+ERROR_COUNT_CALLOUT = 3  # ...once it has failed at least this many times in the window
+
+
+def error_counts(errors: ErrorWindow, replica: str | None = None) -> ErrorCounts:
+    """The window's errors by kind for ``replica`` (``None``: the fleet)."""
+    return ErrorCounts(window_s=errors.window_s, **errors.counts(replica))
 
 
 def replica_status(
     entry: ReplicaEntry,
     *,
     ledger: Ledger,
+    errors: ErrorWindow,
     sessions: Mapping[str, int],
     owners: Mapping[str, list[str]],
     pinned: Mapping[str, Sequence[str]],
@@ -51,6 +61,8 @@ def replica_status(
         tier1_pinned=sorted(name for name, names in pinned.items() if entry.name in names),
         requests_per_s=ledger.requests_per_s(entry.name),
         requests_total=ledger.requests_total(entry.name),
+        errors=error_counts(errors, entry.name),
+        error_rate=errors.error_rate(entry.name),
         scrape_age_s=age,
         last_error=entry.last_error,
         stale=age is None or age > stale_after_s,
@@ -62,7 +74,7 @@ def _sum(values: Sequence[int | None]) -> int | None:
     return sum(known) if known else None
 
 
-def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger) -> ReplicaStatus:
+def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger, errors: ErrorWindow) -> ReplicaStatus:
     """Fleet totals: sums, the ledger's token-weighted hit rate, percentiles from merged buckets."""
     kv = [r.kv_usage for r in rows if r.kv_usage is not None]
     bucket_sets = [r.ttft_buckets for r in rows if r.ttft_buckets]
@@ -84,7 +96,26 @@ def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger) -> ReplicaStatus:
         sessions=sum(r.sessions for r in rows),
         requests_per_s=ledger.requests_per_s(),
         requests_total=ledger.requests_total(),
+        errors=error_counts(errors),
+        error_rate=errors.error_rate(),
     )
+
+
+def error_callouts(rows: Sequence[ReplicaStatus]) -> list[str]:
+    """One line per replica whose recent error rate stands out, the worst first."""
+    failing = [
+        row
+        for row in rows
+        if row.error_rate is not None
+        and row.error_rate >= ERROR_RATE_CALLOUT
+        and row.errors.total >= ERROR_COUNT_CALLOUT
+    ]
+    failing.sort(key=lambda row: (-(row.error_rate or 0.0), row.name))
+    return [
+        f"{row.name}: {row.error_rate or 0.0:.0%} of attempts failed in the last {row.errors.window_s:g}s "
+        f"({row.errors.upstream} upstream, {row.errors.mid_stream} mid-stream, {row.errors.router_5xx} 5xx)"
+        for row in failing
+    ]
 
 
 def status_snapshot(
@@ -92,6 +123,7 @@ def status_snapshot(
     *,
     owners: Mapping[str, list[str]],
     ledger: Ledger,
+    errors: ErrorWindow,
     sessions: Mapping[str, int],
     policy: str,
     url: str,
@@ -105,6 +137,7 @@ def status_snapshot(
         replica_status(
             entry,
             ledger=ledger,
+            errors=errors,
             sessions=sessions,
             owners=owners,
             pinned=pinned,
@@ -113,7 +146,7 @@ def status_snapshot(
         )
         for entry in fleet.entries()
     ]
-    totals = all_row(rows, ledger)
+    totals = all_row(rows, ledger, errors)
     info = RouterInfo(
         url=url,
         admin_url=admin_url,
@@ -127,4 +160,6 @@ def status_snapshot(
         drift_ratio=ledger.drift_ratio(),
         generated_at=now,
     )
-    return StatusSnapshot(router=info, replicas=rows, all=totals, callouts=imbalance_callouts(rows))
+    return StatusSnapshot(
+        router=info, replicas=rows, all=totals, callouts=[*error_callouts(rows), *imbalance_callouts(rows)]
+    )
