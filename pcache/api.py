@@ -104,11 +104,23 @@ class ReplicaStatus(_Model):
     in_flight: int = 0  # through this router
     running: int | None = None  # engine-reported
     waiting: int | None = None
-    kv_usage: float | None = None
+    kv_usage: float | None = None  # None while the replica is down or its scrape is stale
+    load: int = 0  # in flight through this router + the engine's other running/waiting requests
     hit_rate: float | None = None  # engine prefix-cache hits / queries over the recent window
+    # Latency over the same recent window as hit_rate (``window_s``), from the engine histograms'
+    # bucket increases between scrapes, like histogram_quantile(q, rate(x_bucket[1m])).
+    window_s: float | None = None
     ttft_p50: float | None = None
     ttft_p95: float | None = None
-    ttft_buckets: list[tuple[float, float]] | None = None  # cumulative (le, count), for merging
+    ttft_p99: float | None = None
+    e2e_p50: float | None = None
+    e2e_p95: float | None = None
+    e2e_p99: float | None = None
+    ttft_buckets: list[tuple[float, float]] | None = None  # the window's cumulative (le, count)
+    e2e_buckets: list[tuple[float, float]] | None = None
+    # Since the engine started (its cumulative histograms as scraped): labelled lifetime.
+    ttft_lifetime_p50: float | None = None
+    ttft_lifetime_p95: float | None = None
     sessions: int = 0  # sessions homed here
     tier1_owned: list[str] = Field(default_factory=list)
     tier1_pinned: list[str] = Field(default_factory=list)
@@ -191,7 +203,7 @@ class PrefixRow(_Model):
     tokens: int = 0  # prefix length in tokens
     sessions: int = 0  # distinct sessions seen in the window
     requests: int = 0
-    hit_rate: float | None = None  # predicted cached tokens / prompt tokens for this prefix
+    hit_rate: float | None = None  # the ROUTER'S PREDICTION: predicted cached / prompt tokens
     owners: list[str] = Field(default_factory=list)
     by_replica: dict[str, PrefixCell] = Field(default_factory=dict)
 

@@ -10,21 +10,33 @@ replica's state combines the operator's decision (active, draining, drained) wit
 
 A draining replica becomes drained when nothing is in flight through it; ``on_drained`` is called
 so the operator state can be persisted. Nothing here does I/O.
+
+**Load** is the number of requests a replica is working on or has queued: those in flight through
+this router now, plus the engine's own running and waiting requests that did not come through this
+router (other routers, direct clients), as of the last scrape::
+
+    load = in_flight + max(0, running + waiting - in_flight_at_scrape)
+
+Adding the engine's waiting count to ``in_flight`` would count the router's queued requests twice
+(they are in flight through the router *and* waiting in the engine). The engine's gauges of a dead
+replica (unhealthy, or its last scrape failed) are forgotten, never kept as live values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pcache.engines.base import ReplicaStats
+from pcache.engines.histogram import Buckets
+from pcache.engines.window import DEFAULT_WINDOW_S, CounterWindow, HistogramWindow
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 
 __all__ = ["Fleet", "ReplicaEntry", "UnknownReplica"]
 
-_HIT_WINDOW_S = 60.0  # recent window for a replica's engine-reported hit rate
+WINDOW_S = DEFAULT_WINDOW_S  # the recent window of hit rates and latency percentiles
 
 
 class UnknownReplica(KeyError):
@@ -52,7 +64,10 @@ class ReplicaEntry:
     scraped_at: float | None = None  # time.time() of the last successful scrape
     last_error: str | None = None
     detected_engine: str | None = None
-    hit_samples: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, queries, hits)
+    in_flight_at_scrape: int = 0  # this router's in-flight requests when ``stats`` was scraped
+    prefix_window: CounterWindow = field(default_factory=lambda: CounterWindow(2))  # queries, hits
+    ttft_window: HistogramWindow = field(default_factory=HistogramWindow)
+    e2e_window: HistogramWindow = field(default_factory=HistogramWindow)
 
     @property
     def state(self) -> ReplicaState:
@@ -65,19 +80,41 @@ class ReplicaEntry:
         return ReplicaState.HEALTHY if self.healthy else ReplicaState.UNHEALTHY
 
     @property
+    def external_load(self) -> int:
+        """The engine's running + waiting requests that are not this router's, at the last scrape."""
+        stats = self.stats
+        if stats is None or (stats.running is None and stats.waiting is None):
+            return 0
+        engine_total = (stats.running or 0) + (stats.waiting or 0)
+        return max(0, engine_total - self.in_flight_at_scrape)
+
+    @property
     def load(self) -> int:
-        """In flight through this router plus the engine's waiting queue."""
-        waiting = self.stats.waiting if self.stats is not None and self.stats.waiting else 0
-        return self.in_flight + waiting
+        """Requests in flight through this router plus the engine's other requests (module docstring)."""
+        return self.in_flight + self.external_load
+
+    def prefix_totals(self, now: float) -> tuple[float, float]:
+        """Engine prefix-cache ``(queries, hits)`` in tokens over the recent window."""
+        queries, hits = self.prefix_window.totals(now)
+        return queries, hits
 
     def hit_rate(self, now: float) -> float | None:
         """Engine prefix-cache hits / queries over the recent window (tokens)."""
-        queries = hits = 0.0
-        for t, q, h in self.hit_samples:
-            if now - t <= _HIT_WINDOW_S:
-                queries += q
-                hits += h
+        queries, hits = self.prefix_totals(now)
         return hits / queries if queries else None
+
+    def ttft_recent(self, now: float) -> Buckets | None:
+        """TTFT buckets of the requests the engine served in the recent window."""
+        return self.ttft_window.buckets(now)
+
+    def e2e_recent(self, now: float) -> Buckets | None:
+        """End-to-end latency buckets of the requests the engine finished in the recent window."""
+        return self.e2e_window.buckets(now)
+
+    @property
+    def gauges_live(self) -> bool:
+        """Whether the engine gauges (KV usage, running, waiting) describe the replica now."""
+        return self.stats is not None and (self.healthy or self.joining)
 
 
 class Fleet:
@@ -255,6 +292,7 @@ class Fleet:
         entry.successes = 0
         if entry.healthy and entry.failures >= self.failure_threshold:
             entry.healthy = False
+            _forget_gauges(entry)
             self._changed()
             return True
         return False
@@ -294,15 +332,35 @@ class Fleet:
         entry.stats = stats
         entry.scraped_at = now
         entry.detected_engine = stats.engine
-        entry.hit_samples.append((now, queries_delta, hits_delta))
-        while entry.hit_samples and now - entry.hit_samples[0][0] > _HIT_WINDOW_S:
-            entry.hit_samples.popleft()
+        entry.in_flight_at_scrape = entry.in_flight
+        entry.prefix_window.add(now, (queries_delta, hits_delta))
+        entry.ttft_window.observe(now, stats.ttft_buckets)
+        entry.e2e_window.observe(now, stats.e2e_buckets)
         self._load_changed(name)
 
     def scrape_failed(self, name: str, error: str) -> None:
+        """A scrape of ``name`` failed: its engine gauges are unknown until the next good one."""
         entry = self._entries.get(name)
         if entry is not None:
             entry.last_error = error
+            _forget_gauges(entry)
+            self._load_changed(name)
+
+    def prefix_totals(self, now: float | None = None) -> tuple[float, float]:
+        """Fleet prefix-cache ``(queries, hits)`` over the same window as each replica's hit rate."""
+        at = self._clock() if now is None else now
+        queries = hits = 0.0
+        for entry in self._entries.values():
+            q, h = entry.prefix_totals(at)
+            queries += q
+            hits += h
+        return queries, hits
+
+
+def _forget_gauges(entry: ReplicaEntry) -> None:
+    """A dead replica's KV usage and queue lengths are unknown, not the last values seen."""
+    if entry.stats is not None:
+        entry.stats = dataclasses.replace(entry.stats, kv_usage=None, running=None, waiting=None)
 
 
 def _capacity(stats: ReplicaStats | None) -> int | None:

@@ -42,7 +42,7 @@ def render_heat(heat: PrefixHeat, wide: bool = False) -> RenderableType:
     table.add_column("KIND", no_wrap=True)
     table.add_column("REQ", justify="right", no_wrap=True)
     table.add_column("SESS", justify="right", no_wrap=True)
-    table.add_column("HIT", justify="right", no_wrap=True)
+    table.add_column("PRED HIT", justify="right", no_wrap=True)  # the router's prediction
     if wide:
         table.add_column("TOKENS", justify="right", no_wrap=True)
         table.add_column("OWNERS", no_wrap=True)
@@ -66,7 +66,8 @@ def render_heat(heat: PrefixHeat, wide: bool = False) -> RenderableType:
         table.add_row(*cells)
     window = f"{heat.window_s / 60:.0f}m" if heat.window_s >= 60 else f"{heat.window_s:.0f}s"
     legend = Text(
-        f"share of each prefix's requests over the last {window}: {SHADES[1:]} low→high; O owner, P pinned",
+        f"share of each prefix's requests over the last {window}: {SHADES[1:]} low→high; O owner, P pinned; "
+        "PRED HIT is the router's predicted cache hit rate, not the engine's",
         style="dim",
     )
     if not heat.prefixes:

@@ -12,8 +12,8 @@ class ReplicaStats:
     """One scrape, normalised across engine families. Missing metrics stay ``None``.
 
     Counters are raw cumulative values; rates come from comparing two scrapes (robust to resets).
-    ``ttft_buckets`` are cumulative ``(le, count)`` pairs in ascending ``le`` order, ``+Inf`` last
-    when present, so fleet percentiles can be computed from merged buckets.
+    ``ttft_buckets`` and ``e2e_buckets`` are cumulative ``(le, count)`` pairs in ascending ``le``
+    order, ``+Inf`` last when present, so fleet percentiles can be computed from merged buckets.
     """
 
     engine: str  # vllm | vllm-v0 | sglang | trtllm | triton-trtllm | unknown
@@ -29,6 +29,7 @@ class ReplicaStats:
     ttft_buckets: tuple[tuple[float, float], ...] | None = None
     ttft_sum: float | None = None
     ttft_count: float | None = None
+    e2e_buckets: tuple[tuple[float, float], ...] | None = None  # end-to-end request latency
     block_size: int | None = None
     num_blocks: int | None = None
     version_family: str | None = None  # e.g. "v1", "v0", "0.10"

@@ -31,6 +31,7 @@ def parse_sglang(samples: Samples) -> ReplicaStats:
         ttft_buckets=buckets,
         ttft_sum=ttft_sum,
         ttft_count=ttft_count,
+        e2e_buckets=samples.histogram("sglang:e2e_request_latency_seconds")[0],
         block_size=samples.count("sglang:page_size"),
         num_blocks=None,
         version_family="with-cached-tokens" if cached is not None else "legacy",

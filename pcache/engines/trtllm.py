@@ -52,6 +52,7 @@ def parse_trtllm(samples: Samples) -> ReplicaStats:
         ttft_buckets=buckets,
         ttft_sum=ttft_sum,
         ttft_count=ttft_count,
+        e2e_buckets=samples.histogram("trtllm_e2e_request_latency_seconds")[0],
         block_size=block_size,
         num_blocks=max_blocks,
         version_family="trtllm-serve",

@@ -65,6 +65,7 @@ def parse_vllm(samples: Samples) -> ReplicaStats:
         ttft_buckets=buckets,
         ttft_sum=ttft_sum,
         ttft_count=ttft_count,
+        e2e_buckets=samples.histogram("vllm:e2e_request_latency_seconds")[0],
         block_size=block_size,
         num_blocks=num_blocks,
         version_family=family,

@@ -32,7 +32,8 @@ class Reason(StrEnum):
 
     PINNED = "pinned"  # the request matched a pinned Tier-1 prefix
     SESSION_HOME = "session_home"  # the session went back to its home replica
-    PREFIX_OWNER = "prefix_owner"  # first choice in the prefix's / session's HRW ranking
+    PREFIX_OWNER = "prefix_owner"  # first choice among the owners of the matched prefix
+    HRW_CHOICE = "hrw_choice"  # no prefix matched: first choice of the session's (or prompt's) HRW ranking
     CACHE_MATCH = "cache_match"  # the replica with the longest predicted cached prefix
     OVERFLOW = "overflow"  # a better-ranked replica was over the load bound
     ROUND_ROBIN = "round_robin"

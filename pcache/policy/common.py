@@ -92,7 +92,8 @@ def bounded_hrw(
         replica, reason = least_loaded(routable).name, Reason.FALLBACK
     else:
         replica = ranked[chosen][0].name
-        reason = Reason.PREFIX_OWNER if chosen == 0 else Reason.OVERFLOW
+        first_choice = Reason.PREFIX_OWNER if prefix_key is not None else Reason.HRW_CHOICE
+        reason = first_choice if chosen == 0 else Reason.OVERFLOW
     candidates.extend(excluded_by_state(fleet))
     return Decision(
         policy=policy,

@@ -218,6 +218,8 @@ class TieredPolicy(BasePolicy):
                 reason = Reason.OVERFLOW
             elif predicted > everywhere:
                 reason = Reason.CACHE_MATCH
+            elif prefix is None:  # no Tier-1 prefix matched: there is no owner to speak of
+                reason = Reason.HRW_CHOICE
             else:
                 reason = Reason.PREFIX_OWNER
             candidates.insert(0, candidates.pop(chosen))

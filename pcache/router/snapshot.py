@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pcache import __version__
 from pcache.api import ErrorCounts, ReplicaStatus, RouterInfo, StatusSnapshot
 from pcache.direct import imbalance_callouts
-from pcache.engines.histogram import merge_buckets, quantile
-from pcache.fleet import Fleet, ReplicaEntry
+from pcache.engines.histogram import Buckets, merge_buckets, quantile
+from pcache.engines.window import finite
+from pcache.fleet import WINDOW_S, Fleet, ReplicaEntry
 from pcache.ledger import Ledger
 from pcache.router.error_window import ErrorWindow
 
@@ -25,6 +26,14 @@ def error_counts(errors: ErrorWindow, replica: str | None = None) -> ErrorCounts
     return ErrorCounts(window_s=errors.window_s, **errors.counts(replica))
 
 
+_QUANTILES = (0.5, 0.95, 0.99)
+
+
+def _quantiles(buckets: Buckets | None, prefix: str) -> dict[str, Any]:
+    """``{prefix}_p50/_p95/_p99`` of cumulative buckets (``None`` without observations)."""
+    return {f"{prefix}_p{round(q * 100)}": quantile(buckets, q) if buckets else None for q in _QUANTILES}
+
+
 def replica_status(
     entry: ReplicaEntry,
     *,
@@ -37,10 +46,11 @@ def replica_status(
     now: float,
 ) -> ReplicaStatus:
     stats = entry.stats
-    full = [(float(le), float(c)) for le, c in stats.ttft_buckets] if stats and stats.ttft_buckets else None
-    # JSON has no +Inf: the wire keeps the finite buckets (the +Inf count is the total anyway).
-    buckets = [(le, c) for le, c in full if math.isfinite(le)] if full else None
     age = now - entry.scraped_at if entry.scraped_at is not None else None
+    stale = age is None or age > stale_after_s
+    live = stats if stats is not None and entry.gauges_live and not stale else None
+    lifetime = tuple(stats.ttft_buckets) if stats and stats.ttft_buckets else None
+    ttft, e2e = entry.ttft_recent(now), entry.e2e_recent(now)
     return ReplicaStatus(
         name=entry.name,
         url=entry.url,
@@ -49,13 +59,18 @@ def replica_status(
         weight=entry.weight,
         state=entry.state.value,
         in_flight=entry.in_flight,
-        running=stats.running if stats else None,
-        waiting=stats.waiting if stats else None,
-        kv_usage=stats.kv_usage if stats else None,
+        running=live.running if live else None,
+        waiting=live.waiting if live else None,
+        kv_usage=live.kv_usage if live else None,
+        load=entry.load,
         hit_rate=entry.hit_rate(now),
-        ttft_p50=quantile(full, 0.5) if full else None,
-        ttft_p95=quantile(full, 0.95) if full else None,
-        ttft_buckets=buckets,
+        window_s=WINDOW_S,
+        **_quantiles(ttft, "ttft"),
+        **_quantiles(e2e, "e2e"),
+        ttft_buckets=finite(ttft),
+        e2e_buckets=finite(e2e),
+        ttft_lifetime_p50=quantile(lifetime, 0.5) if lifetime else None,
+        ttft_lifetime_p95=quantile(lifetime, 0.95) if lifetime else None,
         sessions=sessions.get(entry.name, 0),
         tier1_owned=sorted(name for name, names in owners.items() if entry.name in names),
         tier1_pinned=sorted(name for name, names in pinned.items() if entry.name in names),
@@ -65,7 +80,7 @@ def replica_status(
         error_rate=errors.error_rate(entry.name),
         scrape_age_s=age,
         last_error=entry.last_error,
-        stale=age is None or age > stale_after_s,
+        stale=stale,
     )
 
 
@@ -74,11 +89,30 @@ def _sum(values: Sequence[int | None]) -> int | None:
     return sum(known) if known else None
 
 
-def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger, errors: ErrorWindow) -> ReplicaStatus:
-    """Fleet totals: sums, the ledger's token-weighted hit rate, percentiles from merged buckets."""
+def _merged(bucket_sets: Sequence[Sequence[tuple[float, float]] | None]) -> Buckets | None:
+    sets = [b for b in bucket_sets if b]
+    return merge_buckets(sets) if sets else None
+
+
+def all_row(
+    rows: Sequence[ReplicaStatus],
+    entries: Sequence[ReplicaEntry],
+    ledger: Ledger,
+    errors: ErrorWindow,
+    now: float,
+) -> ReplicaStatus:
+    """Fleet totals over the replicas' own window: gauges summed over the replicas whose gauges are
+    live (a dead replica's are unknown, not zero and not its last values), the token-weighted hit
+    rate of the replicas' windowed counters (so it lies within their range), percentiles from the
+    merged windowed buckets (never an average of percentiles)."""
     kv = [r.kv_usage for r in rows if r.kv_usage is not None]
-    bucket_sets = [r.ttft_buckets for r in rows if r.ttft_buckets]
-    merged = [(float(le), float(c)) for le, c in merge_buckets(bucket_sets)] if bucket_sets else None
+    queries = hits = 0.0
+    for entry in entries:
+        q, h = entry.prefix_totals(now)
+        queries, hits = queries + q, hits + h
+    ttft = _merged([e.ttft_recent(now) for e in entries])
+    e2e = _merged([e.e2e_recent(now) for e in entries])
+    lifetime = _merged([e.stats.ttft_buckets if e.stats else None for e in entries])
     engines = sorted({r.engine for r in rows})
     return ReplicaStatus(
         name="ALL",
@@ -89,10 +123,15 @@ def all_row(rows: Sequence[ReplicaStatus], ledger: Ledger, errors: ErrorWindow) 
         running=_sum([r.running for r in rows]),
         waiting=_sum([r.waiting for r in rows]),
         kv_usage=sum(kv) / len(kv) if kv else None,
-        hit_rate=ledger.hit_rate(),
-        ttft_p50=quantile(merged, 0.5) if merged else None,
-        ttft_p95=quantile(merged, 0.95) if merged else None,
-        ttft_buckets=merged,
+        load=sum(r.load for r in rows),
+        hit_rate=hits / queries if queries else None,
+        window_s=WINDOW_S,
+        **_quantiles(ttft, "ttft"),
+        **_quantiles(e2e, "e2e"),
+        ttft_buckets=finite(ttft),
+        e2e_buckets=finite(e2e),
+        ttft_lifetime_p50=quantile(lifetime, 0.5) if lifetime else None,
+        ttft_lifetime_p95=quantile(lifetime, 0.95) if lifetime else None,
         sessions=sum(r.sessions for r in rows),
         requests_per_s=ledger.requests_per_s(),
         requests_total=ledger.requests_total(),
@@ -146,7 +185,7 @@ def status_snapshot(
         )
         for entry in fleet.entries()
     ]
-    totals = all_row(rows, ledger, errors)
+    totals = all_row(rows, fleet.entries(), ledger, errors, now)
     info = RouterInfo(
         url=url,
         admin_url=admin_url,

@@ -111,7 +111,7 @@ class PrefixDetail(Static):
             head = row.text_head.replace("\n", "⏎ ")
             text.append(f"“{head[:100]}”\n")
         text.append(f"{row.tokens} tokens  {row.sessions} sessions  {row.requests} requests  ")
-        text.append(f"hit {percent(row.hit_rate)}  owners {', '.join(row.owners) or '-'}")
+        text.append(f"predicted hit {percent(row.hit_rate)}  owners {', '.join(row.owners) or '-'}")
         served = sorted(
             ((name, cell.share) for name, cell in row.by_replica.items() if cell.share > 0),
             key=lambda item: -item[1],

@@ -317,6 +317,8 @@ def test_prefixes_heat_map_shades_cells_and_marks_owner_and_pin() -> None:
     header, row = result.stdout.splitlines()[0:2]
     assert header.index("r1") < header.index("r2")
     assert "█" in row and "OP" in row and "90%" in row and "10%" in row
+    # The HIT column is the router's prediction, and says so (the engine's measurement is elsewhere).
+    assert "PRED HIT" in header and "router's predicted cache hit rate" in result.stdout
 
 
 def test_drift_shows_moves_by_cause_and_a_chart() -> None:

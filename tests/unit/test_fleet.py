@@ -28,13 +28,54 @@ def test_the_view_is_cached_until_something_changes() -> None:
     assert changed.by_name("r1") is not None and changed.by_name("r1").load == 1  # type: ignore[union-attr]
 
 
-def test_load_is_in_flight_plus_engine_waiting() -> None:
+def test_load_counts_the_routers_requests_once_when_the_engine_also_queues_them() -> None:
+    fleet = _fleet("r1")
+    for _ in range(5):
+        fleet.begin("r1")
+    # The engine runs 4 of the router's 5 and queues the fifth: 5 requests, not 5 + 1.
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm", running=4, waiting=1, kv_usage=0.5), 0.0, 0.0)
+    replica = fleet.view().by_name("r1")
+    assert replica is not None and replica.load == 5 and replica.kv_usage == 0.5
+
+
+def test_load_adds_the_engines_requests_from_other_clients() -> None:
     fleet = _fleet("r1")
     fleet.begin("r1")
     fleet.begin("r1")
-    fleet.apply_stats("r1", ReplicaStats(engine="vllm", waiting=5, kv_usage=0.5), 0.0, 0.0)
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm", running=3, waiting=2), 0.0, 0.0)
+    assert fleet.get("r1").load == 5  # 2 through this router + 3 that came another way
+    fleet.end("r1")  # a request of ours finished after the scrape: the others' 3 still count
+    assert fleet.get("r1").load == 4
+
+
+def test_a_dead_replicas_gauges_are_forgotten_not_kept_as_live_values() -> None:
+    fleet = _fleet("r1", failure_threshold=1)
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm", running=3, waiting=2, kv_usage=0.7), 0.0, 0.0)
+    fleet.report_failure("r1", "connection refused")
+    stats = fleet.get("r1").stats
+    assert stats is not None and (stats.kv_usage, stats.running, stats.waiting) == (None, None, None)
+    assert fleet.get("r1").load == 0 and not fleet.get("r1").gauges_live
+
+
+def test_a_failed_scrape_makes_the_gauges_unknown() -> None:
+    fleet = _fleet("r1")
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm", running=1, waiting=0, kv_usage=0.4), 0.0, 0.0)
+    fleet.scrape_failed("r1", "scrape failed: timeout")
     replica = fleet.view().by_name("r1")
-    assert replica is not None and replica.load == 7 and replica.kv_usage == 0.5
+    assert replica is not None and replica.kv_usage is None and replica.load == 0
+
+
+def test_fleet_prefix_totals_use_the_replicas_window() -> None:
+    clock = [1000.0]
+    fleet = _fleet("r1", "r2", clock=lambda: clock[0])
+    fleet.apply_stats("r1", ReplicaStats(engine="vllm"), 100.0, 90.0)
+    clock[0] += 30
+    fleet.apply_stats("r2", ReplicaStats(engine="vllm"), 100.0, 10.0)
+    rates = [fleet.get(n).hit_rate(clock[0]) for n in ("r1", "r2")]
+    queries, hits = fleet.prefix_totals()
+    assert rates == [0.9, 0.1] and (queries, hits) == (200.0, 100.0)
+    clock[0] += 45  # r1's sample left the window: both the replica and the fleet forget it
+    assert fleet.get("r1").hit_rate(clock[0]) is None and fleet.prefix_totals() == (100.0, 10.0)
 
 
 def test_pending_prefill_tokens_are_visible_to_policies_until_prefilled() -> None:

@@ -462,3 +462,17 @@ def test_tiered_session_counts_follow_every_change_of_the_home_table() -> None:
             assert policy.session_homes() == dict(Counter(policy._homes.values())), step
     assert sum(policy.session_homes().values()) == 50
     assert all(count > 0 for count in policy.session_homes().values())
+
+
+def test_tiered_names_no_prefix_owner_for_a_request_matching_no_tier1_prefix() -> None:
+    policy = TieredPolicy()
+    view = dataclasses.replace(fleet(3), tier1={"sys": Tier1Prefix("sys", (7, 8), copies=1)})
+    unmatched = policy.route(fp((1, 2), "s1"), view)
+    assert unmatched.reason is Reason.HRW_CHOICE
+    matched = policy.route(fp((7, 8, 9), "s2", tier1="sys", tier1_blocks=2), view)
+    assert matched.reason is Reason.PREFIX_OWNER
+
+
+def test_session_policy_without_a_prefix_reports_its_hrw_choice() -> None:
+    decision = make_policy("session").route(fp((1, 2), "s1"), fleet(3))
+    assert decision.reason is Reason.HRW_CHOICE
