@@ -29,6 +29,7 @@ from pcache.sim.protocol import (
     usage,
 )
 from pcache.sim.replica import EngineRestarted, Generation, SimReplica
+from pcache.sim.tokenize import tokenize_body
 
 __all__ = ["SimulatedDisconnect", "build_app", "quiet_simulated_disconnects"]
 
@@ -93,6 +94,31 @@ def build_app(replica: SimReplica) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         return Response(replica.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def tokenize(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            return _error(f"request body is not valid JSON: {exc}", "BadRequestError", 400)
+        try:
+            answer = tokenize_body(body, served_model=spec.model, max_model_len=spec.max_model_len)
+        except RequestError as exc:
+            return _error(exc.message, exc.kind, exc.status)
+        return JSONResponse(answer)
+
+    async def kv_event_sources(request: Request) -> Response:
+        """vLLM's ``/kv_event_sources``: the publisher's bound addresses per data-parallel rank."""
+        publisher = replica.kv_events
+        if publisher is None:
+            return JSONResponse({})
+        source = {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": publisher.endpoint,
+            "replay_endpoint": publisher.replay_endpoint,
+            "topic": publisher.topic,
+        }
+        return JSONResponse({"0": source})
 
     async def reset_prefix_cache(request: Request) -> Response:
         replica.cache.reset()
@@ -222,6 +248,8 @@ def build_app(replica: SimReplica) -> Starlette:
         Route("/v1/models", models, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/reset_prefix_cache", reset_prefix_cache, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/kv_event_sources", kv_event_sources, methods=["GET"]),
         Route("/sim/faults", get_faults, methods=["GET"]),
         Route("/sim/faults", post_faults, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Allocation", "PrefixCache"]
@@ -44,6 +45,8 @@ class PrefixCache:
         self._evictable: OrderedDict[int, None] = OrderedDict()  # refcount 0, oldest first
         self._anonymous = 0
         self.evictions = 0
+        # Told the hashes of blocks that left the cache (evicted or reset): the KV events' BlockRemoved.
+        self.on_removed: Callable[[list[int]], None] | None = None
 
     @property
     def used_blocks(self) -> int:
@@ -90,11 +93,15 @@ class PrefixCache:
             self._refcount[block_hash] += 1
             self._evictable.pop(block_hash, None)
         free = self.num_blocks - len(self._refcount) - self._anonymous
+        victims: list[int] = []
         while free < new_blocks:
             victim, _ = self._evictable.popitem(last=False)
             del self._refcount[victim]
-            self.evictions += 1
+            victims.append(victim)
             free += 1
+        self.evictions += len(victims)
+        if victims and self.on_removed is not None:
+            self.on_removed(victims)
         self._anonymous += new_blocks
         return Allocation(
             prompt_hashes=prompt_hashes,
@@ -105,25 +112,32 @@ class PrefixCache:
             committed=hit_blocks,
         )
 
-    def commit(self, allocation: Allocation, sequence_hashes: list[int] | None = None) -> None:
+    def commit(self, allocation: Allocation, sequence_hashes: list[int] | None = None) -> list[int]:
         """Register the request's computed full blocks so later requests can hit them.
 
         By default its prompt blocks (after prefill). ``sequence_hashes`` are the chained hashes of
         the full blocks of prompt + generated tokens computed so far: like vLLM V1, a block of
         generated tokens is cached once it is full, so the next turn of a conversation, whose prompt
         repeats this reply, hits it on this replica.
+
+        Returns the positions (in the sequence) of the blocks it newly cached: the KV events'
+        BlockStored.
         """
         if allocation.released:
-            return
+            return []
         hashes = allocation.prompt_hashes if sequence_hashes is None else sequence_hashes
-        for block_hash in hashes[allocation.committed :]:
+        stored: list[int] = []
+        for position in range(allocation.committed, len(hashes)):
+            block_hash = hashes[position]
             if block_hash in self._refcount or allocation.anonymous == 0:
                 continue  # another request registered the same content first; ours stays private
             self._refcount[block_hash] = 1
             allocation.hashed.append(block_hash)
             allocation.anonymous -= 1
             self._anonymous -= 1
+            stored.append(position)
         allocation.committed = max(allocation.committed, len(hashes))
+        return stored
 
     def release(self, allocation: Allocation) -> None:
         """Return a finished request's blocks; shared ones stay cached as evictable.
@@ -144,7 +158,10 @@ class PrefixCache:
 
     def reset(self) -> bool:
         """Drop every evictable cached block (``/reset_prefix_cache``); False if requests hold blocks."""
-        for block_hash in self._evictable:
+        dropped = list(self._evictable)
+        for block_hash in dropped:
             del self._refcount[block_hash]
         self._evictable.clear()
+        if dropped and self.on_removed is not None:
+            self.on_removed(dropped)
         return self.used_blocks == 0

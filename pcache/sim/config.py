@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from pcache.kv.events import EventsEndpoint
+
 __all__ = [
     "ConfigError",
     "FaultSettings",
@@ -95,6 +97,7 @@ class ReplicaSpec:
     timing: Timing = field(default_factory=Timing)
     faults: FaultSettings = field(default_factory=FaultSettings)
     seed: int = 0
+    kv_events: EventsEndpoint | None = None  # publish KV events like vLLM's --kv-events-config
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,27 @@ _REPLICA_KEYS = {
     "per_token_us",
     "inter_token_ms",
     "faults",
+    "kv_events",
 }
+
+
+def _kv_events_from(raw: Any, where: str) -> EventsEndpoint | None:
+    """``kv_events: {endpoint, replay_endpoint, topic}`` (vLLM's names), or null for none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: kv_events must be a mapping with an endpoint")
+    unknown = sorted(set(raw) - {"endpoint", "replay_endpoint", "topic"})
+    if unknown:
+        raise ConfigError(f"{where}: kv_events: unknown key(s) {', '.join(unknown)}")
+    endpoint, replay, topic = raw.get("endpoint"), raw.get("replay_endpoint"), raw.get("topic", "")
+    if not isinstance(endpoint, str) or "://" not in endpoint:
+        raise ConfigError(f"{where}: kv_events.endpoint must be a ZMQ address such as tcp://127.0.0.1:*")
+    if replay is not None and (not isinstance(replay, str) or "://" not in replay):
+        raise ConfigError(f"{where}: kv_events.replay_endpoint must be a ZMQ address")
+    if not isinstance(topic, str):
+        raise ConfigError(f"{where}: kv_events.topic must be a string")
+    return EventsEndpoint(endpoint=endpoint, replay_endpoint=replay, topic=topic)
 
 
 def _replica_from(raw: dict[str, Any], base: ReplicaSpec, where: str) -> ReplicaSpec:
@@ -141,6 +164,8 @@ def _replica_from(raw: dict[str, Any], base: ReplicaSpec, where: str) -> Replica
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             names: dict[str, Any] = {key: raw[key]}
             spec = replace(spec, **names)
+    if "kv_events" in raw:
+        spec = replace(spec, kv_events=_kv_events_from(raw["kv_events"], where))
     timing = spec.timing
     for key, attr, scale in (
         ("t0_ms", "t0", 1e-3),

@@ -8,11 +8,13 @@ import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 
+from pcache.kv.events import BlockHash, BlockRemoved, BlockStored, KVEvent
 from pcache.sim.cache import Allocation, PrefixCache
 from pcache.sim.config import FaultSettings, ReplicaSpec
+from pcache.sim.kv_publisher import KvEventPublisher
 from pcache.sim.metrics import RequestRecord, VllmMetrics
 from pcache.sim.scheduler import Scheduler
-from pcache.sim.tokenizer import block_hashes, count_tokens, filler_text
+from pcache.sim.tokenizer import block_hashes, count_tokens, filler_text, token_ids
 
 __all__ = ["EngineRestarted", "Generation", "SimReplica"]
 
@@ -35,6 +37,7 @@ class SimReplica:
         self._rng = random.Random(spec.seed)
         self._unstalled = asyncio.Event()
         self._apply_stall()
+        self.kv_events = KvEventPublisher(spec.kv_events) if spec.kv_events is not None else None
         self._boot()
 
     def _boot(self) -> None:
@@ -51,6 +54,36 @@ class SimReplica:
             waiting=lambda: float(scheduler.waiting),
             kv_usage=lambda: cache.usage,
         )
+        if self.kv_events is not None:
+            cache.on_removed = self._publish_removed
+
+    def _publish_removed(self, hashes: list[int]) -> None:
+        if self.kv_events is not None:
+            self.kv_events.publish([BlockRemoved(block_hashes=list[BlockHash](hashes), medium="GPU")])
+
+    def publish_stored(self, text: str, hashes: list[int], positions: list[int]) -> None:
+        """Publish BlockStored for the newly cached blocks at ``positions`` of ``text``'s ``hashes``,
+        one event per run of consecutive blocks (its parent the block before the run)."""
+        if self.kv_events is None or not positions:
+            return
+        size = self.spec.block_size
+        events: list[KVEvent] = []
+        start = previous = positions[0]
+        for position in [*positions[1:], -1]:
+            if position == previous + 1:
+                previous = position
+                continue
+            events.append(
+                BlockStored(
+                    block_hashes=list[BlockHash](hashes[start : previous + 1]),
+                    parent_block_hash=hashes[start - 1] if start else None,
+                    token_ids=token_ids(text, start * size, (previous + 1) * size),
+                    block_size=size,
+                    medium="GPU",
+                )
+            )
+            start = previous = position
+        self.kv_events.publish(events)
 
     def _apply_stall(self) -> None:
         if self.faults.stall:
@@ -67,12 +100,16 @@ class SimReplica:
         """Crash and come back: in-flight requests fail, empty cache, counters reset."""
         self.restarts += 1
         self.scheduler.abort_all(EngineRestarted("engine restarted"))
+        if self.kv_events is not None:
+            self.kv_events.restart()
         self._boot()
 
     def shutdown(self) -> None:
         """Release stalled and queued requests so the server can stop promptly."""
         self.scheduler.abort_all(EngineRestarted("engine shutting down"))
         self._unstalled.set()
+        if self.kv_events is not None:
+            self.kv_events.close()
 
     async def wait_unstalled(self) -> None:
         """Block while the replica is stalled."""
@@ -159,8 +196,9 @@ class Generation:
         if not self._first_token or self.generated < 2:
             return  # no prefill done, or no generated token computed yet
         generated = "".join(filler_text(index) for index in range(self.generated - 1))
-        sequence = block_hashes(self._prompt + generated, self._replica.spec.block_size, known=self._hashes)
-        self._cache.commit(allocation, sequence)
+        text = self._prompt + generated
+        sequence = block_hashes(text, self._replica.spec.block_size, known=self._hashes)
+        self._replica.publish_stored(text, sequence, self._cache.commit(allocation, sequence))
 
     async def prefill(self) -> None:
         """Wait for admission, then compute the uncached prompt tokens; ends at the first token."""
@@ -180,7 +218,7 @@ class Generation:
         self._replica.prefill_busy_until = finish
         await asyncio.sleep(finish - now + timing.t0 * slow)
         self._check_alive()
-        self._cache.commit(allocation)
+        self._replica.publish_stored(self._prompt, self._hashes, self._cache.commit(allocation))
         self._first_token = time.perf_counter()
         self.ttft = self._first_token - self._arrival
         self._metrics.record_first_token(self.ttft)
