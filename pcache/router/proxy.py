@@ -19,7 +19,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from pcache.fleet import Fleet
 from pcache.policy.base import Decision, Exclusion, Outcome
 from pcache.prompt import PromptError
 from pcache.router.metrics import CONTENT_TYPE, RouterMetrics
+from pcache.router.paths import COMPLETION_PATHS, MODELS_PATH, api_path
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError, UpstreamResponse
 
@@ -57,7 +59,6 @@ _HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
-_ROUTED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 # A retry may go where the policy would rather not send new work: a busy or non-owner replica that is
 # healthy beats an error. State exclusions (unhealthy, draining...) and pins/groups stay binding.
@@ -105,21 +106,44 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names listed in ``Connection:`` (hop-by-hop by declaration, RFC 9110 7.6.1)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return frozenset(named)
+
+
 def _forward_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
     """Headers to send upstream, and a str view of the client's headers for fingerprinting."""
     forward: list[tuple[bytes, bytes]] = []
     plain: dict[str, str] = {}
+    named = _connection_named(scope["headers"])
     for name, value in scope["headers"]:
         plain[name.decode("latin-1")] = value.decode("latin-1")
-        if name not in _HOP_BY_HOP:
+        if name not in _HOP_BY_HOP and name not in named:
             forward.append((name, value))
     return forward, plain
 
 
 def _response_headers(
-    upstream: list[tuple[bytes, bytes]], decision_headers: list[tuple[bytes, bytes]], length: int | None
+    upstream: list[tuple[bytes, bytes]],
+    decision_headers: list[tuple[bytes, bytes]],
+    length: int | None,
+    replica_url: bytes = b"",
 ) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in upstream if k.lower() not in _HOP_BY_HOP]
+    """The replica's headers minus hop-by-hop ones; a ``Location`` on the replica itself is made
+    relative so a redirect never shows a client the replica's internal address."""
+    named = _connection_named(upstream)
+    headers = []
+    for name, value in upstream:
+        lowered = name.lower()
+        if lowered in _HOP_BY_HOP or lowered in named:
+            continue
+        if lowered == b"location" and replica_url and value.startswith(replica_url):
+            value = value[len(replica_url) :] or b"/"
+        headers.append((name, value))
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
     headers.extend(decision_headers)
@@ -164,6 +188,55 @@ class _Prefill:
         if self.tokens:
             self.fleet.prefilled(self.replica, self.tokens)
             self.tokens = 0
+
+
+class _ClientWatch:
+    """Cancels the request's task when its client disconnects, until disarmed.
+
+    Once the request body is read, the next ``receive()`` returns only when the client goes away.
+    Cancelling the task from there interrupts whatever it awaits (connecting, waiting for the
+    replica's first byte, reading a body), and the ``finally`` blocks close the upstream connection,
+    which is how vLLM and SGLang learn to abort the generation. Disarmed before the last message is
+    sent, because after it ``receive()`` reports a disconnect by design.
+    """
+
+    __slots__ = ("_armed", "_future", "_task", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._armed = True
+        self._task = asyncio.current_task()
+        self._future = asyncio.ensure_future(receive())
+        self._future.add_done_callback(self._message)
+
+    def _message(self, future: asyncio.Future[Message]) -> None:
+        if not self._armed or future.cancelled() or future.exception() is not None:
+            return
+        if future.result().get("type") == "http.disconnect" and self._task is not None:
+            self.gone = True
+            self._task.cancel()
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def close(self) -> None:
+        self._armed = False
+        self._future.cancel()
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One client request on its way to a replica: what every attempt needs to send and answer it."""
+
+    method: str
+    path: str  # normalised API path plus query string
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    send: Send
+    stream: bool
+    http10: bool  # no chunked encoding: answers need a length
+    arrived: float
+    watch: _ClientWatch
 
 
 class _StreamUsage:
@@ -213,6 +286,7 @@ class ProxyApp:
         metrics: RouterMetrics,
         retries: int,
         max_body_bytes: int,
+        max_response_bytes: int = 64 * 1024 * 1024,
         retry_on_timeout: bool = False,
         api_keys: tuple[str, ...] = (),
         on_metrics: Callable[[], None] | None = None,
@@ -226,6 +300,7 @@ class ProxyApp:
         self.retry_on_timeout = retry_on_timeout
         self._api_keys = tuple(key.encode() for key in api_keys)
         self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes
         self._on_metrics = on_metrics
         self._models_timeout_s = models_timeout_s
 
@@ -233,8 +308,10 @@ class ProxyApp:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
+            elif scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # the server answers 403
             return
-        path: str = scope["path"]
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         method: str = scope["method"]
         headers = scope["headers"]
         if len(headers) > _MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > _MAX_HEADER_BYTES:
@@ -246,27 +323,35 @@ class ProxyApp:
                 "request_headers_too_large",
             )
             return
-        if self._api_keys and path.startswith("/v1/") and not self._authorized(headers):
-            await self._error(
-                send, 401, "missing or invalid API key", "invalid_request_error", "invalid_api_key"
-            )
-            return
         try:
-            if path in _ROUTED_PATHS:
+            if raw_path == b"/metrics" and method == "GET":
+                await self._metrics(send)
+                return
+            if raw_path in (b"/health", b"/healthz"):
+                await _send_json(send, 200, b'{"status":"ok"}')
+                return
+            path = api_path(raw_path)
+            if path is None:
+                shown = raw_path.decode("latin-1")[:200]
+                await self._error(send, 404, f"unknown path {shown}", "invalid_request_error", "not_found")
+                return
+            if self._api_keys and not self._authorized(headers):
+                await self._error(
+                    send, 401, "missing or invalid API key", "invalid_request_error", "invalid_api_key"
+                )
+                return
+            if path in COMPLETION_PATHS:
                 if method != "POST":
                     await self._error(send, 405, f"{method} not allowed on {path}", "invalid_request_error")
                     return
-                await self._completion(scope, receive, send)
-            elif path == "/v1/models" and method == "GET":
+                await self._completion(scope, receive, send, path)
+            elif path == MODELS_PATH:
+                if method != "GET":
+                    await self._error(send, 405, f"{method} not allowed on {path}", "invalid_request_error")
+                    return
                 await self._models(send)
-            elif path.startswith("/v1/"):
-                await self._passthrough(scope, receive, send)
-            elif path == "/metrics" and method == "GET":
-                await self._metrics(send)
-            elif path in ("/health", "/healthz"):
-                await _send_json(send, 200, b'{"status":"ok"}')
             else:
-                await self._error(send, 404, f"unknown path {path}", "invalid_request_error", "not_found")
+                await self._passthrough(scope, receive, send, path)
         except ConnectionAbortedError:
             return
 
@@ -311,7 +396,7 @@ class ProxyApp:
 
     # ---- routed completions ---------------------------------------------------------------------
 
-    async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _completion(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         arrived = time.perf_counter()
         body = await self._body(scope, receive, send)
         if body is None:
@@ -335,9 +420,9 @@ class ProxyApp:
             return
         decision = self.routing.route(fingerprint)
         stream = payload.get("stream") is True
-        await self._forward(scope, receive, send, headers, body, decision, fingerprint, stream, arrived)
+        await self._forward(scope, receive, send, path, headers, body, decision, fingerprint, stream, arrived)
 
-    async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _passthrough(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         arrived = time.perf_counter()
         body = await self._body(scope, receive, send)
         if body is None:
@@ -347,13 +432,14 @@ class ProxyApp:
         fingerprint = Fingerprint(blocks=(), session=session, prompt_tokens=0)
         decision = self.routing.route(fingerprint)
         # Unknown endpoints may stream: pass every successful body through as it arrives.
-        await self._forward(scope, receive, send, headers, body, decision, fingerprint, True, arrived)
+        await self._forward(scope, receive, send, path, headers, body, decision, fingerprint, True, arrived)
 
     async def _forward(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
+        api: str,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         decision: Decision,
@@ -370,10 +456,36 @@ class ProxyApp:
                 "no_replica",
             )
             return
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope.get("query_string") and b"?" not in target:
-            target = target + b"?" + scope["query_string"]
-        path = target.decode("latin-1")
+        query: bytes = scope.get("query_string") or b""
+        exchange = _Exchange(
+            method=scope["method"],
+            path=api + "?" + query.decode("latin-1") if query else api,
+            headers=headers,
+            body=body,
+            send=send,
+            # HTTP/1.0 has no chunked encoding: such a client gets the whole (capped) body.
+            stream=stream and scope.get("http_version") != "1.0",
+            http10=scope.get("http_version") == "1.0",
+            arrived=arrived,
+            watch=_ClientWatch(receive),
+        )
+        try:
+            await self._attempts(exchange, decision, fingerprint)
+        except asyncio.CancelledError:
+            if not exchange.watch.gone:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            log.info("client went away before its response was complete; upstream request cancelled")
+            self.metrics.count_response(499)
+            self.routing.observe(fingerprint, decision, Outcome(replica=decision.replica, ok=False))
+        finally:
+            exchange.watch.close()
+
+    async def _attempts(self, exchange: _Exchange, decision: Decision, fingerprint: Fingerprint) -> None:
+        """Try the decision's replica, then its fallbacks, until one answers the client."""
+        assert decision.replica is not None
         spill = [c.replica for c in decision.candidates if c.excluded in _RETRY_DESPITE]
         attempts = [decision.replica, *[*decision.fallbacks(), *spill][: self.retries]]
         last_error = "no attempt made"
@@ -392,20 +504,7 @@ class ProxyApp:
             prefill = _Prefill(self.fleet, replica, fingerprint.prompt_tokens - fingerprint.tokens_in(cached))
             self.fleet.begin(replica, prefill.tokens)
             try:
-                outcome = await self._attempt(
-                    replica,
-                    scope["method"],
-                    path,
-                    headers,
-                    body,
-                    send,
-                    receive,
-                    stream,
-                    is_last,
-                    decision_headers,
-                    arrived,
-                    prefill,
-                )
+                outcome = await self._attempt(exchange, replica, is_last, decision_headers, prefill)
             except UpstreamError as exc:
                 last_error = str(exc)
                 kinds.add(exc.kind)
@@ -422,8 +521,9 @@ class ProxyApp:
         log.warning("all %d attempts failed; last error: %s", len(attempts), last_error)
         self.routing.observe(fingerprint, decision, Outcome(replica=decision.replica, ok=False))
         status, type_, code = _all_failed(kinds)
+        exchange.watch.disarm()
         await self._error(
-            send,
+            exchange.send,
             status,
             f"no replica could serve the request after {len(attempts)} attempt(s): {last_error}",
             type_,
@@ -432,23 +532,18 @@ class ProxyApp:
 
     async def _attempt(
         self,
+        exchange: _Exchange,
         replica: str,
-        method: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        send: Send,
-        receive: Receive,
-        stream: bool,
         is_last: bool,
         decision_headers: list[tuple[bytes, bytes]],
-        arrived: float,
         prefill: _Prefill,
     ) -> Outcome:
         """One try on one replica. Raises UpstreamError if nothing reached the client (retryable)."""
-        url = self.fleet.url(replica) + path
+        base = self.fleet.url(replica)
         try:
-            response = await self.upstream.open(method, url, headers, body)
+            response = await self.upstream.open(
+                exchange.method, base + exchange.path, exchange.headers, exchange.body
+            )
         except UpstreamError as exc:
             self._failed(replica, "connect", str(exc))
             raise
@@ -456,11 +551,10 @@ class ProxyApp:
             if response.status in _RETRYABLE_STATUS and not is_last:
                 self._failed(replica, "status", f"HTTP {response.status}")
                 raise UpstreamError(f"{replica} answered HTTP {response.status}", "status")
-            if stream and response.status == 200:
-                return await self._stream(
-                    replica, response, send, receive, decision_headers, arrived, prefill
-                )
-            return await self._whole(replica, response, send, decision_headers, arrived, prefill)
+            head = _response_headers(response.headers, decision_headers, None, base.encode())
+            if exchange.stream and response.status == 200:
+                return await self._stream(exchange, replica, response, head, prefill)
+            return await self._whole(exchange, replica, response, head, prefill)
         finally:
             await response.close()
 
@@ -471,22 +565,27 @@ class ProxyApp:
 
     async def _whole(
         self,
+        exchange: _Exchange,
         replica: str,
         response: UpstreamResponse,
-        send: Send,
-        decision_headers: list[tuple[bytes, bytes]],
-        arrived: float,
+        head: list[tuple[bytes, bytes]],
         prefill: _Prefill,
     ) -> Outcome:
+        """Read a non-streamed answer whole (up to ``max_response_bytes``, so a failure mid-body can
+        still be retried and its usage read), then send it with its length. A larger answer is
+        passed through as it arrives instead of being buffered."""
         chunks: list[bytes] = []
-        first = True
+        size = 0
+        body = response.body()
         try:
-            async for chunk in response.body():
-                if first:
+            async for chunk in body:
+                if not chunks:
                     prefill.release()
-                    self.metrics.observe_ttfb(replica, time.perf_counter() - arrived)
-                    first = False
+                    self.metrics.observe_ttfb(replica, time.perf_counter() - exchange.arrived)
                 chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    return await self._pass_through(exchange, replica, response, head, chunks, body)
         except UpstreamError as exc:
             self._failed(replica, "body", str(exc))
             raise
@@ -498,56 +597,67 @@ class ProxyApp:
                 prompt, cached = _usage_of(orjson.loads(content))
         if response.status < 500:
             self.fleet.report_success(replica)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": _response_headers(response.headers, decision_headers, len(content)),
-            }
-        )
-        await send({"type": "http.response.body", "body": content, "more_body": False})
-        self._finished(replica, response.status, arrived)
-        return Outcome(
-            replica=replica,
-            ok=ok,
-            cached_tokens=cached,
-            prompt_tokens=prompt,
-            ttft_s=None,
-        )
+        exchange.watch.disarm()
+        head.append((b"content-length", str(len(content)).encode()))
+        await exchange.send({"type": "http.response.start", "status": response.status, "headers": head})
+        await exchange.send({"type": "http.response.body", "body": content, "more_body": False})
+        self._finished(replica, response.status, exchange.arrived)
+        return Outcome(replica=replica, ok=ok, cached_tokens=cached, prompt_tokens=prompt, ttft_s=None)
+
+    async def _pass_through(
+        self,
+        exchange: _Exchange,
+        replica: str,
+        response: UpstreamResponse,
+        head: list[tuple[bytes, bytes]],
+        buffered: list[bytes],
+        rest: AsyncIterator[bytes],
+    ) -> Outcome:
+        """Send an oversized non-streamed answer on as it arrives (its usage is not read)."""
+        length = next((v for k, v in response.headers if k.lower() == b"content-length"), None)
+        if length is not None:
+            head.append((b"content-length", length))
+        elif exchange.http10:
+            self._failed(replica, "body", "answer too large to buffer for an HTTP/1.0 client")
+            raise UpstreamError(f"{replica}'s answer exceeds {self.max_response_bytes} bytes", "body")
+        send = exchange.send
+        await send({"type": "http.response.start", "status": response.status, "headers": head})
+        await send({"type": "http.response.body", "body": b"".join(buffered), "more_body": True})
+        try:
+            async for chunk in rest:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            self._failed(replica, "body", str(exc))
+            raise ConnectionAbortedError from exc  # the head is out: all that is left is to cut
+        exchange.watch.disarm()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if response.status < 500:
+            self.fleet.report_success(replica)
+        self._finished(replica, response.status, exchange.arrived)
+        return Outcome(replica=replica, ok=response.status < 400, ttft_s=None)
 
     async def _stream(
         self,
+        exchange: _Exchange,
         replica: str,
         response: UpstreamResponse,
-        send: Send,
-        receive: Receive,
-        decision_headers: list[tuple[bytes, bytes]],
-        arrived: float,
+        head: list[tuple[bytes, bytes]],
         prefill: _Prefill,
     ) -> Outcome:
         usage = _StreamUsage()
         started = False
         ttfb: float | None = None
-        disconnected = asyncio.ensure_future(receive())
+        send = exchange.send
         try:
             async for chunk in response.body():
                 if not started:
                     prefill.release()
-                    ttfb = time.perf_counter() - arrived
+                    ttfb = time.perf_counter() - exchange.arrived
                     self.metrics.observe_ttfb(replica, ttfb)
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": response.status,
-                            "headers": _response_headers(response.headers, decision_headers, None),
-                        }
-                    )
+                    await send({"type": "http.response.start", "status": response.status, "headers": head})
                     started = True
                 usage.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if disconnected.done():
-                    log.info("client went away mid-stream from %s", replica)
-                    return Outcome(replica=replica, ok=False, ttft_s=ttfb)
         except UpstreamError as exc:
             self._failed(replica, "stream", str(exc), mid_stream=started)
             if not started:
@@ -555,23 +665,17 @@ class ProxyApp:
             event = error_body(
                 f"replica {replica} failed mid-stream: {exc}", "upstream_error", "upstream_disconnected"
             )
+            exchange.watch.disarm()
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-            self._finished(replica, 502, arrived, mid_stream=True)
+            self._finished(replica, 502, exchange.arrived, mid_stream=True)
             return Outcome(replica=replica, ok=False, ttft_s=ttfb)
-        finally:
-            disconnected.cancel()
+        exchange.watch.disarm()
         if not started:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": _response_headers(response.headers, decision_headers, None),
-                }
-            )
+            await send({"type": "http.response.start", "status": response.status, "headers": head})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         self.fleet.report_success(replica)
-        self._finished(replica, response.status, arrived)
+        self._finished(replica, response.status, exchange.arrived)
         return Outcome(
             replica=replica,
             ok=True,

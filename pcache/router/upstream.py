@@ -171,7 +171,11 @@ class _AiohttpResponse:
             raise _failure(exc, "body") from exc
 
     async def close(self) -> None:
-        self._response.release()
+        # An answer not read to its end closes its connection (so the replica sees the client go).
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class AiohttpUpstream:
