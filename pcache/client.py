@@ -152,6 +152,10 @@ class _Calls:
         return "POST", f"{API}/replicas/{name}/drain", params, None, BlastRadius
 
     @staticmethod
+    def blast_radius(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/replicas/{name}/blast-radius", {}, None, BlastRadius
+
+    @staticmethod
     def undrain(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
         return "POST", f"{API}/replicas/{name}/undrain", {}, None, ReplicaStatus
 
@@ -240,6 +244,10 @@ class AdminClient:
     async def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
         return await self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
 
+    async def blast_radius(self, name: str) -> BlastRadius:
+        """What draining ``name`` would affect; a read, so it needs no write token."""
+        return await self._call(_Calls.blast_radius(name))  # type: ignore[no-any-return]
+
     async def undrain(self, name: str) -> ReplicaStatus:
         return await self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
 
@@ -318,6 +326,10 @@ class SyncAdminClient:
 
     def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
         return self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
+
+    def blast_radius(self, name: str) -> BlastRadius:
+        """What draining ``name`` would affect; a read, so it needs no write token."""
+        return self._call(_Calls.blast_radius(name))  # type: ignore[no-any-return]
 
     def undrain(self, name: str) -> ReplicaStatus:
         return self._call(_Calls.undrain(name))  # type: ignore[no-any-return]

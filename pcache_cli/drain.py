@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {replica}") as client:
-            radius = client.drain(replica, dry_run=True)
+            radius = client.blast_radius(replica)
             if dry_run:
                 emit_blast_radius(cli, radius, fmt)
                 return

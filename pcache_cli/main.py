@@ -29,12 +29,14 @@ from pcache_cli import (
     top,
 )
 from pcache_cli.context import CliContext
+from pcache_cli.global_flags import GlobalFlagsGroup
 from pcache_cli.output import OutputFormat
 from pcache_cli.settings import resolve
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=GlobalFlagsGroup,
     name="pcache",
     help="Cache-aware routing for fleets of LLM inference replicas.",
     no_args_is_help=True,
@@ -48,6 +50,14 @@ def _source(ctx: typer.Context, name: str) -> str | None:
     if source is None:
         return None
     return {"COMMANDLINE": "flag", "ENVIRONMENT": "env"}.get(source.name)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pcache import __version__
+
+        print(f"pcache {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -79,8 +89,19 @@ def root(
             "--request-timeout", envvar="PCACHE_TIMEOUT", help="Seconds to wait for the router.", min=0.1
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print pcache's version and exit."
+        ),
+    ] = False,
 ) -> None:
-    """Cache-aware routing for fleets of LLM inference replicas."""
+    """Cache-aware routing for fleets of LLM inference replicas.
+
+    Global flags (--router, --token, --request-timeout, --no-color, -o) work before or after the
+    subcommand: `pcache drain r3 --token T --router http://10.0.0.5:8081`.
+    """
+    del version  # handled by its eager callback
     given = {"router": router, "token": token, "output": output, "timeout": timeout, "no_color": no_color}
     sources: dict[str, str] = {}
     for key in ("router", "token", "output", "timeout"):

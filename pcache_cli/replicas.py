@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {name}") as client:
-            radius = client.drain(name, dry_run=True)
+            radius = client.blast_radius(name)
             cli.err_console().print(render_blast_radius(radius))
             if radius.last_routable and confirm != name:
                 fail(

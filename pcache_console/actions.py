@@ -64,7 +64,7 @@ async def _attempt(app: TopApp, what: str, call: Callable[[], object]) -> object
 async def drain(app: TopApp, client: AdminClient, name: str) -> None:
     """Dry run for the blast radius, the dialog, then the drain (forced only past the warning)."""
     app.flash(f"checking what draining {name} would touch…")
-    radius = await _attempt(app, "drain dry-run", lambda: client.drain(name, dry_run=True))
+    radius = await _attempt(app, "drain dry-run", lambda: client.blast_radius(name))
     if not isinstance(radius, BlastRadius):
         return
     confirm = ConfirmScreen(f"Drain {name}?", blast_radius_text(radius), f"Drain {name}")

@@ -178,6 +178,16 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         """Remove a replica; its Tier-1 prefixes are prewarmed on their successors first."""
         return await actions.remove_replica(name, force=force)
 
+    @app.get(
+        "/api/v1/replicas/{name}/blast-radius",
+        response_model=BlastRadius,
+        dependencies=read,
+        responses=_ERRORS,
+    )
+    async def blast_radius(name: str) -> BlastRadius:
+        """What draining the replica would affect (a read: the same answer as a drain's dry run)."""
+        return await actions.drain(name, dry_run=True)
+
     @app.post(
         "/api/v1/replicas/{name}/drain", response_model=BlastRadius, dependencies=write, responses=_ERRORS
     )

@@ -213,7 +213,7 @@ class FakeRouter:
             return httpx.Response(200, json=self.heat.model_dump(mode="json") if self.heat else None)
         if request.method == "GET" and path == "/api/v1/drift":
             return httpx.Response(200, json=self.drift.model_dump(mode="json"))
-        if match := re.fullmatch(r"/api/v1/replicas/([^/]+)/(drain|undrain)", path):
+        if match := re.fullmatch(r"/api/v1/replicas/([^/]+)/(drain|undrain|blast-radius)", path):
             name, verb = match.groups()
             replica = self._replica(name)
             if replica is None:
@@ -222,7 +222,7 @@ class FakeRouter:
                 )
             if verb == "undrain":
                 return httpx.Response(200, json=self._set_state(name, "healthy").model_dump(mode="json"))
-            dry = request.url.params.get("dry_run") == "true"
+            dry = verb == "blast-radius" or request.url.params.get("dry_run") == "true"
             moves = [
                 BlastRadius.Tier1Move(
                     prefix=row.name or row.key, successors=[o for o in row.owners if o != name] or ["r1"]

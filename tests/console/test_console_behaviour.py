@@ -157,7 +157,7 @@ async def test_command_palette_runs_the_drain_action(fake_router: FakeRouter) ->
         await until(pilot, lambda: screen_name(app) == "CommandPalette")
         await pilot.press(*"Drain replica", "enter")
         await until(pilot, lambda: screen_name(app) == "ConfirmScreen")
-        assert ("POST", "/api/v1/replicas/r1/drain?dry_run=true") in fake_router.requests
+        assert ("GET", "/api/v1/replicas/r1/blast-radius") in fake_router.requests
         await pilot.press("escape")
         await until(pilot, lambda: screen_name(app) == "Screen")
         assert fake_router.writes == []

@@ -116,7 +116,7 @@ async def test_drain_through_the_modal_drains_the_replica_in_the_router(router: 
         await pilot.press("down", "d")  # r2
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert app.focused is not None and app.focused.id == "cancel"
-        assert ("POST", "/api/v1/replicas/r2/drain?dry_run=true") in transport.requests
+        assert ("GET", "/api/v1/replicas/r2/blast-radius") in transport.requests
         await pilot.press("right", "enter")  # move to the drain button and press it
         await until(pilot, lambda: state_of(router, "r2") in ("draining", "drained"))
         await until(pilot, lambda: "DRAIN" in app.fleet.row_text("r2").plain)

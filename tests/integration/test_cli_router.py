@@ -143,10 +143,15 @@ def test_unreachable_router_exits_3_with_one_clear_line(stack: Stack) -> None:
 
 
 def test_wrong_or_missing_token_exits_1_with_a_token_hint(stack: Stack) -> None:
-    for args in (["pin", "x", "--text", "hello"], ["drain", "r1", "--yes"], ["undrain", "r1"]):
+    for args in (["pin", "x", "--text", "hello"], ["undrain", "r1"]):
         result = stack.cli("--token", "not-the-token", *args)
         assert result.exit_code == 1, (args, result.stderr)
         assert "unauthorized" in one_line(result) and "PCACHE_ADMIN_TOKEN" in result.stderr
+    # drain reads its blast radius first (a read needs no token), then the write is refused
+    result = stack.cli("drain", "r1", "--yes", "--token", "not-the-token")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "unauthorized" in errors[0], result.stderr
+    assert "sessions homed" in result.stderr and "Traceback" not in result.stderr
     result = stack.cli("replicas", "remove", "r1", "--yes", PCACHE_ADMIN_TOKEN="")
     assert result.exit_code == 1 and "unauthorized" in result.stderr
 

@@ -236,28 +236,31 @@ def _radius(**fields: Any) -> BlastRadius:
 
 
 def test_drain_without_yes_and_without_a_tty_refuses_with_exit_2_after_the_blast_radius() -> None:
-    router = FakeRouter({("POST", "/api/v1/replicas/r2/drain"): _radius(dry_run=True)})
+    router = FakeRouter({("GET", "/api/v1/replicas/r2/blast-radius"): _radius(dry_run=True)})
     result = run(router, "drain", "r2")
     assert result.exit_code == 2
     assert "sessions homed 7" in result.stderr and "r1, r3" in result.stderr
     assert "pass --yes" in result.stderr
-    assert [r.url.params.get("dry_run") for r in router.requests] == ["true"]
+    assert [(r.method, r.url.path) for r in router.requests] == [("GET", "/api/v1/replicas/r2/blast-radius")]
 
 
 def test_drain_dry_run_prints_the_blast_radius_as_data() -> None:
-    router = FakeRouter({("POST", "/api/v1/replicas/r2/drain"): _radius(dry_run=True)})
+    router = FakeRouter({("GET", "/api/v1/replicas/r2/blast-radius"): _radius(dry_run=True)})
     result = run(router, "drain", "r2", "--dry-run", "-o", "json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["tier1"] == [{"prefix": "sys", "successors": ["r1", "r3"]}]
+    assert all(r.method == "GET" for r in router.requests)  # a read: no write token needed
 
 
 def test_draining_the_last_routable_replica_needs_confirm_and_then_passes_force() -> None:
     def drain(request: httpx.Request) -> httpx.Response:
-        dry = request.url.params.get("dry_run") == "true"
+        dry = request.method == "GET"
         radius = _radius(last_routable=True, dry_run=dry, state="healthy" if dry else "draining")
         return httpx.Response(200, json=radius.model_dump(mode="json"))
 
-    router = FakeRouter({("POST", "/api/v1/replicas/r2/drain"): drain})
+    router = FakeRouter(
+        {("POST", "/api/v1/replicas/r2/drain"): drain, ("GET", "/api/v1/replicas/r2/blast-radius"): drain}
+    )
     refused = run(router, "drain", "r2", "--yes")
     assert refused.exit_code == 1 and "--confirm r2" in refused.stderr
     wrong = run(router, "drain", "r2", "--yes", "--confirm", "r1")
@@ -265,7 +268,10 @@ def test_draining_the_last_routable_replica_needs_confirm_and_then_passes_force(
     router.requests.clear()
     done = run(router, "drain", "r2", "--confirm", "r2")
     assert done.exit_code == 0, done.stderr
-    assert [dict(r.url.params) for r in router.requests] == [{"dry_run": "true"}, {"force": "true"}]
+    assert [(r.method, dict(r.url.params)) for r in router.requests] == [
+        ("GET", {}),
+        ("POST", {"force": "true"}),
+    ]
 
 
 def test_route_explain_marks_the_chosen_candidate_and_exclusions() -> None:
