@@ -147,6 +147,8 @@ class RouterInfo(_Model):
     predicted_hit_rate: float | None = None  # router's own prediction
     drift_ratio: float | None = None  # home moves / session requests in the window
     generated_at: float  # unix time of this snapshot
+    state_store: str | None = None  # where operator state lives (no credentials)
+    state_error: str | None = None  # set while the store cannot be reached: operator writes refused
 
 
 class StatusSnapshot(_Model):

@@ -33,14 +33,23 @@ def _load(path: Path) -> RouterConfig:
 
 
 @router_app.command()
-def serve(config: ConfigOption) -> None:
+def serve(
+    config: ConfigOption,
+    reset_state: Annotated[
+        bool,
+        typer.Option(
+            "--reset-state",
+            help="Start over without the stored operator state (a state file is moved aside first).",
+        ),
+    ] = False,
+) -> None:
     """Serve the OpenAI-compatible data plane and the admin API until interrupted."""
     from pcache.router.config import ConfigError
     from pcache.router.daemon import run
 
     loaded = _load(config)
     try:
-        run(loaded)
+        run(loaded, reset_state=reset_state)
     except ConfigError as exc:
         fail(str(exc), ExitCode.USAGE)
     except KeyboardInterrupt:

@@ -9,12 +9,16 @@
 - pin / unpin: Tier-1 prefixes pinned to replicas or k copies, optionally prewarmed.
 - prewarm: background jobs (see :mod:`pcache.prewarm`).
 
-Errors are :class:`ActionError` with an HTTP status and a code; the admin API turns them into
-OpenAI-style bodies.
+Errors are :class:`ActionError` with an HTTP status and a code (and a store that cannot take the
+write raises :class:`~pcache.state.StateError`, also with a status); the admin API turns both into
+OpenAI-style bodies. Every store call is awaited before the change is applied to the live fleet,
+so a write the store refused never takes effect. :meth:`OperatorActions.apply` brings the live fleet
+in line with the store when another router (or worker) wrote it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -37,7 +41,7 @@ from pcache.router.config import (
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError
 from pcache.router.watcher import FleetWatcher
-from pcache.state import ReplicaRecord, StateStore, Tier1Record
+from pcache.state import OperatorState, ReplicaRecord, StateStore, Tier1Record
 
 __all__ = ["ActionError", "OperatorActions"]
 
@@ -97,13 +101,18 @@ class OperatorActions:
         self.upstream = upstream
         self._records: dict[str, Tier1Record] = {}  # every Tier-1 prefix with its text, by name
         self._models: dict[str, str] = {}
+        # Held by every store write and its local effect, and by :meth:`sync`: a reload that began
+        # before one of this router's writes can never undo that write locally.
+        self._writing = asyncio.Lock()
+        self._seen_version: int | None = None
         self.jobs = PrewarmJobs(self._send_prewarm, self._model_of)
 
     # ---- start-up -------------------------------------------------------------------------------
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Build the fleet and Tier-1 registry from the config plus the durable operator state."""
-        state = self.store.load()
+        self._seen_version = await self.store.version()
+        state = await self.store.load()
         for replica in self.config.replicas:
             if replica.name in state.removed and replica.name not in state.replicas:
                 continue
@@ -120,13 +129,10 @@ class OperatorActions:
                     weight=record.weight,
                     source="runtime",
                 )
-        for name, drain in state.drains.items():
+        for name in state.drains:
             if name in self.fleet:
-                # Nothing is in flight at start-up: a replica that was draining is drained now.
-                self.fleet.set_drain(name, "drained")
-                if drain != "drained":
-                    self.store.set_drain(name, "drained")
-        records: dict[str, Tier1Record] = {}
+                # Nothing is in flight through this router at start-up: draining is drained here.
+                self.fleet.set_drain(name, "draining")
         for prefix in self.config.tier1:
             configured = self._config_record(prefix)
             if not self.routing.blocks_of(configured.text, configured.as_):
@@ -134,19 +140,91 @@ class OperatorActions:
                     f"tier1 {prefix.name!r} is shorter than one routing block "
                     f"({self.routing.config.chunk_chars} characters): no request could ever match it"
                 )
-            records[prefix.name] = configured
-        records.update(state.tier1)
-        self._records = records
+        self._records = self._records_of(state)
         self._publish_tier1()
+        for name, drain in state.drains.items():
+            if name in self.fleet and drain != "drained":
+                await self.store.set_drain(name, "drained")
         log.info(
             "restored %d replicas (%d drained/draining), %d Tier-1 prefixes",
             len(self.fleet.entries()),
             len(state.drains),
-            len(records),
+            len(self._records),
         )
 
     async def stop(self) -> None:
         await self.jobs.stop()
+
+    def _records_of(self, state: OperatorState) -> dict[str, Tier1Record]:
+        """Every Tier-1 record: the config's, replaced by the store's where it has one."""
+        records = {prefix.name: self._config_record(prefix) for prefix in self.config.tier1}
+        records.update(state.tier1)
+        return records
+
+    async def sync(self) -> list[str]:
+        """Reload the store if any writer changed it since the last look, and apply it.
+
+        Raises :class:`~pcache.state.StateError` when the store cannot be read; the live state
+        is then left as it was (the last known state keeps serving).
+        """
+        async with self._writing:
+            version = await self.store.version()
+            if version == self._seen_version:
+                return []
+            state = await self.store.load()
+            self._seen_version = version
+            return self.apply(state)
+
+    async def record_drained(self, name: str) -> None:
+        """Persist that a draining replica finished (nothing in flight through this router)."""
+        async with self._writing:
+            if name in self.fleet and self.fleet.get(name).drain == "drained":
+                await self.store.set_drain(name, "drained")
+
+    def apply(self, state: OperatorState) -> list[str]:
+        """Bring the live fleet and Tier-1 registry in line with ``state`` (written elsewhere).
+
+        Returns what changed, for the log. Drains apply as ``draining``: a replica is drained here
+        once nothing is in flight through this router. A replica another router added joins here
+        through this router's own health checks.
+        """
+        changes: list[str] = []
+        for name in sorted(state.removed - set(state.replicas)):
+            if name in self.fleet:
+                self.fleet.remove(name)
+                self.routing.policy.forget_replica(name)
+                self.watcher.forget(name)
+                changes.append(f"removed {name}")
+        for record in state.replicas.values():
+            if record.name not in self.fleet:
+                self.fleet.add(
+                    record.name,
+                    record.url,
+                    engine=record.engine,
+                    group=record.group,
+                    weight=record.weight,
+                    source="runtime",
+                    joining=True,
+                )
+                self.fleet.finish_joining(record.name, routable=False)  # routable once it answers
+                changes.append(f"added {record.name}")
+        for entry in self.fleet.entries():
+            wanted = state.drains.get(entry.name)
+            if wanted is None and entry.drain is not None:
+                self.fleet.set_drain(entry.name, None)
+                changes.append(f"undrained {entry.name}")
+            elif wanted is not None and entry.drain is None:
+                self.fleet.set_drain(entry.name, "draining")
+                changes.append(f"draining {entry.name}")
+        records = self._records_of(state)
+        if records != self._records:
+            changed = sorted(
+                n for n in set(records) | set(self._records) if records.get(n) != self._records.get(n)
+            )
+            self._records = records
+            self._publish_tier1()
+            changes.append(f"Tier-1 {', '.join(changed)}")
+        return changes
 
     def _config_record(self, prefix: Tier1Config) -> Tier1Record:
         """The record of a Tier-1 prefix defined in the config file."""
@@ -277,19 +355,25 @@ class OperatorActions:
             )
         moves = {m.prefix: m.successors for m in radius.tier1}
         job = await self._warm_successors(moves, name)
-        self._recheck_after_warming(name, force, "drain", "draining")
-        self.store.set_drain(name, "draining")
-        self.fleet.set_drain(name, "draining")
-        if self.fleet.get(name).drain == "drained":
-            self.store.set_drain(name, "drained")
+        async with self._writing:
+            self._recheck_after_warming(name, force, "drain", "draining")
+            await self.store.set_drain(name, "draining", keep_routable=self._others(name, force))
+            self.fleet.set_drain(name, "draining")
+            if self.fleet.get(name).drain == "drained":
+                await self.store.set_drain(name, "drained")
         log.info("drain of %s started (%d in flight, %d sessions)", name, radius.in_flight, radius.sessions)
         return radius.model_copy(update={"state": self.fleet.get(name).state.value, "prewarm_job": job})
 
-    def undrain(self, name: str) -> None:
+    def _others(self, name: str, force: bool) -> list[str]:
+        """The store's guard for draining or removing ``name``: the other routable replicas."""
+        return [] if force else [n for n in self.fleet.routable_names() if n != name]
+
+    async def undrain(self, name: str) -> None:
         if name not in self.fleet:
             raise _not_found("replica", name)
-        self.store.set_drain(name, None)
-        self.fleet.set_drain(name, None)
+        async with self._writing:
+            await self.store.set_drain(name, None)
+            self.fleet.set_drain(name, None)
         log.info("replica %s undrained", name)
 
     # ---- membership -----------------------------------------------------------------------------
@@ -306,11 +390,12 @@ class OperatorActions:
         except ValueError as exc:
             raise ActionError(422, str(exc), "unknown_engine") from None
         record = ReplicaRecord(name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight)
-        self.store.put_replica(record)
-        # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.
-        self.fleet.add(
-            name, record.url, engine=engine, group=group, weight=weight, source="runtime", joining=True
-        )
+        async with self._writing:
+            await self.store.put_replica(record)
+            # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.
+            self.fleet.add(
+                name, record.url, engine=engine, group=group, weight=weight, source="runtime", joining=True
+            )
         if not await self.watcher.check(name):
             self.fleet.finish_joining(name, routable=False)
             log.warning("new replica %s failed its first health check; it joins when it recovers", name)
@@ -348,11 +433,12 @@ class OperatorActions:
         pinned_by = sorted(p for p, r in self._records.items() if name in r.replicas)
         moves = {m.prefix: m.successors for m in radius.tier1}
         job = await self._warm_successors(moves, name)
-        self._recheck_after_warming(name, force, "remove", "removing")
-        self.store.remove_replica(name)
-        self.fleet.remove(name)
-        self.routing.policy.forget_replica(name)
-        self.watcher.forget(name)
+        async with self._writing:
+            self._recheck_after_warming(name, force, "remove", "removing")
+            await self.store.remove_replica(name, keep_routable=self._others(name, force))
+            self.fleet.remove(name)
+            self.routing.policy.forget_replica(name)
+            self.watcher.forget(name)
         if pinned_by:
             log.warning("removed replica %s was pinned by %s", name, ", ".join(pinned_by))
         log.info("replica %s removed", name)
@@ -408,9 +494,10 @@ class OperatorActions:
             text = known.text
             as_ = pin.as_ if "as_" in pin.model_fields_set else known.as_
         record = self._checked_record(name, text, as_, pin.replicas, pin.copies, pin.group, "pin")
-        self.store.put_tier1(record)
-        self._records[name] = record
-        self._publish_tier1()
+        async with self._writing:
+            await self.store.put_tier1(record)
+            self._records[name] = record
+            self._publish_tier1()
         job_id = None
         if pin.prewarm:
             owners = self.routing.owners().get(name, [])
@@ -427,7 +514,7 @@ class OperatorActions:
         )
         return self.pin_out(record, job=job_id)
 
-    def unpin(self, name: str) -> PinOut:
+    async def unpin(self, name: str) -> PinOut:
         record = self._records.get(name)
         if record is None:
             raise _not_found("pin", name)
@@ -439,12 +526,13 @@ class OperatorActions:
                 "defined_in_config",
             )
         out = self.pin_out(record)
-        self.store.delete_tier1(name)
-        if configured is not None:
-            self._records[name] = self._config_record(configured)
-        else:
-            del self._records[name]
-        self._publish_tier1()
+        async with self._writing:
+            await self.store.delete_tier1(name)
+            if configured is not None:
+                self._records[name] = self._config_record(configured)
+            else:
+                self._records.pop(name, None)
+            self._publish_tier1()
         log.info("unpinned Tier-1 prefix %s", name)
         return out
 
@@ -484,15 +572,16 @@ class OperatorActions:
                 )
         return targets, pins
 
-    def prewarm(self, request: PrewarmIn) -> PrewarmJob:
+    async def prewarm(self, request: PrewarmIn) -> PrewarmJob:
         targets, pins = self._plan(request)
         if request.dry_run:
             return self.jobs.plan(targets)
-        for record in pins:
-            self.store.put_tier1(record)
-            self._records[record.name] = record
-        if pins:
-            self._publish_tier1()
+        async with self._writing:
+            for record in pins:
+                await self.store.put_tier1(record)
+                self._records[record.name] = record
+            if pins:
+                self._publish_tier1()
         return self.jobs.start(targets, concurrency=request.concurrency, verify=request.verify)
 
     async def _model_of(self, replica: str) -> str | None:

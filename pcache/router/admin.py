@@ -38,6 +38,7 @@ from pcache.prompt import PromptError
 from pcache.router.actions import ActionError
 from pcache.router.config import NAME_PATTERN
 from pcache.router.snapshot import replica_status, status_snapshot
+from pcache.state import StateError
 
 if TYPE_CHECKING:
     from pcache.router.daemon import RouterDaemon
@@ -59,6 +60,8 @@ _TYPES = {
     405: "invalid_request_error",
     409: "conflict_error",
     422: "invalid_request_error",
+    503: "service_unavailable_error",
+    507: "insufficient_storage_error",
 }
 
 
@@ -99,6 +102,11 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     @app.exception_handler(ActionError)
     async def _refused(_: Request, exc: ActionError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.code)
+
+    @app.exception_handler(StateError)
+    async def _store_failed(_: Request, exc: StateError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return _error(exc.status, exc.message, exc.code, headers)
 
     def _check(request: Request) -> None:
         if token is None:
@@ -147,6 +155,8 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             admin_url=daemon.admin_url,
             started_at=daemon.started_at,
             stale_after_s=daemon.config.scrape.stale_after_s,
+            state_store=daemon.store.location,
+            state_error=daemon.state_sync.error,
         )
 
     @app.get("/api/v1/replicas", response_model=list[ReplicaStatus], dependencies=read, responses=_ERRORS)
@@ -205,7 +215,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     )
     async def undrain(name: str) -> ReplicaStatus:
         """Return a draining or drained replica to service."""
-        actions.undrain(name)
+        await actions.undrain(name)
         return _replica_row(name)
 
     @app.get("/api/v1/prefixes", response_model=PrefixHeat, dependencies=read, responses=_ERRORS)
@@ -234,7 +244,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     @app.delete("/api/v1/pins/{name}", response_model=PinOut, dependencies=write, responses=_ERRORS)
     async def unpin(name: str) -> PinOut:
         """Remove a run-time pin (config-defined prefixes are edited in the config)."""
-        return actions.unpin(name)
+        return await actions.unpin(name)
 
     @app.post("/api/v1/route/explain", response_model=DecisionOut, dependencies=read, responses=_ERRORS)
     async def explain(request: ExplainRequest) -> DecisionOut:
@@ -275,7 +285,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     )
     async def prewarm(request: PrewarmIn) -> PrewarmJob:
         """Start a prewarm job (or, with ``dry_run``, return its plan)."""
-        return actions.prewarm(request)
+        return await actions.prewarm(request)
 
     @app.get("/api/v1/prewarm", response_model=list[PrewarmJob], dependencies=read, responses=_ERRORS)
     async def prewarm_jobs() -> list[PrewarmJob]:

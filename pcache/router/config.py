@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pcache.engines import ENGINES
+from pcache.state.location import check_location
 
 __all__ = [
     "AdminConfig",
@@ -231,7 +232,7 @@ class RouterConfig(_Section):
     upstream: UpstreamConfig = UpstreamConfig()
     prewarm: PrewarmConfig = PrewarmConfig()
     hot_prefixes: HotPrefixConfig = HotPrefixConfig()
-    state: str = "memory://"  # a sqlite file path, "sqlite:///path", or "memory://"
+    state: str = "memory://"  # a sqlite file path, "sqlite:///path", "memory://" or "redis://host:port/db"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     base_dir: str = "."  # set by load_config: where relative paths resolve
 
@@ -239,6 +240,11 @@ class RouterConfig(_Section):
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_address(value)
+
+    @field_validator("state")
+    @classmethod
+    def _state_location(cls, value: str) -> str:
+        return check_location(value)
 
     def api_keys(self) -> tuple[str, ...]:
         """The data-plane client keys from the environment (empty: no key needed)."""

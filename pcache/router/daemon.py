@@ -29,9 +29,10 @@ from pcache.router.config import ConfigError, RouterConfig, is_loopback, split_h
 from pcache.router.metrics import RouterMetrics
 from pcache.router.proxy import ProxyApp
 from pcache.router.routing import Routing
+from pcache.router.state_sync import StoreSync
 from pcache.router.upstream import make_upstream
 from pcache.router.watcher import FleetWatcher
-from pcache.state import StateError, open_store
+from pcache.state import StateError, open_store, reset_store
 
 __all__ = ["RouterDaemon", "run"]
 
@@ -127,7 +128,7 @@ class RouterDaemon:
             watcher=self.watcher,
             upstream=self.upstream,
         )
-        self.actions.restore()
+        self.state_sync = StoreSync(self.actions)
         self.proxy = ProxyApp(
             routing=self.routing,
             fleet=self.fleet,
@@ -143,16 +144,30 @@ class RouterDaemon:
         self.admin_url = ""
         self.admin = build_admin_app(self)
         self._servers: list[_Server] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     def _drained(self, name: str) -> None:
         log.info("replica %s drained", name)
-        self.store.set_drain(name, "drained")
+        task = asyncio.get_running_loop().create_task(self._record_drained(name))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record_drained(self, name: str) -> None:
+        try:
+            await self.actions.record_drained(name)
+        except StateError as exc:  # the drain itself stands; a restart finds it draining, so drained
+            log.warning("could not record that %s is drained: %s", name, exc.message)
 
     def stop(self) -> None:
         for server in self._servers:
             server.should_exit = True
 
     async def serve(self) -> None:
+        try:
+            await self.actions.restore()
+        except StateError as exc:
+            await self.store.close()
+            raise ConfigError(f"state: {exc.message}") from exc
         data_sock = _bind(self.config.listen)
         admin_sock = _bind(self.config.admin.listen)
         self.url, self.admin_url = _url(data_sock), _url(admin_sock)
@@ -182,6 +197,7 @@ class RouterDaemon:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         self.watcher.start()
+        self.state_sync.start()
         tasks = [
             asyncio.create_task(self._servers[0].serve(sockets=[data_sock])),
             asyncio.create_task(self._servers[1].serve(sockets=[admin_sock])),
@@ -199,19 +215,29 @@ class RouterDaemon:
             await asyncio.gather(*tasks)
         finally:
             self.stop()
+            await self.state_sync.stop()
             await self.actions.stop()
             await self.watcher.stop()
             await self.upstream.aclose()
-            self.store.close()
+            await self.store.close()
 
 
-def run(config: RouterConfig) -> None:
-    """Build the daemon and serve until SIGINT/SIGTERM, on uvloop when available."""
+def run(config: RouterConfig, *, reset_state: bool = False) -> None:
+    """Build the daemon and serve until SIGINT/SIGTERM, on uvloop when available.
+
+    ``reset_state`` starts over on purpose: the state file is moved aside (or a shared store's keys
+    deleted) first, so a state file refused as corrupt does not stop the router.
+    """
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if reset_state:
+        try:
+            log.warning("%s", asyncio.run(reset_store(config.state_location())))
+        except (StateError, OSError, ValueError) as exc:
+            raise ConfigError(f"state: cannot reset {config.state_location()}: {exc}") from exc
     daemon = RouterDaemon(config)
     try:
         import uvloop

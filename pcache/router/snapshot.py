@@ -169,6 +169,8 @@ def status_snapshot(
     admin_url: str,
     started_at: float,
     stale_after_s: float,
+    state_store: str | None = None,
+    state_error: str | None = None,
 ) -> StatusSnapshot:
     now = time.time()
     pinned = {name: p.pinned for name, p in fleet.tier1.items() if p.pinned}
@@ -198,7 +200,12 @@ def status_snapshot(
         predicted_hit_rate=ledger.predicted_hit_rate(),
         drift_ratio=ledger.drift_ratio(),
         generated_at=now,
+        state_store=state_store,
+        state_error=state_error,
     )
-    return StatusSnapshot(
-        router=info, replicas=rows, all=totals, callouts=[*error_callouts(rows), *imbalance_callouts(rows)]
-    )
+    callouts = [*error_callouts(rows), *imbalance_callouts(rows)]
+    if state_error is not None:
+        callouts.insert(
+            0, "state store unreachable: serving with the last known state, operator writes refused"
+        )
+    return StatusSnapshot(router=info, replicas=rows, all=totals, callouts=callouts)

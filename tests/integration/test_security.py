@@ -279,17 +279,17 @@ def test_lone_surrogates_in_admin_bodies_get_422_and_never_poison_the_state_stor
         assert [(r.name, r.state) for r in admin.replicas()] == [("r1", "healthy"), ("r2", "healthy")]
 
 
-def test_a_failed_state_write_rolls_back_and_the_store_keeps_working(tmp_path: Path) -> None:
+async def test_a_failed_state_write_rolls_back_and_the_store_keeps_working(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path / "state.sqlite")
     try:
         with pytest.raises(StateError):
-            store.put_replica(ReplicaRecord(name="x", url="http://127.0.0.1:9", group="\ud800"))
-        store.set_drain("r1", "draining")
-        store.put_replica(ReplicaRecord(name="y", url="http://127.0.0.1:9"))
-        state = store.load()
+            await store.put_replica(ReplicaRecord(name="x", url="http://127.0.0.1:9", group="\ud800"))
+        await store.set_drain("r1", "draining")
+        await store.put_replica(ReplicaRecord(name="y", url="http://127.0.0.1:9"))
+        state = await store.load()
         assert state.drains == {"r1": "draining"} and list(state.replicas) == ["y"]
     finally:
-        store.close()
+        await store.close()
 
 
 # ---- redirects from replicas are never followed ---------------------------------------------------

@@ -28,9 +28,11 @@ tier1:
 
 
 @pytest.fixture()
-def daemon(monkeypatch: pytest.MonkeyPatch) -> RouterDaemon:
+async def daemon(monkeypatch: pytest.MonkeyPatch) -> RouterDaemon:
     monkeypatch.setenv("PCACHE_UNIT_ADMIN_TOKEN", TOKEN)
-    return RouterDaemon(parse_config(CONFIG))
+    built = RouterDaemon(parse_config(CONFIG))
+    await built.actions.restore()  # serve() does this before it listens
+    return built
 
 
 @pytest.fixture()
@@ -170,6 +172,7 @@ async def test_the_data_plane_rejects_bad_requests_with_openai_errors(daemon: Ro
 async def test_data_plane_api_keys_are_required_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PCACHE_UNIT_API_KEYS", "key-one, key-two")
     daemon = RouterDaemon(parse_config("api_keys_env: PCACHE_UNIT_API_KEYS\n" + CONFIG))
+    await daemon.actions.restore()
     for name in ("r1", "r2", "r3"):
         daemon.fleet.set_drain(name, "draining")  # a request that gets past the key check gets 503
     transport = httpx.ASGITransport(app=daemon.proxy)
@@ -205,14 +208,15 @@ def test_owners_are_what_the_policy_routes_to(daemon: RouterDaemon) -> None:
     assert owners[0] not in after and owners[1] in after and len(after) == 2
 
 
-def test_a_config_tier1_prefix_shorter_than_one_block_is_refused_at_start() -> None:
+async def test_a_config_tier1_prefix_shorter_than_one_block_is_refused_at_start() -> None:
     config = parse_config("tier1:\n  - {name: tiny, text: 'Be nice.'}\n")
     with pytest.raises(ConfigError, match=r"tiny.*shorter than one routing block"):
-        RouterDaemon(config)
+        await RouterDaemon(config).actions.restore()
 
 
-def test_the_example_config_builds_a_daemon() -> None:
+async def test_the_example_config_builds_a_daemon() -> None:
     example = Path(__file__).resolve().parents[2] / "configs" / "router.yaml"
     daemon = RouterDaemon(load_config(example).model_copy(update={"state": "memory://"}))
+    await daemon.actions.restore()
     assert [e.name for e in daemon.fleet.entries()] == ["r1", "r2", "r3", "r4"]
     assert list(daemon.fleet.tier1) == ["support-bot"]

@@ -1,0 +1,86 @@
+"""Operator state in memory: lost on restart. For tests and throwaway routers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import replace
+
+from pcache.state.model import (
+    OperatorState,
+    ReplicaRecord,
+    Tier1Record,
+    check_drain_state,
+    keeps_one_routable,
+    last_routable_error,
+)
+
+__all__ = ["MemoryStateStore"]
+
+
+class MemoryStateStore:
+    """Operator state in memory (one process, one event loop: every write is trivially atomic)."""
+
+    location = "memory://"
+    shared = False
+
+    def __init__(self) -> None:
+        self._state = OperatorState()
+        self._version = 0
+
+    async def load(self) -> OperatorState:
+        return self._state
+
+    async def version(self) -> int:
+        return self._version
+
+    async def wait_change(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)  # nobody else writes here
+
+    def _set(self, state: OperatorState) -> None:
+        self._state = state
+        self._version += 1
+
+    async def put_tier1(self, record: Tier1Record) -> None:
+        self._set(replace(self._state, tier1={**self._state.tier1, record.name: record}))
+
+    async def delete_tier1(self, name: str) -> bool:
+        if name not in self._state.tier1:
+            return False
+        self._set(replace(self._state, tier1={k: v for k, v in self._state.tier1.items() if k != name}))
+        return True
+
+    async def set_drain(
+        self, replica: str, state: str | None, *, keep_routable: Collection[str] = ()
+    ) -> None:
+        check_drain_state(state)
+        if state is not None and not keeps_one_routable(self._state, keep_routable):
+            raise last_routable_error(replica, "draining")
+        drains = {k: v for k, v in self._state.drains.items() if k != replica}
+        if state is not None:
+            drains[replica] = state
+        self._set(replace(self._state, drains=drains))
+
+    async def put_replica(self, record: ReplicaRecord) -> None:
+        self._set(
+            replace(
+                self._state,
+                replicas={**self._state.replicas, record.name: record},
+                removed=self._state.removed - {record.name},
+            )
+        )
+
+    async def remove_replica(self, name: str, *, keep_routable: Collection[str] = ()) -> None:
+        if not keeps_one_routable(self._state, keep_routable):
+            raise last_routable_error(name, "removing")
+        self._set(
+            replace(
+                self._state,
+                replicas={k: v for k, v in self._state.replicas.items() if k != name},
+                drains={k: v for k, v in self._state.drains.items() if k != name},
+                removed=self._state.removed | {name},
+            )
+        )
+
+    async def close(self) -> None:
+        return None

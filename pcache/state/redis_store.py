@@ -1,0 +1,238 @@
+"""Operator state in Redis (or Valkey): one store shared by every router of a fleet.
+
+Each write is one Lua script, so its check (a drain guard), its change, the version bump and the
+change notice happen atomically on the server: two routers draining the last two routable replicas
+at once cannot both succeed. Every write ``PUBLISH``es the new version on the store's channel;
+routers wait on it (:meth:`RedisStateStore.wait_change`) and also compare :meth:`version` at a
+short interval, which repairs a missed message. Keys live under one prefix (``pcache`` unless the
+URL says ``?prefix=NAME``)::
+
+    {prefix}:tier1     hash  name -> JSON Tier1Record
+    {prefix}:drains    hash  replica -> draining | drained
+    {prefix}:replicas  hash  name -> JSON ReplicaRecord (added at run time)
+    {prefix}:removed   set   replicas removed at run time
+    {prefix}:version   int   bumped by every write
+    {prefix}:changes   pub/sub channel: the new version
+
+A store that cannot be reached raises :class:`StateError` (503, ``state_unavailable``) at once:
+there are no client-side retries, so an operator's write fails fast and clearly rather than being
+acknowledged and lost, and the router keeps serving with the state it last read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Collection
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from pcache.state.model import (
+    OperatorState,
+    ReplicaRecord,
+    StateError,
+    Tier1Record,
+    check_drain_state,
+    last_routable_error,
+)
+
+__all__ = ["RedisStateStore", "redacted"]
+
+_TIMEOUT_S = 1.0
+
+# KEYS = tier1, drains, replicas, removed, version; ARGV[1] = the change channel.
+_BUMP = "local v = redis.call('INCR', KEYS[5]) redis.call('PUBLISH', ARGV[1], v) "
+_GUARD = """
+local free = #ARGV < FIRST
+for i = FIRST, #ARGV do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 and redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 0 then
+    free = true
+    break
+  end
+end
+if not free then return 0 end
+"""
+_PUT_TIER1 = "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) " + _BUMP + "return 1"
+_DELETE_TIER1 = "if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end " + _BUMP + "return 1"
+_UNDRAIN = "redis.call('HDEL', KEYS[2], ARGV[2]) " + _BUMP + "return 1"
+_DRAIN = _GUARD.replace("FIRST", "4") + "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) " + _BUMP + "return 1"
+_PUT_REPLICA = (
+    "redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) redis.call('SREM', KEYS[4], ARGV[2]) " + _BUMP + "return 1"
+)
+_REMOVE_REPLICA = (
+    _GUARD.replace("FIRST", "3")
+    + "redis.call('HDEL', KEYS[3], ARGV[2]) redis.call('HDEL', KEYS[2], ARGV[2]) "
+    + "redis.call('SADD', KEYS[4], ARGV[2]) "
+    + _BUMP
+    + "return 1"
+)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _split_prefix(url: str) -> tuple[str, str]:
+    """``(url without ?prefix=, prefix)``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), "pcache") or "pcache"
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisStateStore:
+    """Operator state shared through a Redis/Valkey server (``redis://host:port/db``)."""
+
+    def __init__(self, url: str) -> None:
+        self.location = redacted(url)
+        self.shared = True
+        plain, prefix = _split_prefix(url)
+        self.prefix = prefix
+        try:
+            self._redis: aioredis.Redis = aioredis.Redis.from_url(
+                plain,
+                decode_responses=True,
+                socket_timeout=_TIMEOUT_S,
+                socket_connect_timeout=_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+            )
+        except ValueError as exc:
+            raise StateError(f"state: {self.location}: {exc}") from exc
+        self._keys = [f"{prefix}:{k}" for k in ("tier1", "drains", "replicas", "removed", "version")]
+        self.channel = f"{prefix}:changes"
+        self._scripts = {
+            name: self._redis.register_script(source)
+            for name, source in (
+                ("put_tier1", _PUT_TIER1),
+                ("delete_tier1", _DELETE_TIER1),
+                ("undrain", _UNDRAIN),
+                ("drain", _DRAIN),
+                ("put_replica", _PUT_REPLICA),
+                ("remove_replica", _REMOVE_REPLICA),
+            )
+        }
+        self._pubsub: PubSub | None = None
+
+    def _unreachable(self, exc: Exception) -> StateError:
+        return StateError(
+            f"state store {self.location} is unreachable ({exc.__class__.__name__}: {exc}); "
+            "nothing was changed, retry when it is back",
+            status=503,
+            code="state_unavailable",
+            retry_after=1,
+        )
+
+    async def _call(self, script: str, *args: Any) -> int:
+        try:
+            result = await self._scripts[script](keys=self._keys, args=[self.channel, *args])
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        return int(result)
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    async def load(self) -> OperatorState:
+        tier1_key, drains_key, replicas_key, removed_key, _ = self._keys
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(tier1_key)
+                pipe.hgetall(drains_key)
+                pipe.hgetall(replicas_key)
+                pipe.smembers(removed_key)
+                tier1_raw, drains, replicas_raw, removed = await pipe.execute()
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        try:
+            tier1 = {}
+            for name, raw in sorted(tier1_raw.items()):
+                fields = json.loads(raw)
+                fields["replicas"] = tuple(fields.get("replicas", ()))
+                tier1[name] = Tier1Record(**fields)
+            replicas = {name: ReplicaRecord(**json.loads(raw)) for name, raw in sorted(replicas_raw.items())}
+        except (ValueError, TypeError) as exc:
+            raise StateError(f"state store {self.location} holds a malformed record: {exc}") from exc
+        return OperatorState(
+            tier1=tier1, drains=dict(sorted(drains.items())), replicas=replicas, removed=frozenset(removed)
+        )
+
+    async def version(self) -> int:
+        try:
+            raw = await self._redis.get(self._keys[4])
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        return int(raw or 0)
+
+    async def wait_change(self, timeout_s: float) -> None:
+        try:
+            if self._pubsub is None:
+                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(self.channel)
+            message = await self._pubsub.get_message(timeout=timeout_s)
+            while message is not None:  # coalesce a burst of writes into one reload
+                message = await self._pubsub.get_message(timeout=0)
+        except (RedisError, OSError) as exc:
+            pubsub, self._pubsub = self._pubsub, None
+            if pubsub is not None:
+                await _quietly_close(pubsub)
+            await asyncio.sleep(timeout_s)
+            raise self._unreachable(exc) from exc
+
+    # ---- writing --------------------------------------------------------------------------------
+
+    async def put_tier1(self, record: Tier1Record) -> None:
+        fields = asdict(record)
+        fields["replicas"] = list(record.replicas)
+        await self._call("put_tier1", record.name, json.dumps(fields))
+
+    async def delete_tier1(self, name: str) -> bool:
+        return await self._call("delete_tier1", name) == 1
+
+    async def set_drain(
+        self, replica: str, state: str | None, *, keep_routable: Collection[str] = ()
+    ) -> None:
+        check_drain_state(state)
+        if state is None:
+            await self._call("undrain", replica)
+        elif not await self._call("drain", replica, state, *sorted(keep_routable)):
+            raise last_routable_error(replica, "draining")
+
+    async def put_replica(self, record: ReplicaRecord) -> None:
+        await self._call("put_replica", record.name, json.dumps(asdict(record)))
+
+    async def remove_replica(self, name: str, *, keep_routable: Collection[str] = ()) -> None:
+        if not await self._call("remove_replica", name, *sorted(keep_routable)):
+            raise last_routable_error(name, "removing")
+
+    async def reset(self) -> int:
+        """Delete every key of this store's prefix (``--reset-state``); return how many went."""
+        try:
+            return int(await self._redis.delete(*self._keys))
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+
+    async def close(self) -> None:
+        if self._pubsub is not None:
+            await _quietly_close(self._pubsub)
+            self._pubsub = None
+        await self._redis.aclose()
+
+
+async def _quietly_close(pubsub: PubSub) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await pubsub.aclose()

@@ -1,0 +1,277 @@
+"""Operator state in a local sqlite file: the embedded default for one router (or one machine's
+workers, which share the file).
+
+Every call runs on one thread of the store's own, so a write that waits for the file lock (another
+process holding it) or for a slow disk never blocks the router's event loop. A write commits before
+its coroutine returns (WAL, ``synchronous=NORMAL``: a committed write survives SIGKILL). Failures
+become :class:`StateError` with the status an operator can act on: 503 with a retry hint while the
+file is locked, 507 when the disk is full. A state file that exists but is empty (truncated) or
+corrupt is refused when the store opens, naming the file: taking it as empty would silently forget
+every pin, drain and removal. :func:`reset_sqlite` moves such a file aside on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from pcache.state.model import (
+    OperatorState,
+    ReplicaRecord,
+    StateError,
+    Tier1Record,
+    check_drain_state,
+    keeps_one_routable,
+    last_routable_error,
+)
+
+__all__ = ["SqliteStateStore", "reset_sqlite"]
+
+T = TypeVar("T")
+
+_LOCK_WAIT_S = 2.0  # how long a write waits for another process's lock before answering 503
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tier1 (
+    name TEXT PRIMARY KEY, text TEXT NOT NULL, as_ TEXT NOT NULL, copies INTEGER NOT NULL,
+    replicas TEXT NOT NULL, grp TEXT, source TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drains (replica TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replicas (
+    name TEXT PRIMARY KEY, url TEXT NOT NULL, engine TEXT NOT NULL, grp TEXT, weight REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS removed (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_RESET_HINT = "restore it from a backup, or pass --reset-state to start over without it"
+
+# sqlite primary result codes (the low byte of an extended code)
+_SQLITE_READONLY, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL = 8, 5, 6, 10, 13
+
+
+def _open_checked(path: Path) -> sqlite3.Connection:
+    """Connect to ``path``, refusing a file that exists but is empty or is not a sound database."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise StateError(
+            f"state file {path} is empty (0 bytes: truncated?); refusing to start without its pins, "
+            f"drains and removals: {_RESET_HINT}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=_LOCK_WAIT_S)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"cannot open state store {path}: {exc}") from exc
+    try:
+        check = db.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            detail = "; ".join(str(row[0]) for row in check[:3])
+            raise StateError(f"state file {path} is corrupt ({detail}): {_RESET_HINT}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise StateError(f"cannot open state store {path}: {exc}") from exc
+        raise StateError(f"state file {path} is not a readable state store ({exc}): {_RESET_HINT}") from exc
+    except StateError:
+        db.close()
+        raise
+    return db
+
+
+def reset_sqlite(path: str | Path) -> Path | None:
+    """Move the state file (and its WAL) aside so the router starts over; return where it went."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    aside = path.with_name(f"{path.name}.reset-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+class SqliteStateStore:
+    """Operator state in a local sqlite file; every call runs on the store's own thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.shared = False  # other workers of this machine may write it (see version())
+        self._db = _open_checked(self.path)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcache-state")
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    def _error(self, exc: Exception) -> StateError:
+        """The operator-facing error of a failed call (never a bare 500)."""
+        where = f"state store {self.path}"
+        if isinstance(exc, ValueError):  # e.g. a str sqlite cannot encode
+            return StateError(f"cannot write {where}: {exc}", status=422, code="invalid_state_value")
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return StateError(f"cannot write {where}: disk full", status=507, code="state_disk_full")
+        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StateError(
+                f"{where} is locked by another process (waited {_LOCK_WAIT_S:g}s); nothing was changed, "
+                "retry shortly",
+                status=503,
+                code="state_locked",
+                retry_after=1,
+            )
+        if primary == _SQLITE_FULL:
+            return StateError(f"cannot write {where}: disk full ({exc})", status=507, code="state_disk_full")
+        if primary == _SQLITE_READONLY:
+            return StateError(f"cannot write {where}: read-only ({exc})", status=503, code="state_read_only")
+        return StateError(f"cannot write {where}: {exc}", status=503, code="state_write_failed")
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one immediate transaction that also bumps the version; on the thread."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            result = body(db)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('version', 1) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+            )
+            db.execute("COMMIT")
+            return result
+        except (sqlite3.Error, ValueError, OSError) as exc:
+            error = self._error(exc)
+        except StateError:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if db.in_transaction:  # never leave the connection inside a failed write
+            db.execute("ROLLBACK")
+        raise error
+
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: self._transaction(body))
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def _load_sync(self) -> OperatorState:
+        return _read_state(self._db)
+
+    async def load(self) -> OperatorState:
+        try:
+            return await self._run(self._load_sync)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    async def version(self) -> int:
+        def read() -> int:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            return int(row[0]) if row else 0
+
+        try:
+            return await self._run(read)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    async def wait_change(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)  # other workers on this file are seen by polling version()
+
+    # ---- writing --------------------------------------------------------------------------------
+
+    async def put_tier1(self, record: Tier1Record) -> None:
+        row = (
+            record.name,
+            record.text,
+            record.as_,
+            record.copies,
+            json.dumps(list(record.replicas)),
+            record.group,
+            record.source,
+        )
+        await self._write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO tier1 (name, text, as_, copies, replicas, grp, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def delete_tier1(self, name: str) -> bool:
+        return await self._write(
+            lambda db: db.execute("DELETE FROM tier1 WHERE name = ?", (name,)).rowcount > 0
+        )
+
+    async def set_drain(
+        self, replica: str, state: str | None, *, keep_routable: Collection[str] = ()
+    ) -> None:
+        check_drain_state(state)
+
+        def write(db: sqlite3.Connection) -> None:
+            if state is None:
+                db.execute("DELETE FROM drains WHERE replica = ?", (replica,))
+                return
+            if not keeps_one_routable(_read_state(db), keep_routable):
+                raise last_routable_error(replica, "draining")
+            db.execute("INSERT OR REPLACE INTO drains (replica, state) VALUES (?, ?)", (replica, state))
+
+        await self._write(write)
+
+    async def put_replica(self, record: ReplicaRecord) -> None:
+        row = (record.name, record.url, record.engine, record.group, record.weight)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO replicas (name, url, engine, grp, weight) VALUES (?, ?, ?, ?, ?)", row
+            )
+            db.execute("DELETE FROM removed WHERE name = ?", (record.name,))
+
+        await self._write(write)
+
+    async def remove_replica(self, name: str, *, keep_routable: Collection[str] = ()) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            if not keeps_one_routable(_read_state(db), keep_routable):
+                raise last_routable_error(name, "removing")
+            db.execute("DELETE FROM replicas WHERE name = ?", (name,))
+            db.execute("DELETE FROM drains WHERE replica = ?", (name,))
+            db.execute("INSERT OR IGNORE INTO removed (name) VALUES (?)", (name,))
+
+        await self._write(write)
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+        self._thread.shutdown(wait=True)
+
+
+def _read_state(db: sqlite3.Connection) -> OperatorState:
+    tier1 = {
+        row[0]: Tier1Record(
+            name=row[0],
+            text=row[1],
+            as_=row[2],
+            copies=row[3],
+            replicas=tuple(json.loads(row[4])),
+            group=row[5],
+            source=row[6],
+        )
+        for row in db.execute(
+            "SELECT name, text, as_, copies, replicas, grp, source FROM tier1 ORDER BY name"
+        )
+    }
+    drains = dict(db.execute("SELECT replica, state FROM drains ORDER BY replica").fetchall())
+    replicas = {
+        row[0]: ReplicaRecord(name=row[0], url=row[1], engine=row[2], group=row[3], weight=row[4])
+        for row in db.execute("SELECT name, url, engine, grp, weight FROM replicas ORDER BY name")
+    }
+    removed = frozenset(row[0] for row in db.execute("SELECT name FROM removed"))
+    return OperatorState(tier1=tier1, drains=drains, replicas=replicas, removed=removed)
