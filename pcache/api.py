@@ -19,6 +19,7 @@ __all__ = [
     "ErrorBody",
     "ErrorCounts",
     "ExplainRequest",
+    "HandoverPrewarm",
     "PinIn",
     "PinOut",
     "PrefixCell",
@@ -133,6 +134,7 @@ class ReplicaStatus(_Model):
     scrape_age_s: float | None = None  # seconds since the last successful scrape
     last_error: str | None = None
     stale: bool = False  # no successful scrape within the stale limit
+    handover: HandoverPrewarm | None = None  # only in add-replica's answer: its Tier-1 prewarm
 
 
 class RouterInfo(_Model):
@@ -184,6 +186,7 @@ class BlastRadius(_Model):
     last_routable: bool = False
     dry_run: bool = False
     prewarm_job: str | None = None  # id of the successor prewarm job, when one was started
+    handover: HandoverPrewarm | None = None  # how that prewarm went (failed pairs listed)
 
 
 # ---- prefixes (heat map) ------------------------------------------------------------------------
@@ -233,7 +236,7 @@ class PinIn(_Input):
 
 class PinOut(_Model):
     name: str
-    source: Literal["config", "pin", "auto"]
+    source: Literal["config", "pin", "auto", "prewarm"]  # prewarm: registered by a prewarm without pin
     text_head: str
     tokens: int
     replicas: list[str] = Field(default_factory=list)  # pinned replicas (empty: HRW top-k)
@@ -325,6 +328,25 @@ class PrewarmJob(_Model):
     results: list[PrewarmPair] = Field(default_factory=list)
 
 
+class HandoverPrewarm(_Model):
+    """The prewarm a drain, removal or scale-out ran before moving traffic, as the action ended.
+
+    ``failed`` pairs did not warm (the successor will serve the prefix cold); ``unfinished`` pairs
+    were still running when the action stopped waiting for them (``prewarm.handoff_wait_s``).
+    """
+
+    job: str
+    total: int
+    ok: int
+    failed: list[PrewarmPair] = Field(default_factory=list)
+    unfinished: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every pair warmed before traffic moved."""
+        return not self.failed and not self.unfinished
+
+
 # ---- drift --------------------------------------------------------------------------------------
 
 
@@ -342,3 +364,7 @@ class DriftSeries(_Model):
     window_s: float  # width of one point
     points: list[DriftPoint]
     moves_by_cause: dict[str, int]
+
+
+BlastRadius.model_rebuild()
+ReplicaStatus.model_rebuild()

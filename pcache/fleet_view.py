@@ -57,7 +57,7 @@ class Tier1Prefix:
     copies: int = 1
     pinned: tuple[str, ...] = ()
     group: str | None = None
-    source: str = "config"  # config | pin | auto
+    source: str = "config"  # config | pin | auto | prewarm
 
     @property
     def key(self) -> int:

@@ -11,14 +11,22 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pcache.api import BlastRadius, ReplicaStatus
+from pcache.api import BlastRadius, HandoverPrewarm, ReplicaStatus
 from pcache.client import SyncAdminClient
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl, state_text
 
-__all__ = ["confirm_or_fail", "emit_blast_radius", "register", "render_blast_radius", "wait_drained"]
+__all__ = [
+    "confirm_or_fail",
+    "emit_blast_radius",
+    "fail_on_handover",
+    "handover_problems",
+    "register",
+    "render_blast_radius",
+    "wait_drained",
+]
 
 ReplicaArg = Annotated[str, typer.Argument(help="Replica name.", autocompletion=complete_replica)]
 
@@ -51,11 +59,47 @@ def render_blast_radius(radius: BlastRadius) -> RenderableType:
                 ("! ", "bold red"), "last routable replica: draining it leaves no replica for traffic"
             )
         )
-    if radius.prewarm_job:
+    if radius.handover is not None:
+        handover = radius.handover
+        style = "green" if handover.complete else "bold red"
+        parts.append(
+            Text.assemble(
+                ("prewarm job ", "dim"),
+                handover.job,
+                (" warmed the successors: ", "dim"),
+                (f"{handover.ok}/{handover.total} pairs ok", style),
+            )
+        )
+        for problem in handover_problems(handover):
+            parts.append(Text.assemble(("  ✗ ", "bold red"), problem))
+    elif radius.prewarm_job:
         parts.append(
             Text.assemble(("prewarm job ", "dim"), radius.prewarm_job, (" warms the successors", "dim"))
         )
     return Group(*parts)
+
+
+def handover_problems(handover: HandoverPrewarm) -> list[str]:
+    """One line per pair of a handover prewarm that did not warm (failed, or still unfinished)."""
+    lines = [
+        f"{pair.prefix} on {pair.replica}: {pair.error or 'failed'}"
+        for pair in sorted(handover.failed, key=lambda p: (p.prefix, p.replica))
+    ]
+    if handover.unfinished:
+        lines.append(f"{handover.unfinished} pair(s) still warming when the action stopped waiting")
+    return lines
+
+
+def fail_on_handover(what: str, handover: HandoverPrewarm | None) -> None:
+    """Exit 5 (partial) naming every pair of ``what``'s handover prewarm that did not warm."""
+    if handover is None or handover.complete:
+        return
+    problems = handover_problems(handover)
+    fail(
+        f"{what} done, but its handover prewarm {handover.job} did not warm "
+        f"{handover.total - handover.ok}/{handover.total} pair(s) (served cold): " + "; ".join(problems),
+        ExitCode.PARTIAL,
+    )
 
 
 def emit_blast_radius(cli: CliContext, radius: BlastRadius, fmt: OutputFormat) -> None:
@@ -166,6 +210,7 @@ def register(app: typer.Typer) -> None:
                 info(f"replica {replica} drained")
                 result = result.model_copy(update={"state": "drained", "in_flight": 0})
         emit_blast_radius(cli, result, fmt)
+        fail_on_handover(f"drain of {replica}", result.handover)
 
     @app.command(rich_help_panel="Actions")
     def undrain(ctx: typer.Context, replica: ReplicaArg, output: OutputOpt = None) -> None:

@@ -101,14 +101,15 @@ def follow_job(cli: CliContext, client: SyncAdminClient, job: PrewarmJob, timeou
     with Progress(*columns, console=cli.err_console()) as progress:
         task = progress.add_task("prewarm", total=max(job.total, 1), job=job.id, failed=0)
         while True:
-            progress.update(task, completed=job.done + job.failed, failed=job.failed)
+            # ``done`` counts every finished pair, failed ones included (``failed`` is a subset).
+            progress.update(task, completed=job.done, failed=job.failed)
             if job.state in ("done", "failed"):
                 return job
             if time.monotonic() >= deadline:
                 progress.stop()
                 fail(
                     f"timed out after {timeout:g}s waiting for prewarm job {job.id} "
-                    f"({job.done + job.failed}/{job.total} pairs finished); it keeps running on the router",
+                    f"({job.done}/{job.total} pairs finished); it keeps running on the router",
                     ExitCode.TIMEOUT,
                 )
             time.sleep(POLL_INTERVAL)

@@ -13,7 +13,7 @@ from pcache.api import ReplicaIn, ReplicaStatus
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.drain import confirm_or_fail, emit_blast_radius, render_blast_radius
+from pcache_cli.drain import confirm_or_fail, emit_blast_radius, fail_on_handover, render_blast_radius
 from pcache_cli.output import OutputFormat, OutputOpt, bar, print_json, print_jsonl, state_text
 
 __all__ = ["register", "replicas_table"]
@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
             added = client.add_replica(request)
         info(f"replica {added.name} added ({added.url})")
         _emit(cli, [added], cli.output_for(output), single=True)
+        fail_on_handover(f"adding {added.name}", added.handover)
 
     @group.command("remove")
     def remove(
@@ -126,3 +127,4 @@ def register(app: typer.Typer) -> None:
             result = client.remove_replica(name, force=radius.last_routable)
         info(f"replica {name} removed")
         emit_blast_radius(cli, result, fmt)
+        fail_on_handover(f"removal of {name}", result.handover)

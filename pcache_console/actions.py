@@ -75,8 +75,18 @@ async def drain(app: TopApp, client: AdminClient, name: str) -> None:
     force = radius.last_routable
     done = await _attempt(app, "drain", lambda: client.drain(name, force=force))
     if isinstance(done, BlastRadius):
-        job = f", prewarm job {done.prewarm_job}" if done.prewarm_job else ""
-        app.flash(f"{name} is {done.state}: {done.sessions} sessions moving{job}")
+        handover = done.handover
+        if handover is not None and not handover.complete:
+            failed = "; ".join(f"{p.prefix} on {p.replica}: {p.error or 'failed'}" for p in handover.failed)
+            unfinished = f"; {handover.unfinished} still warming" if handover.unfinished else ""
+            app.flash(
+                f"{name} is {done.state}, but handover prewarm {handover.job} warmed only "
+                f"{handover.ok}/{handover.total} pairs: {failed}{unfinished}",
+                error=True,
+            )
+        else:
+            job = f", prewarm job {done.prewarm_job} ok" if done.prewarm_job else ""
+            app.flash(f"{name} is {done.state}: {done.sessions} sessions moving{job}")
         app.poll_now()
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import xxhash
 
-from pcache.api import BlastRadius, PinIn, PinOut, PrewarmIn, PrewarmJob
+from pcache.api import BlastRadius, HandoverPrewarm, PinIn, PinOut, PrewarmIn, PrewarmJob
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
@@ -58,6 +58,13 @@ class ActionError(Exception):
         self.status = status
         self.message = message
         self.code = code
+
+
+_PIN_SOURCES: dict[str, Literal["config", "pin", "auto", "prewarm"]] = {
+    "config": "config",
+    "auto": "auto",
+    "prewarm": "prewarm",
+}
 
 
 def _not_found(kind: str, name: str) -> ActionError:
@@ -259,9 +266,7 @@ class OperatorActions:
         owners = owners if owners is not None else self.routing.owners()
         prefix = self.fleet.tier1.get(record.name)
         blocks = len(prefix.blocks) if prefix is not None else 0
-        source: Literal["config", "pin", "auto"] = (
-            "config" if record.source == "config" else "auto" if record.source == "auto" else "pin"
-        )
+        source = _PIN_SOURCES.get(record.source, "pin")
         return PinOut(
             name=record.name,
             source=source,
@@ -307,7 +312,7 @@ class OperatorActions:
             dry_run=dry_run,
         )
 
-    async def _warm_successors(self, moves: dict[str, list[str]], exclude: str) -> str | None:
+    async def _warm_successors(self, moves: dict[str, list[str]], exclude: str) -> HandoverPrewarm | None:
         """Prewarm each moving prefix on its new owners (that are not already owners); wait for it."""
         owners = self.routing.owners()
         targets = []
@@ -321,9 +326,23 @@ class OperatorActions:
             )
         if not targets:
             return None
+        return await self._handover(targets)
+
+    async def _handover(self, targets: Sequence[PrewarmTarget]) -> HandoverPrewarm:
+        """Run a handover prewarm and wait for it (bounded); failed pairs are logged and returned."""
         job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
-        await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s)
-        return job.id
+        finished = await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s) or job
+        failed = [pair for pair in finished.results if pair.ok is False]
+        result = HandoverPrewarm(
+            job=finished.id,
+            total=finished.total,
+            ok=sum(1 for pair in finished.results if pair.ok),
+            failed=failed,
+            unfinished=sum(1 for pair in finished.results if pair.ok is None),
+        )
+        for pair in failed:
+            log.warning("handover prewarm of %s on %s failed: %s", pair.prefix, pair.replica, pair.error)
+        return result
 
     def _recheck_after_warming(self, name: str, force: bool, verb: str, verb_ing: str) -> None:
         """Other writes ran while successors were warming: the replica may be gone or the last one."""
@@ -354,7 +373,7 @@ class OperatorActions:
                 "last_routable",
             )
         moves = {m.prefix: m.successors for m in radius.tier1}
-        job = await self._warm_successors(moves, name)
+        handover = await self._warm_successors(moves, name)
         async with self._writing:
             self._recheck_after_warming(name, force, "drain", "draining")
             await self.store.set_drain(name, "draining", keep_routable=self._others(name, force))
@@ -362,7 +381,13 @@ class OperatorActions:
             if self.fleet.get(name).drain == "drained":
                 await self.store.set_drain(name, "drained")
         log.info("drain of %s started (%d in flight, %d sessions)", name, radius.in_flight, radius.sessions)
-        return radius.model_copy(update={"state": self.fleet.get(name).state.value, "prewarm_job": job})
+        return radius.model_copy(
+            update={
+                "state": self.fleet.get(name).state.value,
+                "prewarm_job": handover.job if handover else None,
+                "handover": handover,
+            }
+        )
 
     def _others(self, name: str, force: bool) -> list[str]:
         """The store's guard for draining or removing ``name``: the other routable replicas."""
@@ -378,7 +403,10 @@ class OperatorActions:
 
     # ---- membership -----------------------------------------------------------------------------
 
-    async def add_replica(self, name: str, url: str, engine: str, group: str | None, weight: float) -> None:
+    async def add_replica(
+        self, name: str, url: str, engine: str, group: str | None, weight: float
+    ) -> HandoverPrewarm | None:
+        """Add ``name``; returns the prewarm of the Tier-1 prefixes it will own (``None``: none)."""
         if name in self.fleet:
             raise ActionError(409, f"replica {name!r} already exists", "replica_exists")
         try:
@@ -399,7 +427,7 @@ class OperatorActions:
         if not await self.watcher.check(name):
             self.fleet.finish_joining(name, routable=False)
             log.warning("new replica %s failed its first health check; it joins when it recovers", name)
-            return
+            return None
         await self.watcher.scrape_one(name)
         view = self.fleet.view()
         after = FleetView(replicas=_with_state(view, name, ReplicaState.HEALTHY), tier1=view.tier1)
@@ -413,11 +441,10 @@ class OperatorActions:
                             prefix.name, record_t.text, _as(record_t.as_), (name,), "new owner (scale-out)"
                         )
                     )
-        if targets:
-            job = self.jobs.start(targets, concurrency=self.config.prewarm.concurrency, verify=False)
-            await self.jobs.wait(job.id, self.config.prewarm.handoff_wait_s)
+        handover = await self._handover(targets) if targets else None
         self.fleet.finish_joining(name, routable=True)
         log.info("replica %s added (%d Tier-1 prefixes prewarmed)", name, len(targets))
+        return handover
 
     async def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
         if name not in self.fleet:
@@ -432,7 +459,7 @@ class OperatorActions:
             )
         pinned_by = sorted(p for p, r in self._records.items() if name in r.replicas)
         moves = {m.prefix: m.successors for m in radius.tier1}
-        job = await self._warm_successors(moves, name)
+        handover = await self._warm_successors(moves, name)
         async with self._writing:
             self._recheck_after_warming(name, force, "remove", "removing")
             await self.store.remove_replica(name, keep_routable=self._others(name, force))
@@ -442,7 +469,13 @@ class OperatorActions:
         if pinned_by:
             log.warning("removed replica %s was pinned by %s", name, ", ".join(pinned_by))
         log.info("replica %s removed", name)
-        return radius.model_copy(update={"state": "removed", "prewarm_job": job})
+        return radius.model_copy(
+            update={
+                "state": "removed",
+                "prewarm_job": handover.job if handover else None,
+                "handover": handover,
+            }
+        )
 
     # ---- pins -----------------------------------------------------------------------------------
 
@@ -572,15 +605,42 @@ class OperatorActions:
                 )
         return targets, pins
 
+    def _steering_records(self, request: PrewarmIn, targets: Sequence[PrewarmTarget]) -> list[Tier1Record]:
+        """Tier-1 registrations that make traffic follow a prewarm without ``pin``.
+
+        A prefix warmed on replicas the router does not associate with it is a wasted prefill: the
+        next request of a new session would be routed by its session key to any replica. Each
+        prefix the router does not know yet is registered (source ``prewarm``) with the owners being
+        warmed: the same top-k of its HRW ranking (``copies``), or the explicit replicas as its only
+        candidates. Prefixes already registered or pinned keep their registration.
+        """
+        records = []
+        for target in targets:
+            if target.prefix in self._records or not target.replicas:
+                continue
+            explicit = target.why == "explicit"
+            records.append(
+                Tier1Record(
+                    name=target.prefix,
+                    text=target.text,
+                    as_=request.as_,
+                    copies=len(target.replicas),
+                    replicas=target.replicas if explicit else (),
+                    source="prewarm",
+                )
+            )
+        return records
+
     async def prewarm(self, request: PrewarmIn) -> PrewarmJob:
         targets, pins = self._plan(request)
         if request.dry_run:
             return self.jobs.plan(targets)
+        registered = pins if request.pin else self._steering_records(request, targets)
         async with self._writing:
-            for record in pins:
+            for record in registered:
                 await self.store.put_tier1(record)
                 self._records[record.name] = record
-            if pins:
+            if registered:
                 self._publish_tier1()
         return self.jobs.start(targets, concurrency=request.concurrency, verify=request.verify)
 

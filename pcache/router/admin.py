@@ -173,8 +173,10 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     )
     async def add_replica(replica: ReplicaIn) -> ReplicaStatus:
         """Add a replica at run time; it takes traffic once healthy and prewarmed with its Tier-1 share."""
-        await actions.add_replica(replica.name, replica.url, replica.engine, replica.group, replica.weight)
-        return _replica_row(replica.name)
+        handover = await actions.add_replica(
+            replica.name, replica.url, replica.engine, replica.group, replica.weight
+        )
+        return _replica_row(replica.name).model_copy(update={"handover": handover})
 
     @app.get("/api/v1/replicas/{name}", response_model=ReplicaStatus, dependencies=read, responses=_ERRORS)
     async def replica(name: str) -> ReplicaStatus:

@@ -51,7 +51,8 @@ class StateError(Exception):
 
 @dataclass(frozen=True)
 class Tier1Record:
-    """A Tier-1 prefix as the operator defined it (``source`` is ``config``, ``pin`` or ``auto``)."""
+    """A Tier-1 prefix as the operator defined it (``source`` is ``config``, ``pin``, ``auto``, or
+    ``prewarm``: registered by a prewarm without ``pin`` so traffic follows the warmed owners)."""
 
     name: str
     text: str

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from pcache.api import PinIn
 from pcache_cli.main import app
 from tests.harness.ports import free_port
 from tests.harness.router import RouterProcess
@@ -235,6 +236,35 @@ def test_drain_wait_until_drained_then_undrain(stack: Stack) -> None:
     assert undrained.exit_code == 0 and "healthy" in undrained.stdout
 
 
+def test_a_failed_handover_prewarm_is_listed_and_exits_5(stack: Stack) -> None:
+    """A drain whose successor refuses the prewarm still drains, but says so: exit 5, the pair named."""
+    text = "You are the handover test assistant. Repeat the question, then answer it. " * 8
+    with stack.router.admin() as admin:
+        owner = admin.pin("handover", PinIn(text=text, copies=1)).owners[0]
+    try:
+        radius = json.loads(stack.cli("drain", owner, "--dry-run", "-o", "json").stdout)
+        successors = next(m["successors"] for m in radius["tier1"] if m["prefix"] == "handover")
+        assert successors and owner not in successors, radius
+        for name in successors:
+            stack.sim.set_faults(name, error_rate=1.0)
+        try:
+            result = stack.cli("drain", owner, "--yes", "-o", "json")
+        finally:
+            for name in successors:
+                stack.sim.set_faults(name, error_rate=0.0)
+            undrained = stack.cli("undrain", owner)
+    finally:
+        stack.cli("unpin", "handover")
+    assert undrained.exit_code == 0, undrained.stderr
+    assert result.exit_code == 5, result.stderr
+    handover = json.loads(result.stdout)["handover"]
+    failed = sorted(pair["replica"] for pair in handover["failed"] if pair["prefix"] == "handover")
+    assert failed == sorted(successors) and handover["ok"] < handover["total"]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: drain of {owner} done, but its handover prewarm ")
+    assert all(f"handover on {name}: HTTP 500" in last for name in successors), last
+
+
 def test_drain_wait_times_out_with_exit_4_while_a_request_is_stuck(stack: Stack) -> None:
     for name in stack.sim.urls:
         stack.sim.set_faults(name, stall=True)
@@ -352,6 +382,31 @@ def test_prewarm_100_prefixes_then_verify_every_pair_is_cached(stack: Stack, tmp
     assert len(verified) == 100
     assert all(row[2] == "ok" and row[4] == "cached" and int(row[3]) > 0 for row in verified)
     assert "100/100 verified cached" in second.stderr
+
+
+def test_prewarm_without_pin_steers_the_next_new_session_to_a_warmed_replica(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The router learns where a prewarm put each prefix: a new session's first request goes there."""
+    texts = {
+        f"steer-{i}": f"You are travel desk assistant {i}. Book trains, not planes. " * 8 for i in range(3)
+    }
+    path = tmp_path / "steer.jsonl"
+    path.write_text("".join(json.dumps({"name": n, "text": t}) + "\n" for n, t in texts.items()))
+    result = stack.cli("prewarm", str(path), "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    warmed = {pair["prefix"]: pair["replica"] for pair in json.loads(result.stdout)["results"]}
+    assert sorted(warmed) == sorted(texts)
+    try:
+        registered = {p["name"]: p for p in json.loads(stack.cli("pins", "-o", "json").stdout)}
+        assert all(registered[name]["source"] == "prewarm" for name in texts)
+        for i, (name, text) in enumerate(texts.items()):
+            response = stack.chat(f"steer-new-{i}", "first question", system=text)
+            assert response.headers["x-pcache-replica"] == warmed[name], (name, warmed)
+            assert response.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    finally:
+        for name in texts:
+            stack.cli("unpin", name)
 
 
 def test_prewarm_dry_run_shows_the_plan_and_sends_nothing(stack: Stack, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -416,3 +417,17 @@ def test_json_output_stays_strict_json_for_non_finite_numbers() -> None:
     data = jsonable(row)
     assert data["ttft_buckets"] == [[0.5, 3.0], ["+Inf", 4.0]] and data["ttft_p50"] == "NaN"
     json.dumps(data, allow_nan=False)
+
+
+def test_prewarm_progress_counts_each_finished_pair_once(tmp_path: Path) -> None:
+    """``done`` already counts the failed pairs: the bar reads 3/3, never 6/3."""
+    from pcache.api import PrewarmJob, PrewarmPair
+
+    path = tmp_path / "p.txt"
+    path.write_text("A prompt long enough to be a prefix. " * 5 + "\n", encoding="utf-8")
+    results = [PrewarmPair(prefix="p", replica=f"r{i}", ok=False, error="HTTP 400") for i in range(3)]
+    job = PrewarmJob(id="pw-1", state="failed", total=3, done=3, failed=3, created_at=0.0, results=results)
+    router = FakeRouter({("POST", "/api/v1/prewarm"): job, ("GET", "/api/v1/prewarm/pw-1"): job})
+    result = run(router, "prewarm", str(path))
+    assert result.exit_code == 1
+    assert "3/3" in result.stderr and "6/3" not in result.stderr
