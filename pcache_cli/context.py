@@ -28,6 +28,7 @@ from pcache.client import (
     SyncAdminClient,
     Unauthorized,
 )
+from pcache.credentials import local_token_for
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.output import OutputFormat
 
@@ -79,8 +80,10 @@ class CliContext:
         ``subject`` names what the command acts on (``replica r3``) so a 404 says what was missing.
         """
         try:
+            # No token given: a router on this machine's generated one (pcache.credentials).
+            token = self.token or local_token_for(self.router)
             with SyncAdminClient(
-                self.router, token=self.token, timeout=self.timeout, transport=self.transport
+                self.router, token=token, timeout=self.timeout, transport=self.transport
             ) as client:
                 yield client
         except AdminError as exc:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from pcache.client import AdminClient
+from pcache.credentials import local_token_for
 from pcache_console.app import HistoryLoader, TopApp
 from pcache_console.prometheus import load_history
 from pcache_console.source import DirectSource, RouterSource, Source
@@ -30,7 +31,8 @@ def build_app(
     if replicas:
         source = DirectSource(replicas, timeout=timeout_s)
     else:
-        client = AdminClient(admin_url, token=token, timeout=timeout_s)
+        # No token given: a router on this machine's generated one (pcache.credentials).
+        client = AdminClient(admin_url, token=token or local_token_for(admin_url), timeout=timeout_s)
         source = RouterSource(client, top_prefixes=top_prefixes, drift_window_s=window_s)
     loader: HistoryLoader | None = None
     if prometheus_url:

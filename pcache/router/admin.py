@@ -109,8 +109,6 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         return _error(exc.status, exc.message, exc.code, headers)
 
     def _check(request: Request) -> None:
-        if token is None:
-            return
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):

@@ -104,22 +104,18 @@ def _check_address(value: str) -> str:
 
 
 class AdminConfig(_Section):
-    """The admin API listener and its bearer token (read from the named environment variable)."""
+    """The admin API listener and its bearer token (read from the named environment variable; when
+    that is unset the router generates one, see :mod:`pcache.credentials`), and its body limit."""
 
     listen: str = "127.0.0.1:8081"
     token_env: str | None = "PCACHE_ADMIN_TOKEN"
     auth_reads: bool = False  # require the token for reads too
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_address(value)
-
-    def token(self) -> str | None:
-        """The token from the environment, or None when unset or empty."""
-        if not self.token_env:
-            return None
-        return os.environ.get(self.token_env) or None
 
 
 class PolicyConfig(_Section):

@@ -25,10 +25,11 @@ from pcache.policy import make_policy
 from pcache.prompt import FingerprintConfig
 from pcache.router.actions import OperatorActions
 from pcache.router.admin import build_admin_app
-from pcache.router.config import ConfigError, RouterConfig, is_loopback, split_host_port
+from pcache.router.config import ConfigError, RouterConfig, split_host_port
 from pcache.router.metrics import RouterMetrics
 from pcache.router.proxy import ProxyApp
 from pcache.router.routing import Routing
+from pcache.router.security import AdminGuard, admin_token, open_doors
 from pcache.router.state_sync import StoreSync
 from pcache.router.upstream import make_upstream
 from pcache.router.watcher import FleetWatcher
@@ -72,13 +73,7 @@ class RouterDaemon:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self.token = config.admin.token()
-        admin_host, _ = split_host_port(config.admin.listen)
-        if not is_loopback(admin_host) and not self.token:
-            raise ConfigError(
-                f"admin.listen {config.admin.listen} is not a loopback address: set a token in the "
-                f"environment variable named by admin.token_env ({config.admin.token_env or 'unset'})"
-            )
+        self.token, self.token_file = admin_token(config)
         try:
             self.fingerprint_config = FingerprintConfig(**config.fingerprint)
         except (TypeError, ValueError) as exc:
@@ -142,7 +137,7 @@ class RouterDaemon:
         )
         self.url = ""
         self.admin_url = ""
-        self.admin = build_admin_app(self)
+        self.admin = AdminGuard(build_admin_app(self), max_body_bytes=config.admin.max_body_bytes)
         self._servers: list[_Server] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -211,6 +206,12 @@ class RouterDaemon:
             print(f"admin {self.admin_url}", flush=True)
             print("ready", flush=True)
             log.info("router ready: data plane %s, admin API %s", self.url, self.admin_url)
+            if self.token_file is not None:
+                log.info(
+                    "admin token (generated, owner-only) in %s; local CLI and console use it", self.token_file
+                )
+            for door in open_doors(self.config):
+                log.warning("open: %s", door)
         try:
             await asyncio.gather(*tasks)
         finally:

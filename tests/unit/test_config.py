@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pcache.router.config import ConfigError, is_loopback, load_config, parse_config, split_host_port
+from pcache.router.security import configured_admin_token
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "router.yaml"
 
@@ -79,9 +80,17 @@ def test_relative_state_paths_resolve_against_the_config(tmp_path: Path) -> None
 def test_admin_token_comes_from_the_named_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse_config("admin: {token_env: MY_TOKEN}\n")
     monkeypatch.delenv("MY_TOKEN", raising=False)
-    assert config.admin.token() is None
-    monkeypatch.setenv("MY_TOKEN", "s3cret")
-    assert config.admin.token() == "s3cret"
+    assert configured_admin_token(config) is None
+    monkeypatch.setenv("MY_TOKEN", "s3cret-long-enough")
+    assert configured_admin_token(config) == "s3cret-long-enough"
+
+
+@pytest.mark.parametrize("value", ["", "   ", "s3cret", " padded-token-value-here "])
+def test_a_blank_or_short_admin_token_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    config = parse_config("admin: {token_env: MY_TOKEN}\n")
+    monkeypatch.setenv("MY_TOKEN", value)
+    with pytest.raises(ConfigError, match=r"admin.token_env: the admin token from \$MY_TOKEN"):
+        configured_admin_token(config)
 
 
 def test_addresses() -> None:

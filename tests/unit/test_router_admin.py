@@ -14,7 +14,7 @@ from pcache.fleet_view import Tier1Prefix
 from pcache.router.config import ConfigError, load_config, parse_config
 from pcache.router.daemon import RouterDaemon
 
-TOKEN = "t0ken"
+TOKEN = "unit-admin-t0ken-1234"
 SYSTEM = "You are a helpful assistant for the ACME store. " * 20
 CONFIG = f"""
 admin: {{token_env: PCACHE_UNIT_ADMIN_TOKEN}}
