@@ -6,7 +6,7 @@ daemon only through them. Numbers are raw (ratios 0..1, seconds, counts); ``None
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -135,6 +135,18 @@ class ReplicaStatus(_Model):
     last_error: str | None = None
     stale: bool = False  # no successful scrape within the stale limit
     handover: HandoverPrewarm | None = None  # only in add-replica's answer: its Tier-1 prewarm
+    # The cache index routing uses for this replica: "precise" (its engine's KV events, live) or
+    # "approximate" (the router's own guess); kv_events is the ingestion's state, when configured.
+    cache_index: str = "approximate"
+    kv_events: dict[str, Any] | None = None
+    # KV held by cached prefixes, from the precise index: tokens by medium and share of the capacity
+    # (freed blocks that still hold reusable prefixes, which kv_usage does not count).
+    cached_prefix_tokens: dict[str, int] | None = None
+    cached_prefix_share: float | None = None
+    # Predicted cached tokens against the engine's report, over the router's lifetime.
+    predictions: int = 0
+    prediction_exact_ratio: float | None = None
+    prediction_mean_abs_error: float | None = None
 
 
 class RouterInfo(_Model):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pcache.kv.tokens import EngineTokens
 
 __all__ = ["Fingerprint", "SessionSource"]
 
@@ -29,7 +33,8 @@ class Fingerprint:
     share their first k hashes exactly when they share their first k chunks. ``block_tokens`` is the
     chunk size in tokens (an estimate for live traffic, exact for traces), used to weight hits.
     ``tier1`` names the matched Tier-1 prefix, if any; ``tier1_blocks`` is how many leading blocks it
-    covers.
+    covers. ``engine_tokens`` is the prompt in the serving engine's own token ids, when the router
+    could get them: the precise index matches those against the engines' KV events.
     """
 
     blocks: tuple[int, ...]
@@ -39,6 +44,7 @@ class Fingerprint:
     tier1_blocks: int = 0
     block_tokens: int = 64
     session_source: SessionSource = SessionSource.NONE
+    engine_tokens: EngineTokens | None = None
 
     def tokens_in(self, blocks: int) -> int:
         """Prompt tokens covered by the first ``blocks`` blocks (the last block may be partial)."""

@@ -75,6 +75,11 @@ class Candidate:
     score: float
     load: int
     excluded: Exclusion | None = None
+    # The predicted cache match, where the policy has one: its source (precise | approximate), the
+    # tokens the engine should report cached, and their split by storage medium (precise only).
+    cache_source: str | None = None
+    cached_tokens: int | None = None
+    tokens_by_medium: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,9 @@ class Decision:
     tier1: str | None = None
     predicted_cached_blocks: int = 0
     drift: DriftEvent | None = None
+    # Cached tokens predicted for the chosen replica in the engine's accounting (None: derive from
+    # predicted_cached_blocks).
+    predicted_cached_tokens: int | None = None
     new_home: bool = False  # the session got a (new) home with this decision
 
     def fallbacks(self) -> tuple[str, ...]:

@@ -4,18 +4,86 @@ Per replica an LRU set of block hashes sized to its KV cache; one shared map fro
 bitmask of replicas answers "how many leading blocks of this prompt does each replica hold" in one
 walk over the prompt's blocks, whatever the number of replicas. Booking a routed request inserts its
 blocks on the chosen replica; engine feedback (``correct``) trims what turned out to be gone.
+
+:func:`match_sources` puts the precise index (the engines' KV events, :mod:`pcache.kv`) in front:
+a replica whose events are live is matched on what its engine reported, in its own tokens; the
+others on the approximate index. Each match says which source it came from.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
+from typing import Protocol
 
+from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import ReplicaView
+from pcache.kv.index import ReplicaBlocks
 
-__all__ = ["ApproximateCacheIndex"]
+__all__ = ["ApproximateCacheIndex", "CacheMatch", "PreciseSource", "match_sources"]
+
+
+class PreciseSource(Protocol):
+    """Where live per-replica precise indexes come from (:class:`pcache.kv.hub.KvEventsHub`)."""
+
+    medium_weights: Mapping[str, float]
+
+    def live(self, name: str) -> ReplicaBlocks | None:
+        """The replica's precise index while its events are live, else None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMatch:
+    """One replica's predicted match for a request.
+
+    ``blocks`` is in the fingerprint's blocks (what the policy's cost uses; a precise match is
+    converted from its medium-weighted tokens); ``cached_tokens`` is the prediction of what the
+    engine will report cached; ``source`` is ``precise`` or ``approximate``.
+    """
+
+    blocks: int
+    cached_tokens: int
+    source: str
+    tokens_by_medium: Mapping[str, int] = field(default_factory=dict)
+
+
+def match_sources(
+    index: ApproximateCacheIndex | None,
+    precise: PreciseSource | None,
+    fingerprint: Fingerprint,
+    replicas: Sequence[ReplicaView],
+    common: float = 1.0,
+) -> tuple[list[CacheMatch], int]:
+    """Each replica's match from its live source, and the approximate index's common depth."""
+    blocks = fingerprint.blocks
+    if index is not None:
+        approximate, everywhere = index.match(blocks, replicas, common)
+    else:
+        approximate, everywhere = [0] * len(replicas), 0
+    tokens = fingerprint.engine_tokens
+    matches: list[CacheMatch] = []
+    for replica, approx in zip(replicas, approximate, strict=True):
+        live = precise.live(replica.name) if precise is not None and tokens is not None else None
+        if live is not None and not live.block_size:
+            matches.append(CacheMatch(0, 0, "precise"))  # live, and no block stored yet
+        elif live is not None and live.block_size and tokens is not None and precise is not None:
+            found = live.match(tokens.keys(live.block_size), precise.medium_weights)
+            credit = int(found.weighted_tokens) // max(1, fingerprint.block_tokens)
+            matches.append(
+                CacheMatch(
+                    blocks=min(len(blocks), credit),
+                    cached_tokens=found.cached_tokens(len(tokens)),
+                    source="precise",
+                    tokens_by_medium=found.tokens_by_medium,
+                )
+            )
+        else:
+            matches.append(CacheMatch(approx, fingerprint.tokens_in(approx), "approximate"))
+    return matches, everywhere
 
 
 class ApproximateCacheIndex:

@@ -45,7 +45,7 @@ from pcache.hashing import hrw_score_bytes, hrw_scores, key_bytes, load_bound
 from pcache.hotprefix import HotPrefixDetector
 from pcache.policy.base import Candidate, Decision, DriftCause, DriftEvent, Exclusion, Outcome, Reason
 from pcache.policy.cache_aware import correct_index
-from pcache.policy.cache_index import ApproximateCacheIndex
+from pcache.policy.cache_index import ApproximateCacheIndex, CacheMatch, PreciseSource, match_sources
 from pcache.policy.common import BasePolicy, excluded_by_state
 
 __all__ = ["TieredPolicy"]
@@ -103,6 +103,8 @@ class TieredPolicy(BasePolicy):
         self.min_bound = min_bound
         self.everywhere_fraction = everywhere_fraction
         self.index = ApproximateCacheIndex(default_capacity_tokens) if cache_index else None
+        # The engines' own account, per replica while its KV events are live (set by the daemon).
+        self.precise: PreciseSource | None = None
         self.detector = detector if detector is not None else HotPrefixDetector()
         self._homes: OrderedDict[str, str] = OrderedDict()
         # Sessions per home, kept with every change of ``_homes``: counting a million-entry table on
@@ -161,10 +163,14 @@ class TieredPolicy(BasePolicy):
         # A prefix most candidates hold, and a Tier-1 prefix on its owners, count as cached on every
         # candidate: they are (or will be after one miss each), and preferring the replicas that got
         # them first would starve the rest, a replica added by a scale-out most.
-        if self.index is not None:
-            matches, everywhere = self.index.match(blocks, inside, self.everywhere_fraction)
+        if self.index is not None or self.precise is not None:
+            found, everywhere = match_sources(
+                self.index, self.precise, fingerprint, inside, self.everywhere_fraction
+            )
         else:
-            matches, everywhere = [0] * len(inside), 0
+            found, everywhere = [CacheMatch(0, 0, "approximate") for _ in inside], 0
+        matches = [match.blocks for match in found]
+        match_of = {r.name: match for r, match in zip(inside, found, strict=True)}
         if prefix is not None:
             everywhere = max(everywhere, fingerprint.tier1_blocks)
         # The HRW key that breaks load ties: the longest prefix cached somewhere (beyond what is
@@ -203,7 +209,15 @@ class TieredPolicy(BasePolicy):
                 (i for i, item in enumerate(ranked) if item[5].load + 1 <= bound and item[3] <= limit), -1
             )
         candidates = [
-            Candidate(r.name, -cost, r.load, None if r.load + 1 <= bound else Exclusion.OVER_LOAD_BOUND)
+            Candidate(
+                r.name,
+                -cost,
+                r.load,
+                None if r.load + 1 <= bound else Exclusion.OVER_LOAD_BOUND,
+                match_of[r.name].source,
+                match_of[r.name].cached_tokens,
+                tuple(sorted(match_of[r.name].tokens_by_medium.items())),
+            )
             for _, _, _, cost, _, r in ranked
         ]
         replica: ReplicaView
@@ -233,8 +247,10 @@ class TieredPolicy(BasePolicy):
             candidates = [c for c in candidates if c.replica != replica.name]
             candidates.insert(0, Candidate(replica.name, 0.0, replica.load))
             outside = [c for c in outside if c.replica != replica.name]
-            if self.index is not None:
-                predicted = self.index.matched_blocks(blocks, (replica,))[0]
+            if self.index is not None or self.precise is not None:
+                spilled = match_sources(self.index, self.precise, fingerprint, (replica,))[0][0]
+                match_of[replica.name] = spilled
+                predicted = spilled.blocks
         candidates.extend(outside)
         candidates.extend(excluded_by_state(fleet))
 
@@ -267,6 +283,9 @@ class TieredPolicy(BasePolicy):
             predicted_cached_blocks=predicted,
             drift=drift,
             new_home=new_home,
+            predicted_cached_tokens=(
+                match_of[replica.name].cached_tokens if replica.name in match_of else None
+            ),
         )
 
     def _stays_home(

@@ -37,7 +37,7 @@ from pcache.fleet_view import ReplicaState
 from pcache.prompt import PromptError
 from pcache.router.actions import ActionError
 from pcache.router.config import NAME_PATTERN
-from pcache.router.snapshot import replica_status, status_snapshot
+from pcache.router.snapshot import replica_status, status_snapshot, with_cache_index
 from pcache.state import StateError
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     @app.get("/api/v1/status", response_model=StatusSnapshot, dependencies=read, responses=_ERRORS)
     async def status() -> StatusSnapshot:
         """The fleet at a glance: router header, one row per replica, the ALL row, call-outs."""
-        return status_snapshot(
+        snapshot = status_snapshot(
             daemon.fleet,
             owners=daemon.routing.owners(),
             ledger=daemon.ledger,
@@ -156,6 +156,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             state_store=daemon.store.location,
             state_error=daemon.state_sync.error,
         )
+        return with_cache_index(snapshot, daemon.fleet, daemon.routing.kv, daemon.routing.accuracy)
 
     @app.get("/api/v1/replicas", response_model=list[ReplicaStatus], dependencies=read, responses=_ERRORS)
     async def replicas() -> list[ReplicaStatus]:

@@ -23,6 +23,8 @@ __all__ = [
     "AdminConfig",
     "ConfigError",
     "HealthConfig",
+    "KvConfig",
+    "KvEventsConfig",
     "ReplicaConfig",
     "RouterConfig",
     "ScrapeConfig",
@@ -123,12 +125,30 @@ class PolicyConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class KvEventsConfig(_Section):
+    """A replica's KV-cache events, in the names of vLLM's ``--kv-events-config``. The router binds
+    ``endpoint`` when it names a host (the engine connects to it) and connects when the engine binds
+    (``*``, ``::``, ``ipc://``, ``inproc://``; a wildcard host means the replica's host)."""
+
+    endpoint: str = Field(min_length=6)
+    replay_endpoint: str | None = None
+    topic: str = ""
+
+    @field_validator("endpoint", "replay_endpoint")
+    @classmethod
+    def _zmq_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"expected a ZMQ address (tcp://, ipc:// or inproc://), got {value!r}")
+        return value
+
+
 class ReplicaConfig(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     url: str = Field(min_length=1)
     engine: str = "auto"
     group: str | None = None
     weight: float = Field(default=1.0, gt=0, le=1000)
+    kv_events: KvEventsConfig | None = None
 
     @field_validator("engine")
     @classmethod
@@ -213,6 +233,15 @@ class HotPrefixConfig(_Section):
     min_sessions: int = Field(default=4, ge=2)
 
 
+class KvConfig(_Section):
+    """The precise index: medium weights (a block on CPU is worth less than one on GPU), the bound
+    on each replica's index, the timeout of the engine ``/tokenize`` fallback."""
+
+    medium_weights: dict[str, float] = Field(default_factory=lambda: {"GPU": 1.0, "CPU": 0.8})
+    max_blocks_per_replica: int = Field(default=1_000_000, ge=1)
+    tokenize_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
 class RouterConfig(_Section):
     listen: str = "127.0.0.1:8080"
     # Client API keys for the data plane: the named environment variable holds them,
@@ -228,6 +257,7 @@ class RouterConfig(_Section):
     upstream: UpstreamConfig = UpstreamConfig()
     prewarm: PrewarmConfig = PrewarmConfig()
     hot_prefixes: HotPrefixConfig = HotPrefixConfig()
+    kv: KvConfig = KvConfig()
     state: str = "memory://"  # a sqlite file path, "sqlite:///path", "memory://" or "redis://host:port/db"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     base_dir: str = "."  # set by load_config: where relative paths resolve

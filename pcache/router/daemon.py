@@ -17,9 +17,13 @@ import sys
 import time
 from collections.abc import Generator
 
+import httpx
 import uvicorn
 
 from pcache.fleet import Fleet
+from pcache.kv.events import EventsEndpoint
+from pcache.kv.hub import KvEventsHub
+from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
 from pcache.policy import make_policy
 from pcache.prompt import FingerprintConfig
@@ -101,6 +105,7 @@ class RouterDaemon:
             ledger=self.ledger,
             metrics=self.metrics,
         )
+        self._start_kv_events(config)
         up = config.upstream
         self.upstream = make_upstream(
             up.client,
@@ -140,6 +145,32 @@ class RouterDaemon:
         self.admin = AdminGuard(build_admin_app(self), max_body_bytes=config.admin.max_body_bytes)
         self._servers: list[_Server] = []
         self._background: set[asyncio.Task[None]] = set()
+
+    def _start_kv_events(self, config: RouterConfig) -> None:
+        """Subscribe to the KV events of every replica that has them: the precise index."""
+        with_events = [r for r in config.replicas if r.kv_events is not None]
+        if not with_events:
+            return
+        hub = KvEventsHub(
+            medium_weights=config.kv.medium_weights,
+            stale_after_s=config.health.interval_s,
+            max_blocks=config.kv.max_blocks_per_replica,
+        )
+        try:
+            for replica in with_events:
+                assert replica.kv_events is not None
+                events = replica.kv_events
+                host = httpx.URL(replica.url).host
+                hub.add(
+                    replica.name, EventsEndpoint(events.endpoint, events.replay_endpoint, events.topic), host
+                )
+        except OSError as exc:
+            hub.close()
+            raise ConfigError(f"kv_events: {exc}") from exc
+        self.routing.kv = hub
+        self.routing.tokenize = EngineTokenize(config.kv.tokenize_timeout_s)
+        if hasattr(self.policy, "precise"):
+            self.policy.precise = hub
 
     def _drained(self, name: str) -> None:
         log.info("replica %s drained", name)
@@ -220,6 +251,10 @@ class RouterDaemon:
             await self.actions.stop()
             await self.watcher.stop()
             await self.upstream.aclose()
+            if self.routing.kv is not None:
+                self.routing.kv.close()
+            if self.routing.tokenize is not None:
+                await self.routing.tokenize.aclose()
             await self.store.close()
 
 

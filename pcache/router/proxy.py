@@ -418,6 +418,7 @@ class ProxyApp:
         except PromptError as exc:
             await self._error(send, 400, str(exc), "invalid_request_error", "invalid_prompt")
             return
+        fingerprint = await self.routing.with_engine_tokens(fingerprint, payload)
         decision = self.routing.route(fingerprint)
         stream = payload.get("stream") is True
         await self._forward(scope, receive, send, path, headers, body, decision, fingerprint, stream, arrived)
@@ -499,6 +500,10 @@ class ProxyApp:
             decision_headers = [
                 (b"x-pcache-replica", replica.encode()),
                 (b"x-pcache-reason", (decision.reason.value if number == 0 else "retry").encode()),
+                (
+                    b"x-pcache-predicted-cached-tokens",
+                    str(self.routing.predicted_tokens(fingerprint, decision, replica)).encode(),
+                ),
             ]
             cached = decision.predicted_cached_blocks if replica == decision.replica else 0
             prefill = _Prefill(self.fleet, replica, fingerprint.prompt_tokens - fingerprint.tokens_in(cached))

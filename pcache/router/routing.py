@@ -7,6 +7,7 @@ API :meth:`Routing.explain` (same computation, nothing booked). The Tier-1 index
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, Tier1Prefix
+from pcache.kv.hub import KvEventsHub
+from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
 from pcache.policy.base import Decision, Exclusion, Outcome, Policy
 from pcache.prompt import FingerprintConfig, Tier1Index, fingerprint_request, prefix_blocks
 from pcache.router.metrics import RouterMetrics
+from pcache.router.prediction import PredictionAccuracy
 
 __all__ = ["Routing"]
 
@@ -43,6 +47,46 @@ class Routing:
         self.ledger = ledger
         self.metrics = metrics
         self._index: Tier1Index | None = None
+        self.kv: KvEventsHub | None = None  # the precise index's sources, when replicas have KV events
+        self.tokenize: EngineTokenize | None = None
+        self.accuracy = PredictionAccuracy(metrics.registry)
+
+    async def with_engine_tokens(self, fingerprint: Fingerprint, body: Mapping[str, Any]) -> Fingerprint:
+        """``fingerprint`` with the prompt in the engine's token ids, when a precise index is live
+        (from a live replica's ``/tokenize``); unchanged otherwise."""
+        kv, tokenize = self.kv, self.tokenize
+        if kv is None or tokenize is None:
+            return fingerprint
+        source = next((n for n in self.fleet.routable_names() if kv.live(n) is not None), None)
+        if source is None:
+            return fingerprint
+        tokens = await tokenize.tokens(self.fleet.url(source), body)
+        if tokens is None:
+            return fingerprint
+        return dataclasses.replace(fingerprint, engine_tokens=tokens)
+
+    def predicted_tokens(self, fingerprint: Fingerprint, decision: Decision, replica: str) -> int:
+        """Cached prompt tokens predicted on ``replica`` (0 for one the policy did not choose), in
+        the engine's accounting. A precise match is that already; an approximate one is put through
+        the engine's rule (whole blocks of its block size, at least one prompt token computed)."""
+        if replica != decision.replica:
+            return 0
+        if self.source_of(decision) == "precise" and decision.predicted_cached_tokens is not None:
+            return decision.predicted_cached_tokens
+        tokens = decision.predicted_cached_tokens
+        if tokens is None:
+            tokens = fingerprint.tokens_in(decision.predicted_cached_blocks)
+        entry = self.fleet.get(replica) if replica in self.fleet else None
+        block = entry.stats.block_size if entry is not None and entry.stats is not None else None
+        if block:
+            tokens = min(tokens, max(fingerprint.prompt_tokens - 1, 0)) // block * block
+        return tokens
+
+    @staticmethod
+    def source_of(decision: Decision) -> str:
+        """Which index the chosen replica's match came from (precise | approximate)."""
+        chosen = next((c for c in decision.candidates if c.replica == decision.replica), None)
+        return (chosen.cache_source if chosen is not None else None) or "approximate"
 
     def blocks_of(self, text: str, as_: str) -> tuple[int, ...]:
         """The blocks a Tier-1 prefix covers, rendered exactly as a real request renders it."""
@@ -102,6 +146,10 @@ class Routing:
         """Report a finished request back to the policy and the ledger."""
         self.policy.observe(fingerprint, decision, outcome)
         self.ledger.record_outcome(fingerprint, decision, outcome)
+        served = outcome.ok and outcome.replica == decision.replica and fingerprint.prompt_tokens > 0
+        if served and outcome.cached_tokens is not None:
+            predicted = self.predicted_tokens(fingerprint, decision, outcome.replica)
+            self.accuracy.record(outcome.replica, self.source_of(decision), predicted, outcome.cached_tokens)
         if outcome.cached_tokens is not None:
             self.metrics.reported_cached.inc(outcome.cached_tokens)
         if outcome.prompt_tokens is not None:

@@ -12,10 +12,19 @@ from pcache.direct import imbalance_callouts
 from pcache.engines.histogram import Buckets, merge_buckets, quantile
 from pcache.engines.window import finite
 from pcache.fleet import WINDOW_S, Fleet, ReplicaEntry
+from pcache.kv.hub import KvEventsHub
 from pcache.ledger import Ledger
 from pcache.router.error_window import ErrorWindow
+from pcache.router.prediction import PredictionAccuracy
 
-__all__ = ["all_row", "error_callouts", "error_counts", "replica_status", "status_snapshot"]
+__all__ = [
+    "all_row",
+    "error_callouts",
+    "error_counts",
+    "replica_status",
+    "status_snapshot",
+    "with_cache_index",
+]
 
 ERROR_RATE_CALLOUT = 0.05  # a replica failing this share of its attempts is called out...
 ERROR_COUNT_CALLOUT = 3  # ...once it has failed at least this many times in the window
@@ -209,3 +218,40 @@ def status_snapshot(
             0, "state store unreachable: serving with the last known state, operator writes refused"
         )
     return StatusSnapshot(router=info, replicas=rows, all=totals, callouts=callouts)
+
+
+def with_cache_index(
+    snapshot: StatusSnapshot, fleet: Fleet, kv: KvEventsHub | None, accuracy: PredictionAccuracy
+) -> StatusSnapshot:
+    """The snapshot with each replica's cache index source, KV-event ingestion, the KV its cached
+    prefixes hold and its prediction accuracy."""
+    rows = []
+    capacity = {view.name: view.cache_capacity_tokens for view in fleet.view().replicas}
+    for row in snapshot.replicas:
+        update: dict[str, Any] = {}
+        events = kv.status(row.name) if kv is not None else None
+        if events is not None:
+            update["kv_events"] = events
+            update["cache_index"] = "precise" if events["precise"] else "approximate"
+            held = events["cached_tokens_by_medium"]
+            update["cached_prefix_tokens"] = held
+            total = capacity.get(row.name)
+            if total:
+                update["cached_prefix_share"] = held.get("GPU", 0) / total
+        tally = accuracy.replicas.get(row.name)
+        if tally is not None and tally.compared:
+            update["predictions"] = tally.compared
+            update["prediction_exact_ratio"] = tally.exact_ratio
+            update["prediction_mean_abs_error"] = tally.abs_error_tokens / tally.compared
+        rows.append(row.model_copy(update=update) if update else row)
+    compared = sum(t.compared for t in accuracy.replicas.values())
+    totals = snapshot.all.model_copy(
+        update={
+            "predictions": compared,
+            "prediction_exact_ratio": accuracy.exact_ratio(),
+            "prediction_mean_abs_error": (
+                sum(t.abs_error_tokens for t in accuracy.replicas.values()) / compared if compared else None
+            ),
+        }
+    )
+    return snapshot.model_copy(update={"replicas": rows, "all": totals})

@@ -5,7 +5,8 @@
 
 It writes a config YAML into ``state_dir``, starts ``pcache router serve -c`` with both listeners on
 port 0, and reads the bound URLs from the daemon's stdout (``data URL``, ``admin URL``, ``ready``).
-Extra keyword arguments become top-level config sections (``health={"interval_s": 0.2}``). The
+Extra keyword arguments become top-level config sections (``health={"interval_s": 0.2}``);
+``replica_options`` adds keys to named replicas' entries (``{"r1": {"kv_events": {...}}}``). The
 same ``state_dir`` keeps the durable state, so a second RouterProcess on it is a restart.
 """
 
@@ -49,6 +50,7 @@ class RouterProcess:
         admin_token: str | None = DEFAULT_TOKEN,
         *,
         policy_params: Mapping[str, Any] | None = None,
+        replica_options: Mapping[str, Mapping[str, Any]] | None = None,
         startup_timeout_s: float = 20.0,
         **config: Any,
     ) -> None:
@@ -64,7 +66,10 @@ class RouterProcess:
             "listen": "127.0.0.1:0",
             "admin": {"listen": "127.0.0.1:0", "token_env": "PCACHE_TEST_ADMIN_TOKEN"},
             "policy": {"name": policy, "params": dict(policy_params or {})},
-            "replicas": [{"name": name, "url": url} for name, url in replicas.items()],
+            "replicas": [
+                {"name": name, "url": url, **(replica_options or {}).get(name, {})}
+                for name, url in replicas.items()
+            ],
             "tier1": [dict(t) for t in tier1],
             "state": str(self.state_dir / "router-state.sqlite"),
             "health": {"interval_s": 0.5, "timeout_s": 1.0, "failures": 2, "recoveries": 1},
