@@ -27,32 +27,32 @@ Fixtures (all real processes on loopback):
     A real ``pcache router serve`` process (:class:`tests.harness.router.RouterProcess`) in front of
     ``fleet`` with the default config (tiered policy, aiohttp upstream), replicas named ``e1`` and
     ``e2``, fast health checks and scrapes. ``router.openai()``, ``router.admin()``,
-    ``router.url``, ``router.admin_url``, ``router.config_path``.
+    ``router.url``, ``router.admin_url``, ``router.config_path``. A test that needs another config
+    builds its own: ``with make_router(fleet, tmp_path, tier1=[...], prewarm={...}) as router``
+    (``tests.engines_real.stack``).
 ``pcache_cli`` (function)
     ``pcache_cli(*args)`` runs the real ``pcache`` CLI against ``router`` and returns the completed
-    process (stdout, stderr, returncode).
+    process (stdout, stderr, returncode); ``cli_runner(router, home)`` makes one for any router.
+
+Requests and prose: ``tests.engines_real.traffic`` (``chat``, ``complete``, ``stream_chat`` return
+the serving replica and the engine's ``cached_tokens``; ``prose(seed, chars)``).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.engines_real.engine import MODEL_NAME, EngineStartError, VllmEngine
+from tests.engines_real.engine import EngineStartError, VllmEngine
+from tests.engines_real.stack import Cli, EnginePair, cli_runner, make_router
 from tests.harness.router import RouterProcess
 
 HERE = Path(__file__).resolve().parent
-ENGINE_START_TIMEOUT_S = float(os.environ.get("PCACHE_ENGINE_START_TIMEOUT_S", "420"))
 CACHE_ROOT = Path(os.environ.get("PCACHE_CACHE_DIR", Path.home() / ".cache" / "pcache"))
-
-__all__ = ["MODEL_NAME", "EnginePair"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -60,38 +60,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.real_engine)
             item.add_marker(pytest.mark.timeout(900))
-
-
-@dataclass
-class EnginePair:
-    """The suite's two engines, by name."""
-
-    e1: VllmEngine
-    e2: VllmEngine
-
-    @property
-    def all(self) -> tuple[VllmEngine, VllmEngine]:
-        return (self.e1, self.e2)
-
-    def __getitem__(self, name: str) -> VllmEngine:
-        return {engine.name: engine for engine in self.all}[name]
-
-    @property
-    def urls(self) -> dict[str, str]:
-        return {engine.name: engine.url for engine in self.all}
-
-    def counters(self, name: str) -> dict[str, float]:
-        """One metric on each engine: ``{"e1": ..., "e2": ...}``."""
-        return {engine.name: engine.counter(name) for engine in self.all}
-
-    def ensure_ready(self) -> None:
-        """Restart whatever is down, in parallel, and wait until both are healthy."""
-        down = [engine for engine in self.all if not engine.alive()]
-        for engine in down:
-            engine.stop()  # reap what is left of its group before rebinding its ports
-            engine.start()
-        with ThreadPoolExecutor(len(self.all)) as pool:
-            list(pool.map(lambda engine: engine.wait_ready(ENGINE_START_TIMEOUT_S), self.all))
 
 
 def _run(command: list[str], what: str, timeout_s: float) -> str:
@@ -162,34 +130,10 @@ def fleet(engines: EnginePair) -> EnginePair:
 
 @pytest.fixture
 def router(fleet: EnginePair, tmp_path: Path) -> Iterator[RouterProcess]:
-    with RouterProcess(
-        replicas=fleet.urls,
-        state_dir=tmp_path / "router",
-        health={"interval_s": 0.5, "timeout_s": 2.0, "failures": 2, "recoveries": 1},
-        scrape={"interval_s": 0.5, "timeout_s": 3.0},
-    ) as process:
+    with make_router(fleet, tmp_path / "router") as process:
         yield process
 
 
 @pytest.fixture
-def pcache_cli(router: RouterProcess, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-        env = dict(
-            os.environ,
-            PCACHE_ROUTER=router.admin_url,
-            PCACHE_ADMIN_TOKEN=router.token or "",
-            NO_COLOR="1",
-            PCACHE_CONFIG="",
-            PCACHE_OUTPUT="",
-            XDG_CONFIG_HOME=str(tmp_path / "xdg"),
-        )
-        return subprocess.run(
-            [sys.executable, "-m", "pcache_cli.main", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-            check=False,
-        )
-
-    return run
+def pcache_cli(router: RouterProcess, tmp_path: Path) -> Cli:
+    return cli_runner(router, tmp_path / "xdg")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.engines_real.conftest import EnginePair
 from tests.engines_real.engine import BLOCK_SIZE
+from tests.engines_real.stack import EnginePair
 from tests.engines_real.traffic import chat, complete, prose, stream_chat
 from tests.harness.router import RouterProcess
 
