@@ -45,6 +45,14 @@ def sim(
     inter_token_ms: Annotated[
         float, typer.Option("--inter-token-ms", help="Time between generated tokens (ms).")
     ] = 1.0,
+    dev_mode: Annotated[
+        bool,
+        typer.Option(
+            "--dev-mode",
+            envvar="VLLM_SERVER_DEV_MODE",
+            help="Serve /reset_prefix_cache (vLLM answers 404 unless VLLM_SERVER_DEV_MODE=1).",
+        ),
+    ] = False,
 ) -> None:
     """Run N vLLM-like replicas (r1..rN); prints `replica NAME URL` lines, then `ready`."""
     from pcache.sim.config import ConfigError, FaultSettings, ReplicaSpec, Timing, load_fleet_config
@@ -74,6 +82,7 @@ def sim(
         timing=Timing(t0=t0_ms / 1e3, per_prompt_token=per_token_us / 1e6, inter_token=inter_token_ms / 1e3),
         faults=FaultSettings(),
         seed=seed,
+        dev_mode=dev_mode,
     )
     try:
         fleet = load_fleet_config(config, replicas=replicas, base_port=base_port, host=host, base=base)

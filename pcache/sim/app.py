@@ -59,6 +59,27 @@ def _error(message: str, kind: str, status: int) -> JSONResponse:
 
 _DONE = b"data: [DONE]\n\n"
 
+# vLLM 0.32's answer to a JSON endpoint posted without ``content-type: application/json``
+# (``validate_json_request`` raising a RequestValidationError, rendered by its validation handler).
+UNSUPPORTED_MEDIA_TYPE = {
+    "error": {
+        "message": "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
+        "type": "Bad Request",
+        "param": None,
+        "code": 400,
+    }
+}
+# What FastAPI (so vLLM) answers for a route it does not serve, e.g. the dev-mode endpoints.
+NOT_FOUND = {"detail": "Not Found"}
+
+
+def _not_json(request: Request) -> Response | None:
+    """vLLM's 400 when the body is not declared as JSON (media type compared case-insensitively)."""
+    media_type = request.headers.get("content-type", "").lower().split(";", 1)[0]
+    if media_type != "application/json":
+        return JSONResponse(UNSUPPORTED_MEDIA_TYPE, status_code=400)
+    return None
+
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
@@ -96,6 +117,9 @@ def build_app(replica: SimReplica) -> Starlette:
         return Response(replica.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def tokenize(request: Request) -> Response:
+        refused = _not_json(request)
+        if refused is not None:
+            return refused
         try:
             body = json.loads(await request.body())
         except ValueError as exc:
@@ -121,6 +145,8 @@ def build_app(replica: SimReplica) -> Starlette:
         return JSONResponse({"0": source})
 
     async def reset_prefix_cache(request: Request) -> Response:
+        if not spec.dev_mode:  # like vLLM without VLLM_SERVER_DEV_MODE=1: no such route
+            return JSONResponse(NOT_FOUND, status_code=404)
         replica.cache.reset()
         return Response(status_code=200)
 
@@ -153,6 +179,9 @@ def build_app(replica: SimReplica) -> Starlette:
         return await _serve(request, chat=True)
 
     async def _serve(request: Request, *, chat: bool) -> Response:
+        refused = _not_json(request)
+        if refused is not None:
+            return refused
         raw = await request.body()
         try:
             body = json.loads(raw)

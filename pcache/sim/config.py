@@ -98,6 +98,7 @@ class ReplicaSpec:
     faults: FaultSettings = field(default_factory=FaultSettings)
     seed: int = 0
     kv_events: EventsEndpoint | None = None  # publish KV events like vLLM's --kv-events-config
+    dev_mode: bool = False  # serve /reset_prefix_cache, as vLLM does with VLLM_SERVER_DEV_MODE=1
 
 
 @dataclass(frozen=True, slots=True)

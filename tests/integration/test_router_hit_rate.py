@@ -71,7 +71,7 @@ def _hit_rate(sim: SimFleet, policy: str, state_dir: Path) -> float:
 
 
 def test_tiered_hits_the_cache_at_least_three_times_as_often_as_round_robin(tmp_path: Path) -> None:
-    with SimFleet(replicas=8, num_gpu_blocks=512) as sim:
+    with SimFleet(replicas=8, num_gpu_blocks=512, extra_args=("--dev-mode",)) as sim:
         round_robin = _hit_rate(sim, "round_robin", tmp_path / "rr")
         tiered = _hit_rate(sim, "tiered", tmp_path / "tiered")
     print(f"engine-reported hit rate at 8 replicas: tiered {tiered:.3f}, round_robin {round_robin:.3f}")

@@ -20,7 +20,8 @@ LONG_PROMPT = "You are a meticulous assistant. " * 250  # 8,000 characters = 2,0
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[SimFleet]:
     # per-token prefill cost raised so a 2,000-token miss costs ~100 ms more than a hit
-    with SimFleet(replicas=2, per_token_us=50, num_gpu_blocks=2048) as running:
+    # dev mode: these tests reset the prefix cache, which vLLM serves only with VLLM_SERVER_DEV_MODE=1
+    with SimFleet(replicas=2, per_token_us=50, num_gpu_blocks=2048, extra_args=("--dev-mode",)) as running:
         yield running
 
 
@@ -152,6 +153,50 @@ def test_reset_prefix_cache_forgets_cached_prefixes(fleet: SimFleet) -> None:
         ]
         == 0
     )
+
+
+def test_reset_prefix_cache_is_404_without_dev_mode_like_vllm() -> None:
+    with SimFleet(replicas=1) as plain:
+        response = httpx.post(f"{plain.url('r1')}/reset_prefix_cache")
+    assert response.status_code == 404, response.text
+    assert response.json() == {"detail": "Not Found"}
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions", "/tokenize"])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_post_not_declared_as_json_gets_vllms_400(
+    fleet: SimFleet, path: str, content_type: str | None
+) -> None:
+    fields = {"model": "sim-model", "prompt": "hello", "max_tokens": 1}
+    if path == "/v1/chat/completions":
+        fields = {"model": "sim-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
+    body = json.dumps(fields).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(f"{fleet.url('r1')}{path}", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": {
+            "message": "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
+            "type": "Bad Request",
+            "param": None,
+            "code": 400,
+        }
+    }
+    declared = httpx.post(
+        f"{fleet.url('r1')}{path}", content=body, headers={"content-type": "Application/JSON; charset=utf-8"}
+    )
+    assert declared.status_code == 200, declared.text
+
+
+def test_idle_kv_usage_reads_zero_while_the_prefix_stays_cached(fleet: SimFleet) -> None:
+    """vLLM counts only blocks held by running requests as used; freed cached blocks are not."""
+    url = fleet.url("r2")
+    body = {"model": "sim-model", "prompt": "keep me cached " * 60, "max_tokens": 1}
+    httpx.post(f"{url}/v1/completions", json=body).raise_for_status()
+    again = httpx.post(f"{url}/v1/completions", json=body).json()
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    stats = parse_metrics(fleet.metrics("r2"))
+    assert stats.kv_usage == 0.0 and stats.running == 0
 
 
 @pytest.mark.parametrize(
