@@ -33,6 +33,7 @@ __all__ = [
     "ReplicaIn",
     "ReplicaStatus",
     "RouterInfo",
+    "RouterStatus",
     "StatusSnapshot",
 ]
 
@@ -163,6 +164,22 @@ class RouterInfo(_Model):
     generated_at: float  # unix time of this snapshot
     state_store: str | None = None  # where operator state lives (no credentials)
     state_error: str | None = None  # set while the store cannot be reached: operator writes refused
+
+
+class RouterStatus(_Model):
+    """One router sharing the state store, from its latest heartbeat."""
+
+    id: str  # host:pid
+    url: str  # data-plane URL
+    admin_url: str
+    version: str
+    started_at: float
+    heartbeat_at: float
+    heartbeat_age_s: float
+    requests_per_s: float
+    in_flight: int
+    lost: bool  # silent for longer than the lost threshold: its load is no longer counted
+    this_router: bool  # the router that answered
 
 
 class StatusSnapshot(_Model):

@@ -33,6 +33,7 @@ from pcache.api import (
     PrewarmJob,
     ReplicaIn,
     ReplicaStatus,
+    RouterStatus,
     StatusSnapshot,
 )
 
@@ -136,6 +137,10 @@ class _Calls:
         return "GET", f"{API}/replicas", {}, None, list[ReplicaStatus]
 
     @staticmethod
+    def routers() -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/routers", {}, None, list[RouterStatus]
+
+    @staticmethod
     def add_replica(replica: ReplicaIn) -> tuple[str, str, dict[str, Any], Any, Any]:
         return "POST", f"{API}/replicas", {}, _dump(replica), ReplicaStatus
 
@@ -235,6 +240,9 @@ class AdminClient:
     async def replicas(self) -> list[ReplicaStatus]:
         return await self._call(_Calls.replicas())  # type: ignore[no-any-return]
 
+    async def routers(self) -> list[RouterStatus]:
+        return await self._call(_Calls.routers())  # type: ignore[no-any-return]
+
     async def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
         return await self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
 
@@ -317,6 +325,9 @@ class SyncAdminClient:
 
     def replicas(self) -> list[ReplicaStatus]:
         return self._call(_Calls.replicas())  # type: ignore[no-any-return]
+
+    def routers(self) -> list[RouterStatus]:
+        return self._call(_Calls.routers())  # type: ignore[no-any-return]
 
     def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
         return self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]

@@ -15,7 +15,11 @@ so the operator state can be persisted. Nothing here does I/O.
 this router now, plus the engine's own running and waiting requests that did not come through this
 router (other routers, direct clients), as of the last scrape::
 
-    load = in_flight + max(0, running + waiting - in_flight_at_scrape)
+    load = in_flight + max(peer_in_flight, running + waiting - in_flight_at_scrape)
+
+``peer_in_flight`` is what the other routers sharing a state store last published as in flight
+through them: fresher than the engine's gauges between scrapes, and the larger of the two is taken
+so the other routers' requests are never counted twice (the engine's gauges include them).
 
 Adding the engine's waiting count to ``in_flight`` would count the router's queued requests twice
 (they are in flight through the router *and* waiting in the engine). The engine's gauges of a dead
@@ -65,6 +69,7 @@ class ReplicaEntry:
     last_error: str | None = None
     detected_engine: str | None = None
     in_flight_at_scrape: int = 0  # this router's in-flight requests when ``stats`` was scraped
+    peer_in_flight: int = 0  # in flight through the other routers sharing the state store
     prefix_window: CounterWindow = field(default_factory=lambda: CounterWindow(2))  # queries, hits
     ttft_window: HistogramWindow = field(default_factory=HistogramWindow)
     e2e_window: HistogramWindow = field(default_factory=HistogramWindow)
@@ -90,8 +95,8 @@ class ReplicaEntry:
 
     @property
     def load(self) -> int:
-        """Requests in flight through this router plus the engine's other requests (module docstring)."""
-        return self.in_flight + self.external_load
+        """Requests in flight through this router plus everyone else's (module docstring)."""
+        return self.in_flight + max(self.peer_in_flight, self.external_load)
 
     def prefix_totals(self, now: float) -> tuple[float, float]:
         """Engine prefix-cache ``(queries, hits)`` in tokens over the recent window."""
@@ -266,6 +271,14 @@ class Fleet:
         if entry is not None and prefill_tokens:
             entry.pending_tokens = max(0, entry.pending_tokens - prefill_tokens)
             self._load_changed(name)
+
+    def set_peer_in_flight(self, counts: Mapping[str, int]) -> None:
+        """The other routers' in-flight requests per replica (absent: none)."""
+        for name, entry in self._entries.items():
+            count = max(0, counts.get(name, 0))
+            if count != entry.peer_in_flight:
+                entry.peer_in_flight = count
+                self._load_changed(name)
 
     def end(self, name: str) -> None:
         """A proxied request to ``name`` finished (either way)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView
@@ -24,6 +24,7 @@ __all__ = [
     "Outcome",
     "Policy",
     "Reason",
+    "SharesHomes",
 ]
 
 
@@ -153,3 +154,10 @@ class Policy(Protocol):
     def forget_replica(self, name: str) -> None:
         """Drop per-replica memory for a replica removed from the fleet."""
         ...
+
+
+@runtime_checkable
+class SharesHomes(Protocol):
+    """A policy with session homes that can take a home chosen by another router (shared state)."""
+
+    def adopt_home(self, session: str, replica: str) -> None: ...

@@ -356,6 +356,20 @@ class TieredPolicy(BasePolicy):
         if counts[home] <= 0:
             del counts[home]
 
+    def adopt_home(self, session: str, replica: str) -> None:
+        """Take a session's home as another router sharing the state chose it: the session's next
+        turn through this router goes home too (judged like any home: load bound, cost)."""
+        homes = self._homes
+        old = homes.get(session)
+        if old != replica:
+            if old is not None:
+                self._uncount(old)
+            self._home_counts[replica] += 1
+        homes[session] = replica
+        homes.move_to_end(session)
+        if len(homes) > self.max_sessions:
+            self._uncount(homes.popitem(last=False)[1])
+
     def session_homes(self) -> dict[str, int]:
         """Sessions homed on each replica: O(replicas), from counts kept as homes change."""
         return dict(self._home_counts)

@@ -31,6 +31,7 @@ from pcache.api import (
     PrewarmJob,
     ReplicaIn,
     ReplicaStatus,
+    RouterStatus,
     StatusSnapshot,
 )
 from pcache.fleet_view import ReplicaState
@@ -157,6 +158,11 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             state_error=daemon.state_sync.error,
         )
         return with_cache_index(snapshot, daemon.fleet, daemon.routing.kv, daemon.routing.accuracy)
+
+    @app.get("/api/v1/routers", response_model=list[RouterStatus], dependencies=read, responses=_ERRORS)
+    async def routers() -> list[RouterStatus]:
+        """Every router sharing this router's state store (itself first), a silent one flagged lost."""
+        return daemon.membership.rows()
 
     @app.get("/api/v1/replicas", response_model=list[ReplicaStatus], dependencies=read, responses=_ERRORS)
     async def replicas() -> list[ReplicaStatus]:

@@ -26,10 +26,13 @@ from pcache.kv.hub import KvEventsHub
 from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
 from pcache.policy import make_policy
+from pcache.policy.base import SharesHomes
 from pcache.prompt import FingerprintConfig
 from pcache.router.actions import OperatorActions
 from pcache.router.admin import build_admin_app
 from pcache.router.config import ConfigError, RouterConfig, split_host_port
+from pcache.router.home_share import HomeShare
+from pcache.router.membership import Membership
 from pcache.router.metrics import RouterMetrics
 from pcache.router.proxy import ProxyApp
 from pcache.router.routing import Routing
@@ -129,6 +132,11 @@ class RouterDaemon:
             upstream=self.upstream,
         )
         self.state_sync = StoreSync(self.actions)
+        self.membership = Membership(store=self.store, fleet=self.fleet, ledger=self.ledger)
+        self.homes: HomeShare | None = None
+        if self.store.shared and isinstance(self.policy, SharesHomes):
+            self.homes = HomeShare(store=self.store, policy=self.policy, origin=self.membership.id)
+            self.routing.on_new_home = self.homes.note
         self.proxy = ProxyApp(
             routing=self.routing,
             fleet=self.fleet,
@@ -197,6 +205,7 @@ class RouterDaemon:
         data_sock = _bind(self.config.listen)
         admin_sock = _bind(self.config.admin.listen)
         self.url, self.admin_url = _url(data_sock), _url(admin_sock)
+        self.membership.url, self.membership.admin_url = self.url, self.admin_url
         common = {
             "loop": "none",
             "http": "httptools",
@@ -224,6 +233,9 @@ class RouterDaemon:
         gc.set_threshold(20_000, 50, 100)
         self.watcher.start()
         self.state_sync.start()
+        self.membership.start()
+        if self.homes is not None:
+            self.homes.start()
         tasks = [
             asyncio.create_task(self._servers[0].serve(sockets=[data_sock])),
             asyncio.create_task(self._servers[1].serve(sockets=[admin_sock])),
@@ -247,6 +259,9 @@ class RouterDaemon:
             await asyncio.gather(*tasks)
         finally:
             self.stop()
+            if self.homes is not None:
+                await self.homes.stop()
+            await self.membership.stop()
             await self.state_sync.stop()
             await self.actions.stop()
             await self.watcher.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pcache.fingerprint import Fingerprint
@@ -50,6 +50,9 @@ class Routing:
         self.kv: KvEventsHub | None = None  # the precise index's sources, when replicas have KV events
         self.tokenize: EngineTokenize | None = None
         self.accuracy = PredictionAccuracy(metrics.registry)
+        # Called with (session, replica) whenever a decision gives a session a (new) home, so the
+        # routers sharing a state store can learn it (write-behind: never awaited here).
+        self.on_new_home: Callable[[str, str], None] | None = None
 
     async def with_engine_tokens(self, fingerprint: Fingerprint, body: Mapping[str, Any]) -> Fingerprint:
         """``fingerprint`` with the prompt in the engine's token ids, when a precise index is live
@@ -115,6 +118,8 @@ class Routing:
             self.metrics.home_moves.labels(decision.drift.cause.value).inc()
         if decision.predicted_cached_blocks:
             self.metrics.predicted_cached.inc(fingerprint.tokens_in(decision.predicted_cached_blocks))
+        if decision.new_home and self.on_new_home is not None and decision.session and decision.replica:
+            self.on_new_home(decision.session, decision.replica)
         return decision
 
     def explain(self, fingerprint: Fingerprint) -> Decision:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from pcache.state.model import (
     OperatorState,
     ReplicaRecord,
+    RouterRecord,
     Tier1Record,
     check_drain_state,
     keeps_one_routable,
@@ -27,6 +28,7 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self._state = OperatorState()
         self._version = 0
+        self._routers: dict[str, RouterRecord] = {}
 
     async def load(self) -> OperatorState:
         return self._state
@@ -81,6 +83,24 @@ class MemoryStateStore:
                 removed=self._state.removed | {name},
             )
         )
+
+    async def heartbeat(self, record: RouterRecord, forget_after_s: float) -> None:
+        self._routers[record.id] = record
+        cutoff = record.heartbeat_at - forget_after_s
+        self._routers = {k: v for k, v in self._routers.items() if v.heartbeat_at >= cutoff}
+
+    async def routers(self) -> list[RouterRecord]:
+        return [self._routers[k] for k in sorted(self._routers)]
+
+    async def leave(self, router_id: str) -> None:
+        self._routers.pop(router_id, None)
+
+    async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
+        return None  # one router: nobody to tell
+
+    async def next_homes(self, timeout_s: float) -> list[tuple[str, str, str]]:
+        await asyncio.sleep(timeout_s)
+        return []
 
     async def close(self) -> None:
         return None

@@ -8,19 +8,23 @@ could not be made raises :class:`StateError` and changed nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, field
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 __all__ = [
     "DRAIN_STATES",
     "OperatorState",
     "ReplicaRecord",
+    "RouterRecord",
     "StateError",
     "StateStore",
     "Tier1Record",
     "check_drain_state",
     "keeps_one_routable",
+    "router_from_json",
+    "router_to_json",
 ]
 
 DRAIN_STATES = ("draining", "drained")
@@ -75,6 +79,25 @@ class ReplicaRecord:
 
 
 @dataclass(frozen=True)
+class RouterRecord:
+    """One router's heartbeat: who it is, how busy, and its requests in flight per replica.
+
+    Routers sharing a store publish this every heartbeat; the others list it (``pcache status``)
+    and add its ``in_flight`` counts to the load they route by. Not operator state: it is never
+    part of :class:`OperatorState` and never bumps the version.
+    """
+
+    id: str
+    url: str
+    admin_url: str
+    version: str
+    started_at: float
+    heartbeat_at: float
+    requests_per_s: float = 0.0
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class OperatorState:
     tier1: dict[str, Tier1Record] = field(default_factory=dict)
     drains: dict[str, str] = field(default_factory=dict)  # replica -> "draining" | "drained"
@@ -116,6 +139,27 @@ class StateStore(Protocol):
 
     async def remove_replica(self, name: str, *, keep_routable: Collection[str] = ()) -> None: ...
 
+    async def heartbeat(self, record: RouterRecord, forget_after_s: float) -> None:
+        """Publish this router's record; drop records silent for ``forget_after_s``."""
+        ...
+
+    async def routers(self) -> list[RouterRecord]:
+        """Every router's latest record (this one's included), by id."""
+        ...
+
+    async def leave(self, router_id: str) -> None:
+        """Remove a router's record (a clean shutdown)."""
+        ...
+
+    async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
+        """Tell the other routers which sessions got which home replica (``origin``: this router)."""
+        ...
+
+    async def next_homes(self, timeout_s: float) -> list[tuple[str, str, str]]:
+        """Homes other routers published since the last call, as (origin, session, replica);
+        waits up to ``timeout_s`` for some. A store with one router returns none."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -139,3 +183,18 @@ def last_routable_error(replica: str, verb: str) -> StateError:
         status=409,
         code="last_routable",
     )
+
+
+def router_to_json(record: RouterRecord) -> str:
+    return json.dumps(asdict(record), separators=(",", ":"))
+
+
+def router_from_json(raw: str) -> RouterRecord | None:
+    """The record, or None when it is malformed (another version's, or damaged): never fatal."""
+    try:
+        fields = json.loads(raw)
+        record = RouterRecord(**fields)
+        in_flight = {str(k): int(v) for k, v in record.in_flight.items()}
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return replace(record, in_flight=in_flight)

@@ -13,6 +13,12 @@ URL says ``?prefix=NAME``)::
     {prefix}:removed   set   replicas removed at run time
     {prefix}:version   int   bumped by every write
     {prefix}:changes   pub/sub channel: the new version
+    {prefix}:routers   hash  router id -> JSON RouterRecord (heartbeats; not operator state)
+    {prefix}:homes     pub/sub channel: JSON {"origin": id, "homes": [[session, replica], ...]}
+
+Session homes travel only as change notices (a router that starts later learns a session's home
+from the session's next turn elsewhere, or routes it by HRW like the others): nothing on the
+request path waits for Redis, and the store holds nothing that grows with the number of sessions.
 
 A store that cannot be reached raises :class:`StateError` (503, ``state_unavailable``) at once:
 there are no client-side retries, so an operator's write fails fast and clearly rather than being
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -38,10 +44,13 @@ from redis.exceptions import RedisError
 from pcache.state.model import (
     OperatorState,
     ReplicaRecord,
+    RouterRecord,
     StateError,
     Tier1Record,
     check_drain_state,
     last_routable_error,
+    router_from_json,
+    router_to_json,
 )
 
 __all__ = ["RedisStateStore", "redacted"]
@@ -116,6 +125,9 @@ class RedisStateStore:
             raise StateError(f"state: {self.location}: {exc}") from exc
         self._keys = [f"{prefix}:{k}" for k in ("tier1", "drains", "replicas", "removed", "version")]
         self.channel = f"{prefix}:changes"
+        self._routers_key = f"{prefix}:routers"
+        self._homes_channel = f"{prefix}:homes"
+        self._homes_sub: PubSub | None = None
         self._scripts = {
             name: self._redis.register_script(source)
             for name, source in (
@@ -219,20 +231,85 @@ class RedisStateStore:
         if not await self._call("remove_replica", name, *sorted(keep_routable)):
             raise last_routable_error(name, "removing")
 
+    # ---- membership -----------------------------------------------------------------------------
+
+    async def heartbeat(self, record: RouterRecord, forget_after_s: float) -> None:
+        try:
+            await self._redis.hset(self._routers_key, record.id, router_to_json(record))
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        stale = [r.id for r in await self.routers() if r.heartbeat_at < record.heartbeat_at - forget_after_s]
+        if stale:
+            await self.leave(*stale)
+
+    async def routers(self) -> list[RouterRecord]:
+        try:
+            raw = await self._redis.hgetall(self._routers_key)
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        records = (router_from_json(str(value)) for _, value in sorted(raw.items()))
+        return [r for r in records if r is not None]
+
+    async def leave(self, *router_ids: str) -> None:
+        try:
+            await self._redis.hdel(self._routers_key, *router_ids)
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+
+    # ---- session homes --------------------------------------------------------------------------
+
+    async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
+        payload = json.dumps({"origin": origin, "homes": [list(h) for h in homes]}, separators=(",", ":"))
+        try:
+            await self._redis.publish(self._homes_channel, payload)
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+
+    async def next_homes(self, timeout_s: float) -> list[tuple[str, str, str]]:
+        out: list[tuple[str, str, str]] = []
+        try:
+            if self._homes_sub is None:
+                self._homes_sub = self._redis.pubsub(ignore_subscribe_messages=True)
+                await self._homes_sub.subscribe(self._homes_channel)
+            message = await self._homes_sub.get_message(timeout=timeout_s)
+            while message is not None:
+                out.extend(_homes_of(message.get("data")))
+                message = await self._homes_sub.get_message(timeout=0)
+        except (RedisError, OSError) as exc:
+            sub, self._homes_sub = self._homes_sub, None
+            if sub is not None:
+                await _quietly_close(sub)
+            await asyncio.sleep(timeout_s)
+            raise self._unreachable(exc) from exc
+        return out
+
     async def reset(self) -> int:
         """Delete every key of this store's prefix (``--reset-state``); return how many went."""
         try:
-            return int(await self._redis.delete(*self._keys))
+            return int(await self._redis.delete(*self._keys, self._routers_key))
         except RedisError as exc:
             raise self._unreachable(exc) from exc
 
     async def close(self) -> None:
-        if self._pubsub is not None:
-            await _quietly_close(self._pubsub)
-            self._pubsub = None
+        for sub in (self._pubsub, self._homes_sub):
+            if sub is not None:
+                await _quietly_close(sub)
+        self._pubsub = self._homes_sub = None
         await self._redis.aclose()
 
 
 async def _quietly_close(pubsub: PubSub) -> None:
     with contextlib.suppress(RedisError, OSError):
         await pubsub.aclose()
+
+
+def _homes_of(data: object) -> list[tuple[str, str, str]]:
+    """(origin, session, replica) from one homes notice; a malformed notice is ignored."""
+    if not isinstance(data, (str, bytes)):
+        return []
+    try:
+        notice = json.loads(data)
+        origin = notice["origin"]
+        return [(str(origin), str(session), str(replica)) for session, replica in notice["homes"]]
+    except (ValueError, TypeError, KeyError):
+        return []

@@ -17,7 +17,7 @@ import errno
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -25,11 +25,14 @@ from typing import TypeVar
 from pcache.state.model import (
     OperatorState,
     ReplicaRecord,
+    RouterRecord,
     StateError,
     Tier1Record,
     check_drain_state,
     keeps_one_routable,
     last_routable_error,
+    router_from_json,
+    router_to_json,
 )
 
 __all__ = ["SqliteStateStore", "reset_sqlite"]
@@ -49,6 +52,7 @@ CREATE TABLE IF NOT EXISTS replicas (
 );
 CREATE TABLE IF NOT EXISTS removed (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS routers (id TEXT PRIMARY KEY, heartbeat_at REAL NOT NULL, record TEXT NOT NULL);
 """
 
 _RESET_HINT = "restore it from a backup, or pass --reset-state to start over without it"
@@ -247,6 +251,43 @@ class SqliteStateStore:
             db.execute("INSERT OR IGNORE INTO removed (name) VALUES (?)", (name,))
 
         await self._write(write)
+
+    # ---- membership (workers of one machine sharing the file) -----------------------------------
+
+    async def _plain(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """One statement outside the versioned transactions (membership is not operator state)."""
+
+        def run() -> list[tuple[object, ...]]:
+            return list(self._db.execute(sql, params).fetchall())
+
+        try:
+            return await self._run(run)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    async def heartbeat(self, record: RouterRecord, forget_after_s: float) -> None:
+        await self._plain(
+            "INSERT OR REPLACE INTO routers (id, heartbeat_at, record) VALUES (?, ?, ?)",
+            (record.id, record.heartbeat_at, router_to_json(record)),
+        )
+        await self._plain(
+            "DELETE FROM routers WHERE heartbeat_at < ?", (record.heartbeat_at - forget_after_s,)
+        )
+
+    async def routers(self) -> list[RouterRecord]:
+        rows = await self._plain("SELECT record FROM routers ORDER BY id")
+        records = (router_from_json(str(row[0])) for row in rows)
+        return [r for r in records if r is not None]
+
+    async def leave(self, router_id: str) -> None:
+        await self._plain("DELETE FROM routers WHERE id = ?", (router_id,))
+
+    async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
+        return None  # workers on one file keep their own homes (HRW sends a session to one place)
+
+    async def next_homes(self, timeout_s: float) -> list[tuple[str, str, str]]:
+        await asyncio.sleep(timeout_s)
+        return []
 
     async def close(self) -> None:
         await self._run(self._db.close)

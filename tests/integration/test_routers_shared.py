@@ -5,6 +5,7 @@ a request while operator writes are refused clearly and the state converges when
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pcache.api import PinIn
+from pcache.api import ExplainRequest, PinIn
 from pcache.client import ApiError, Refused
 from tests.harness.redis import RedisServer
 from tests.harness.router import RouterProcess
@@ -104,6 +105,72 @@ def test_a_drain_made_through_one_router_keeps_the_others_traffic_off_the_replic
 def test_a_session_alternating_between_routers_stays_on_one_replica(routers: list[RouterProcess]) -> None:
     served = [_turn(routers[turn % 2], "alternating", turn) for turn in range(6)]
     assert len(set(served)) == 1, served
+
+
+def _body(session: str, turn: int = 0) -> dict[str, object]:
+    messages = [{"role": "system", "content": BILLING}, {"role": "user", "content": f"q{turn} of {session}"}]
+    return {"model": MODEL, "messages": messages, "max_tokens": 2}
+
+
+def test_a_home_given_by_one_router_is_the_others_session_home(routers: list[RouterProcess]) -> None:
+    a, b = routers
+    home = _turn(a, "shared-home", 0)
+    with b.admin() as admin_b:
+        decision = eventually(
+            lambda: (
+                (
+                    d := admin_b.explain(ExplainRequest(body=_body("shared-home", 1), session="shared-home"))
+                ).reason
+                == "session_home"
+                and d
+            ),
+            what="router B to know the session's home",
+        )
+    assert decision.replica == home
+
+
+def test_requests_in_flight_through_one_router_count_in_the_others_load(
+    routers: list[RouterProcess], sim: SimFleet
+) -> None:
+    a, b = routers
+    with a.admin() as admin_a:
+        admin_a.pin("billing", PinIn(text=BILLING, replicas=["r1"]))
+    sim.set_faults("r1", stall=True)
+    done = threading.Event()
+
+    def stuck() -> None:
+        try:
+            httpx.post(f"{a.url}/v1/chat/completions", json=_body("stuck"), timeout=60)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=stuck)
+    try:
+        worker.start()
+        with b.admin() as admin_b:
+            eventually(
+                lambda: any(
+                    c.replica == "r1" and c.load >= 1
+                    for c in admin_b.explain(ExplainRequest(body=_body("probe"))).candidates
+                ),
+                what="router B to count A's request in flight on r1",
+            )
+    finally:
+        sim.set_faults("r1", stall=False)
+        worker.join(60)
+    assert done.is_set()
+
+
+def test_every_router_lists_every_router_and_flags_a_lost_one(routers: list[RouterProcess]) -> None:
+    a, b = routers
+    with a.admin() as admin_a:
+        listed = eventually(
+            lambda: len(rows := admin_a.routers()) == 2 and rows, what="A to list both routers"
+        )
+        assert listed[0].this_router and listed[0].url == a.url
+        assert listed[1].url == b.url and not listed[1].lost and not listed[1].this_router
+        b.kill()
+        eventually(lambda: admin_a.routers()[1].lost, what="A to flag the killed router lost")
 
 
 def test_drains_of_the_last_two_replicas_through_two_routers_at_once_leave_one_routable(

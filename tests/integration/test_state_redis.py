@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pcache.state import ReplicaRecord, StateError, Tier1Record, open_store
+from pcache.state.model import RouterRecord
 from pcache.state.redis_store import RedisStateStore, redacted
 from tests.harness.redis import RedisServer
 
@@ -119,3 +120,35 @@ async def test_an_unreachable_store_fails_each_call_at_once_with_a_clear_503(tmp
 def test_a_password_never_reaches_a_message() -> None:
     assert redacted("redis://user:s3cret@db.internal:6379/0") == "redis://user:***@db.internal:6379/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+async def test_heartbeats_list_routers_and_drop_long_silent_ones(store: RedisStateStore) -> None:
+    now = time.time()
+
+    def record(name: str, at: float) -> RouterRecord:
+        return RouterRecord(
+            id=name, url=f"http://{name}", admin_url="", version="0", started_at=at, heartbeat_at=at,
+            in_flight={"r1": 2},
+        )  # fmt: skip
+
+    await store.heartbeat(record("old", now - 1000), forget_after_s=300)
+    await store.heartbeat(record("a", now), forget_after_s=300)
+    assert [r.id for r in await store.routers()] == ["a"]
+    assert (await store.routers())[0].in_flight == {"r1": 2}
+    await store.leave("a")
+    assert await store.routers() == []
+
+
+async def test_session_homes_reach_the_other_stores(
+    store: RedisStateStore, redis_server: RedisServer
+) -> None:
+    second = RedisStateStore(f"{redis_server.url}?prefix={store.prefix}")
+    try:
+        assert await second.next_homes(0.01) == []  # subscribes
+        await store.publish_homes("router-a", [("s1", "r2"), ("s2", "r3")])
+        received: list[tuple[str, str, str]] = []
+        while len(received) < 2:
+            received += await second.next_homes(30)
+        assert received == [("router-a", "s1", "r2"), ("router-a", "s2", "r3")]
+    finally:
+        await second.close()
