@@ -202,6 +202,8 @@ class RouterDaemon:
         except StateError as exc:
             await self.store.close()
             raise ConfigError(f"state: {exc.message}") from exc
+        if self.homes is not None:
+            await self.homes.subscribe()
         data_sock = _bind(self.config.listen)
         admin_sock = _bind(self.config.admin.listen)
         self.url, self.admin_url = _url(data_sock), _url(admin_sock)

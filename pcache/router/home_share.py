@@ -37,6 +37,7 @@ class HomeShare:
         self._buffer: dict[str, str] = {}  # session -> replica (the latest home wins)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending: list[tuple[str, str, str]] = []
 
     def note(self, session: str, replica: str) -> None:
         """A decision gave ``session`` the home ``replica`` (called on the request path)."""
@@ -46,6 +47,13 @@ class HomeShare:
         if len(buffer) > _MAX_BUFFER:
             del buffer[next(iter(buffer))]
         self._wake.set()
+
+    async def subscribe(self) -> None:
+        """Start listening for the other routers' homes now (before this router takes traffic)."""
+        try:
+            self._pending = await self.store.next_homes(0)
+        except StateError:
+            self._pending = []  # the adopting task retries
 
     def start(self) -> None:
         self._tasks = [
@@ -78,10 +86,9 @@ class HomeShare:
 
     async def _adopt(self) -> None:
         while True:
-            try:
-                homes = await self.store.next_homes(1.0)
-            except StateError:
-                continue  # next_homes already paused; the state sync reports the outage
+            homes, self._pending = self._pending, []
+            with contextlib.suppress(StateError):  # next_homes paused; the state sync reports it
+                homes.extend(await self.store.next_homes(0 if homes else 1.0))
             for origin, session, replica in homes:
                 if origin != self.origin:
                     self.policy.adopt_home(session, replica)
