@@ -258,6 +258,9 @@ class RouterConfig(_Section):
     prewarm: PrewarmConfig = PrewarmConfig()
     hot_prefixes: HotPrefixConfig = HotPrefixConfig()
     kv: KvConfig = KvConfig()
+    # Per served model name, a local directory with its tokenizer.json and chat template: requests are
+    # tokenized in the router as the engine does (else through the engine's /tokenize).
+    tokenizers: dict[str, str] = Field(default_factory=dict)
     state: str = "memory://"  # a sqlite file path, "sqlite:///path", "memory://" or "redis://host:port/db"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     base_dir: str = "."  # set by load_config: where relative paths resolve

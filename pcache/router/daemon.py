@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Generator
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -23,6 +24,7 @@ import uvicorn
 from pcache.fleet import Fleet
 from pcache.kv.events import EventsEndpoint
 from pcache.kv.hub import KvEventsHub
+from pcache.kv.local_tokenizer import LocalTokenizer, TokenizerError
 from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
 from pcache.policy import make_policy
@@ -177,6 +179,12 @@ class RouterDaemon:
             raise ConfigError(f"kv_events: {exc}") from exc
         self.routing.kv = hub
         self.routing.tokenize = EngineTokenize(config.kv.tokenize_timeout_s)
+        for model, directory in config.tokenizers.items():
+            try:
+                self.routing.tokenizers[model] = LocalTokenizer(Path(config.base_dir) / directory)
+            except TokenizerError as exc:
+                hub.close()
+                raise ConfigError(f"tokenizers.{model}: {exc}") from exc
         if hasattr(self.policy, "precise"):
             self.policy.precise = hub
 

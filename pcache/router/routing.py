@@ -16,6 +16,7 @@ from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, Tier1Prefix
 from pcache.kv.hub import KvEventsHub
+from pcache.kv.local_tokenizer import LocalTokenizer, TokenizerError
 from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
 from pcache.policy.base import Decision, Exclusion, Outcome, Policy
@@ -49,19 +50,31 @@ class Routing:
         self._index: Tier1Index | None = None
         self.kv: KvEventsHub | None = None  # the precise index's sources, when replicas have KV events
         self.tokenize: EngineTokenize | None = None
+        self.tokenizers: dict[str, LocalTokenizer] = {}  # by served model name
         self.accuracy = PredictionAccuracy(metrics.registry)
         # Called with (session, replica) whenever a decision gives a session a (new) home, so the
         # routers sharing a state store can learn it (write-behind: never awaited here).
         self.on_new_home: Callable[[str, str], None] | None = None
 
     async def with_engine_tokens(self, fingerprint: Fingerprint, body: Mapping[str, Any]) -> Fingerprint:
-        """``fingerprint`` with the prompt in the engine's token ids, when a precise index is live
-        (from a live replica's ``/tokenize``); unchanged otherwise."""
+        """``fingerprint`` with the prompt in the engine's token ids, when a precise index is live:
+        from the model's local tokenizer when configured, else a live replica's ``/tokenize``;
+        unchanged otherwise (and for a body the template refuses: the engine will say why)."""
         kv, tokenize = self.kv, self.tokenize
-        if kv is None or tokenize is None:
+        if kv is None or not kv.any_live():
             return fingerprint
+        model = body.get("model")
+        local = self.tokenizers.get(model) if isinstance(model, str) else None
+        if local is None and model is None and len(self.tokenizers) == 1:
+            local = next(iter(self.tokenizers.values()))
+        if local is not None:
+            try:
+                tokens = local.tokens(body)
+            except TokenizerError:
+                return fingerprint
+            return fingerprint if tokens is None else dataclasses.replace(fingerprint, engine_tokens=tokens)
         source = next((n for n in self.fleet.routable_names() if kv.live(n) is not None), None)
-        if source is None:
+        if source is None or tokenize is None:
             return fingerprint
         tokens = await tokenize.tokens(self.fleet.url(source), body)
         if tokens is None:
