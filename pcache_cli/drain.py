@@ -13,6 +13,7 @@ from rich.text import Text
 
 from pcache.api import BlastRadius, HandoverPrewarm, ReplicaStatus
 from pcache.client import SyncAdminClient
+from pcache.drain_capacity import DrainCapacity, drain_capacity
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
@@ -31,8 +32,9 @@ __all__ = [
 ReplicaArg = Annotated[str, typer.Argument(help="Replica name.", autocompletion=complete_replica)]
 
 
-def render_blast_radius(radius: BlastRadius) -> RenderableType:
-    """What draining the replica affects: in-flight requests, sessions, Tier-1 prefixes and successors."""
+def render_blast_radius(radius: BlastRadius, capacity: DrainCapacity | None = None) -> RenderableType:
+    """What draining the replica affects: in-flight requests, sessions, Tier-1 prefixes and successors,
+    then (with ``capacity``) whether the replicas that take its work have room."""
     head = Text.assemble(
         ("replica ", "dim"),
         (radius.replica, "bold"),
@@ -59,6 +61,9 @@ def render_blast_radius(radius: BlastRadius) -> RenderableType:
                 ("! ", "bold red"), "last routable replica: draining it leaves no replica for traffic"
             )
         )
+    if capacity is not None:
+        parts.append(Text(capacity.summary(), style="dim"))
+        parts.extend(Text.assemble(("! ", "bold yellow"), warning) for warning in capacity.warnings)
     if radius.handover is not None:
         handover = radius.handover
         style = "green" if handover.complete else "bold red"
@@ -102,13 +107,15 @@ def fail_on_handover(what: str, handover: HandoverPrewarm | None) -> None:
     )
 
 
-def emit_blast_radius(cli: CliContext, radius: BlastRadius, fmt: OutputFormat) -> None:
+def emit_blast_radius(
+    cli: CliContext, radius: BlastRadius, fmt: OutputFormat, capacity: DrainCapacity | None = None
+) -> None:
     if fmt is OutputFormat.JSON:
         print_json(radius)
     elif fmt is OutputFormat.JSONL:
         print_jsonl([radius])
     else:
-        cli.console().print(render_blast_radius(radius))
+        cli.console().print(render_blast_radius(radius, capacity))
 
 
 def confirm_or_fail(cli: CliContext, verb: str, name: str, yes: bool) -> None:
@@ -188,10 +195,11 @@ def register(app: typer.Typer) -> None:
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {replica}") as client:
             radius = client.blast_radius(replica)
+            capacity = None if fmt.is_machine else drain_capacity(client.status(), replica)
             if dry_run:
-                emit_blast_radius(cli, radius, fmt)
+                emit_blast_radius(cli, radius, fmt, capacity)
                 return
-            cli.err_console().print(render_blast_radius(radius))
+            cli.err_console().print(render_blast_radius(radius, capacity))
             force = radius.last_routable
             if force and confirm != replica:
                 fail(

@@ -72,6 +72,21 @@ def _tier1(row: ReplicaStatus, wide: bool) -> Text:
     return Text(f"{len(row.tier1_owned)} own / {len(row.tier1_pinned)} pin")
 
 
+ERROR_RATE_WARN = 0.05  # the router's error call-out threshold: red from here
+
+
+def _error_rate(row: ReplicaStatus) -> Text:
+    if row.error_rate is None:
+        return dash()
+    style = "bold red" if row.error_rate >= ERROR_RATE_WARN else ("yellow" if row.error_rate else "")
+    return Text(f"{row.error_rate * 100:.1f}%", style=style)
+
+
+def _errors_by_kind(row: ReplicaStatus) -> str:
+    errors = row.errors
+    return f"{errors.router_5xx}/{errors.upstream}/{errors.mid_stream}/{errors.retries}"
+
+
 def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | None) -> list[Any]:
     ttft = Text.assemble(seconds(p50), " / ", seconds(p95))
     cells: list[Any] = [
@@ -82,12 +97,14 @@ def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | N
         f"{_count(row.running)}/{_count(row.waiting)}",
         percent(row.hit_rate, 1),
         ttft,
+        _error_rate(row),
         str(row.sessions),
         _tier1(row, wide),
         f"{row.requests_per_s:.1f}",
     ]
     if wide:
         cells += [
+            _errors_by_kind(row),
             str(row.in_flight),
             str(row.requests_total),
             row.group or "-",
@@ -102,10 +119,19 @@ def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | N
 def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
     """One row per replica (sorted by name) plus the ALL row."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    headers = ["NAME", "STATE", "ENGINE", "KV", "RUN/WAIT", "HIT", "TTFT p50/p95", "SESSIONS", "TIER1"]
-    headers.append("REQ/S")
+    headers = ["NAME", "STATE", "ENGINE", "KV", "RUN/WAIT", "HIT", "TTFT p50/p95", "ERR", "SESSIONS"]
+    headers += ["TIER1", "REQ/S"]
     if wide:
-        headers += ["IN-FLIGHT", "REQUESTS", "GROUP", "WEIGHT", "SCRAPED", "URL", "LAST ERROR"]
+        headers += [
+            "5XX/UP/MID/RETRY",
+            "IN-FLIGHT",
+            "REQUESTS",
+            "GROUP",
+            "WEIGHT",
+            "SCRAPED",
+            "URL",
+            "LAST ERROR",
+        ]
     # On a narrow terminal rich shrinks columns; the replica's name and state must stay readable.
     keep = {
         "NAME": max([len("ALL"), *(len(r.name) for r in snapshot.replicas)]),
@@ -126,7 +152,18 @@ def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
     return table
 
 
-_NUMERIC = {"RUN/WAIT", "HIT", "SESSIONS", "REQ/S", "IN-FLIGHT", "REQUESTS", "WEIGHT", "SCRAPED"}
+_NUMERIC = {
+    "RUN/WAIT",
+    "HIT",
+    "ERR",
+    "5XX/UP/MID/RETRY",
+    "SESSIONS",
+    "REQ/S",
+    "IN-FLIGHT",
+    "REQUESTS",
+    "WEIGHT",
+    "SCRAPED",
+}
 
 
 def _header(snapshot: StatusSnapshot) -> Text:
@@ -146,6 +183,10 @@ def _header(snapshot: StatusSnapshot) -> Text:
     text.append("  hit ", style="dim")
     text.append_text(percent(info.hit_rate, 1))
     if info.policy != "direct":
+        text.append("  errors ", style="dim")
+        text.append_text(_error_rate(snapshot.all))
+        if snapshot.all.errors.window_s:
+            text.append(f" over {snapshot.all.errors.window_s:g}s", style="dim")
         text.append("  drift ", style="dim")
         text.append_text(percent(info.drift_ratio, 1))
     text.append("  updated ", style="dim")

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from pcache.api import BlastRadius, PinIn, PrefixRow, PrewarmIn, PrewarmJob
 from pcache.client import AdminClient, AdminError, RouterUnreachable
+from pcache.drain_capacity import DrainCapacity
 from pcache_console.screens.confirm import ConfirmScreen
 from pcache_console.screens.forms import PinForm, PinScreen, PrewarmForm, PrewarmScreen
 from pcache_console.widgets.heatmap import prefix_label
@@ -29,8 +30,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def blast_radius_text(radius: BlastRadius) -> Text:
-    """What a drain of ``radius.replica`` touches, one line per kind of thing."""
+def blast_radius_text(radius: BlastRadius, capacity: DrainCapacity | None = None) -> Text:
+    """What a drain of ``radius.replica`` touches, one line per kind of thing, then whether the
+    replicas that take its work have room."""
     text = Text()
     text.append(f"{radius.replica}", style="bold")
     text.append(f" is {radius.state}.\n")
@@ -44,6 +46,10 @@ def blast_radius_text(radius: BlastRadius) -> Text:
         text.append("• no Tier-1 prefix is owned or pinned there\n")
     if radius.last_routable:
         text.append("⚠ it is the LAST routable replica: new requests will fail\n", style="bold red")
+    if capacity is not None:
+        text.append(f"• {capacity.summary()}\n")
+        for warning in capacity.warnings:
+            text.append(f"⚠ {warning}\n", style="bold yellow")
     return text
 
 
@@ -67,12 +73,25 @@ async def drain(app: TopApp, client: AdminClient, name: str) -> None:
     radius = await _attempt(app, "drain dry-run", lambda: client.blast_radius(name))
     if not isinstance(radius, BlastRadius):
         return
-    confirm = ConfirmScreen(f"Drain {name}?", blast_radius_text(radius), f"Drain {name}")
+    latest = [radius]
+
+    async def recompute() -> Text | None:
+        """The blast radius and capacity now (the dialog shows them live while it is open)."""
+        try:
+            latest[0] = await client.blast_radius(name)
+        except (AdminError, ValueError):
+            return None  # keep the last answer; the header says the router is away
+        return blast_radius_text(latest[0], app.drain_capacity(name))
+
+    body = blast_radius_text(radius, app.drain_capacity(name))
+    confirm = ConfirmScreen(
+        f"Drain {name}?", body, f"Drain {name}", recompute=recompute, every_s=app.refresh_s
+    )
     if not await app.push_screen_wait(confirm):
         app.flash(f"drain of {name} cancelled; nothing sent")
         return
     # The operator saw the last-routable warning in the dialog: confirming it is the force.
-    force = radius.last_routable
+    force = latest[0].last_routable
     done = await _attempt(app, "drain", lambda: client.drain(name, force=force))
     if isinstance(done, BlastRadius):
         handover = done.handover

@@ -1,7 +1,7 @@
 """``pcache top``: the Textual app that watches the fleet and acts on it.
 
 One worker polls the source (one shared HTTP client), schedules the next poll after the last one
-finishes, and skips polls while paused or while a modal is open. Every action (drain, undrain, pin,
+finishes, and skips polls only while paused (dialogs keep the data live). Every action (drain, undrain, pin,
 unpin, prewarm, in :mod:`pcache_console.actions`) goes through a modal that opens with the focus on
 Cancel, then through the admin client; its result lands in the flash line under the header.
 """
@@ -26,6 +26,7 @@ from textual.widgets import Footer, Input, Static
 
 from pcache.api import PrefixRow, StatusSnapshot
 from pcache.client import AdminClient, AdminError
+from pcache.drain_capacity import DrainCapacity, drain_capacity
 from pcache_console import actions
 from pcache_console.history import Backfill, History
 from pcache_console.screens.help import HelpScreen
@@ -52,6 +53,7 @@ _MAIN_SCREEN_ACTIONS = ROUTER_ACTIONS | {
     "sort",
 }
 HistoryLoader = Callable[[StatusSnapshot], Backfill]
+_CALLOUT_LINES = 3  # the call-out box's height
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ class TopApp(App[None]):
 
     async def _poll_loop(self) -> None:
         while True:
-            if not self.paused and not self._modal_open():
+            if not self.paused:  # dialogs too: the data behind them (and their numbers) stays live
                 await self.poll_once()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -181,11 +183,15 @@ class TopApp(App[None]):
         try:
             frame = await self.source.poll()
         except (AdminError, ValueError) as exc:  # ValueError: a body that is not the API's JSON
+            if not self.is_running:
+                return
             if self._poll_error is None:
                 self.flash(f"{exc} (retrying every {self.refresh_s:g}s)", error=True)
             self._poll_error = str(exc)
             self._render_header()
             return
+        if not self.is_running:
+            return  # the app closed while the poll was out: its widgets are gone
         if self._poll_error is not None:
             self.flash("router answering again")
         self._poll_error = None
@@ -214,14 +220,18 @@ class TopApp(App[None]):
             self.screen.show(frame, self.history)
 
     def _show_callouts(self, callouts: list[str]) -> None:
-        """vllm-htop-style imbalance call-outs that name the replica; hidden when there are none."""
+        """vllm-htop-style call-outs that name the replica, the router's most urgent first (errors,
+        then down, then imbalance); past three lines, the last says how many more there are."""
         box = self.query_one("#callouts", Static)
         box.display = bool(callouts)
-        text = Text()
-        for index, callout in enumerate(callouts[:3]):
+        shown = callouts if len(callouts) <= _CALLOUT_LINES else callouts[: _CALLOUT_LINES - 1]
+        text = Text(no_wrap=True, overflow="ellipsis")  # one line each, or "+N more" falls off
+        for index, callout in enumerate(shown):
             text.append("\n" if index else "")
             text.append(" ! ", style="bold yellow")
             text.append(callout)
+        if hidden := len(callouts) - len(shown):
+            text.append(f"\n   +{hidden} more (pcache status lists them all)", style="dim")
         box.update(text)
 
     async def _backfill(self, status: StatusSnapshot) -> None:
@@ -240,6 +250,7 @@ class TopApp(App[None]):
     def _render_header(self) -> None:
         age = None if self._last_ok is None else max(0.0, self._clock() - self._last_ok)
         stale = self._poll_error is not None or (age is not None and age > 2 * self.refresh_s + 2)
+        self.fleet.set_stale(age if stale and age is not None else None)
         self.query_one(StatusHeader).show(
             label=self.source.label,
             snapshot=self.frame.status if self.frame else None,
@@ -372,6 +383,10 @@ class TopApp(App[None]):
             self.flash("select a replica first (the ALL row cannot be drained)", error=True)
             return None
         return name
+
+    def drain_capacity(self, name: str) -> DrainCapacity | None:
+        """Whether the rest of ``name``'s group has room for its work, from the last poll."""
+        return drain_capacity(self.frame.status, name) if self.frame is not None else None
 
     def _selected_prefix(self) -> PrefixRow | None:
         row = self.heat.selected

@@ -14,9 +14,11 @@ from pcache.api import ReplicaStatus
 from pcache_cli.output import KV_CRITICAL, KV_WARN
 
 __all__ = [
+    "ERROR_RATE_WARNING",
     "KV_CRITICAL",
     "KV_WARNING",
     "SPARK_GLYPHS",
+    "error_rate",
     "heat_level",
     "heat_strip",
     "kv_bar",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 KV_WARNING = KV_WARN  # the thresholds of `pcache status`'s KV bar, so both colour alike
+ERROR_RATE_WARNING = 0.05  # the router's error call-out threshold
 SPARK_GLYPHS = " ▁▂▃▄▅▆▇█"
 _SHADES = (" ", "░", "▒", "▓", "█")
 _SHADE_STYLES = ("", "blue", "cyan", "yellow", "bold red")
@@ -49,6 +52,16 @@ def seconds(value: float | None) -> str:
 def rate(value: float | None) -> str:
     """Requests per second with one decimal."""
     return "-" if value is None else f"{value:.1f}"
+
+
+def error_rate(value: float | None) -> Text:
+    """A recent error rate: ``0%`` plain, red with a ``!`` from 5%, ``-`` when there was no work."""
+    if value is None:
+        return Text("-", style="dim")
+    shown = f"{value * 100:.0f}%" if value >= 0.1 or value == 0 else f"{value * 100:.1f}%"
+    if value >= ERROR_RATE_WARNING:
+        return Text(f"{shown}!", style="bold red")
+    return Text(shown, style="yellow" if value > 0 else "")
 
 
 def number(value: int | None) -> str:

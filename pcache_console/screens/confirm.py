@@ -1,7 +1,12 @@
-"""A yes/no modal for operator actions: it shows the blast radius and opens with Cancel focused."""
+"""A yes/no modal for operator actions: it shows the blast radius and opens with Cancel focused.
+
+With ``recompute`` the body is rebuilt every ``every_s`` seconds while the dialog is open (the
+console keeps polling behind it), so the blast radius shown is the one the confirm button acts on.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from rich.console import RenderableType
@@ -24,12 +29,35 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("left", "app.focus_previous", "Previous", show=False),
     ]
 
-    def __init__(self, title: str, body: RenderableType, confirm_label: str, *, danger: bool = True) -> None:
+    def __init__(
+        self,
+        title: str,
+        body: RenderableType,
+        confirm_label: str,
+        *,
+        danger: bool = True,
+        recompute: Callable[[], Awaitable[RenderableType | None]] | None = None,
+        every_s: float = 2.0,
+    ) -> None:
         super().__init__()
         self._title = title
         self._body = body
         self._confirm_label = confirm_label
         self._danger = danger
+        self._recompute = recompute
+        self._every_s = every_s
+        self.recomputed = 0  # times the body was rebuilt, for tests
+
+    def on_mount(self) -> None:
+        if self._recompute is not None:
+            self.set_interval(self._every_s, self._refresh_body)
+
+    async def _refresh_body(self) -> None:
+        assert self._recompute is not None
+        body = await self._recompute()
+        if body is not None and self.is_attached:
+            self.query_one("#dialog-body", Static).update(body)
+            self.recomputed += 1
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from rich.text import Span, Text
 
 from pcache.api import ReplicaStatus, StatusSnapshot
-from pcache_console.cells import kv_bar, number, percent, rate, seconds, spark, state_label
+from pcache_console.cells import error_rate, kv_bar, number, percent, rate, seconds, spark, state_label
 from pcache_console.history import History
 from pcache_console.widgets.rows import RowTable
 
-__all__ = ["ALL_ROW", "SORTS", "FleetTable"]
+__all__ = ["ALL_ROW", "FIELDS", "PRIORITY", "SORTS", "FleetTable", "columns_for"]
 
 ALL_ROW = "ALL"
 
@@ -30,9 +30,26 @@ FIELDS: tuple[tuple[str, str, int, bool], ...] = (
     ("hit", "hit", 6, True),
     ("hit_trend", "hit trend", 12, False),
     ("ttft", "TTFT p95", 8, True),
+    ("errors", "errors", 6, True),
     ("sessions", "sessions", 8, True),
     ("tier1", "tier-1", 11, False),
     ("rps", "req/s", 6, True),
+)
+# Which fields a narrow terminal keeps, most important first: at 80 columns state, KV, hit,
+# TTFT and errors still fit; the trends (which only repeat the numbers) go first.
+PRIORITY = (
+    "state",
+    "kv",
+    "hit",
+    "ttft",
+    "errors",
+    "load",
+    "rps",
+    "sessions",
+    "tier1",
+    "in_flight",
+    "hit_trend",
+    "kv_trend",
 )
 _GAP = "  "
 
@@ -45,6 +62,7 @@ SORTS: dict[str, tuple[str, Callable[[ReplicaStatus], object], bool]] = {
     "kv": ("KV usage", lambda r: r.kv_usage if r.kv_usage is not None else -1.0, True),
     "hit": ("hit rate", lambda r: r.hit_rate if r.hit_rate is not None else -1.0, True),
     "ttft": ("TTFT p95", lambda r: r.ttft_p95 if r.ttft_p95 is not None else -1.0, True),
+    "errors": ("error rate", lambda r: r.error_rate if r.error_rate is not None else -1.0, True),
     "waiting": ("waiting", lambda r: (r.waiting or 0, r.in_flight), True),
     "sessions": ("sessions", lambda r: r.sessions, True),
     "rps": ("req/s", lambda r: r.requests_per_s, True),
@@ -60,9 +78,30 @@ def _tier1(replica: ReplicaStatus) -> str:
     return f"{owned} own" + (f" {pinned} pin" if pinned else "")
 
 
-def _fields(replica: ReplicaStatus, history: History, up: str) -> dict[str, str | Text]:
+_SHORT_STATES = {"DRAINING": "DRAIN", "DRAINED": "DRND", "JOINING": "JOIN", "REMOVED": "GONE"}
+
+
+def age(seconds: float) -> str:
+    """A compact age: ``34s``, ``5m``, ``2h``."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 3600 else f"{seconds / 3600:.0f}h"
+
+
+def _state(replica: ReplicaStatus, up: str, stale_age: float | None) -> Text:
+    """The state word; while the router is unreachable, the word it last had and how old it is."""
+    label = Text(up, style="bold") if replica.name == ALL_ROW else state_label(replica)
+    if stale_age is None:
+        return label
+    word = "old" if replica.name == ALL_ROW else _SHORT_STATES.get(label.plain, label.plain)
+    return Text(f"{word} {age(stale_age)}")
+
+
+def _fields(
+    replica: ReplicaStatus, history: History, up: str, stale_age: float | None = None
+) -> dict[str, str | Text]:
     return {
-        "state": Text(up, style="bold") if replica.name == ALL_ROW else state_label(replica),
+        "state": _state(replica, up, stale_age),
         "kv": kv_bar(replica.kv_usage),
         "kv_trend": spark(history.kv_usage.get(replica.name, ())),
         "load": f"{number(replica.running)}/{number(replica.waiting)}",
@@ -70,13 +109,39 @@ def _fields(replica: ReplicaStatus, history: History, up: str) -> dict[str, str 
         "hit": percent(replica.hit_rate),
         "hit_trend": spark(history.hit_rate.get(replica.name, ())),
         "ttft": seconds(replica.ttft_p95),
+        "errors": error_rate(replica.error_rate),
         "sessions": str(replica.sessions),
         "tier1": _tier1(replica),
         "rps": rate(replica.requests_per_s),
     }
 
 
-def _layout(fields: dict[str, str | Text], bold: frozenset[str]) -> Text:
+Field = tuple[str, str, int, bool]
+
+
+def columns_for(width: int) -> tuple[Field, ...]:
+    """The fields that fit in ``width`` cells after the name, in table order, kept by priority."""
+    room = width - NAME_WIDTH - len(_GAP)
+    by_key = {field[0]: field for field in FIELDS}
+    chosen: set[str] = set()
+    for key in PRIORITY:
+        cost = by_key[key][2] + len(_GAP)
+        if cost > room:
+            break  # strict priority: never a minor column in place of a major one
+        chosen.add(key)
+        room -= cost
+    return tuple(field for field in FIELDS if field[0] in chosen)
+
+
+def header_for(columns: tuple[Field, ...]) -> Text:
+    return Text(
+        "replica".ljust(NAME_WIDTH)
+        + _GAP
+        + "".join((h.rjust(w) if right else h.ljust(w)) + _GAP for _, h, w, right in columns)
+    )
+
+
+def _layout(fields: dict[str, str | Text], bold: frozenset[str], columns: tuple[Field, ...]) -> Text:
     """One row's fields in fixed-width columns; fields that just changed are bold (k9s-style).
 
     Built as one string plus spans (every glyph used is one cell wide): this runs for every
@@ -84,7 +149,7 @@ def _layout(fields: dict[str, str | Text], bold: frozenset[str]) -> Text:
     parts: list[str] = []
     spans: list[Span] = []
     position = 0
-    for key, _, width, right in FIELDS:
+    for key, _, width, right in columns:
         value = fields[key]
         plain = (value if isinstance(value, str) else value.plain)[:width]
         pad = " " * (width - len(plain))
@@ -102,11 +167,6 @@ def _layout(fields: dict[str, str | Text], bold: frozenset[str]) -> Text:
 
 
 NAME_WIDTH = 10
-HEADER = Text(
-    "replica".ljust(NAME_WIDTH)
-    + _GAP
-    + "".join((h.rjust(w) if right else h.ljust(w)) + _GAP for _, h, w, right in FIELDS)
-)
 
 
 class FleetTable(RowTable):
@@ -119,7 +179,22 @@ class FleetTable(RowTable):
         self.filter_text = ""
         self.replicas: dict[str, ReplicaStatus] = {}
         self._shown: dict[str, _Signature] = {}
-        self.set_header(HEADER)
+        self.columns: tuple[Field, ...] = FIELDS
+        self._last: tuple[StatusSnapshot, History] | None = None
+        self.stale_age: float | None = None  # seconds since the router last answered, when it stopped
+        self.set_header(header_for(self.columns))
+
+    def on_resize(self) -> None:
+        """Keep the most important columns when the terminal is narrow (see ``PRIORITY``)."""
+        columns = columns_for(self.scrollable_content_region.width - 1)  # room for the scrollbar
+        if columns == self.columns:
+            return
+        self.columns = columns
+        self.set_width(0)  # the rows set next measure the new width
+        self.set_header(header_for(columns))
+        self._shown.clear()
+        if self._last is not None:
+            self.show(*self._last)
 
     @property
     def selected_name(self) -> str | None:
@@ -146,8 +221,19 @@ class FleetTable(RowTable):
             haystack += " down"
         return needle in haystack.lower()
 
+    def set_stale(self, stale_age: float | None) -> None:
+        """Dim every row and show its age while the data is stale (``None``: fresh again)."""
+        shown = None if stale_age is None else age(stale_age)
+        if shown == (None if self.stale_age is None else age(self.stale_age)):
+            self.stale_age = stale_age
+            return
+        self.stale_age = stale_age
+        if self._last is not None:
+            self.show(*self._last)
+
     def show(self, snapshot: StatusSnapshot, history: History) -> None:
         """Bring the rows in line with ``snapshot``: update in place, add, remove, re-sort."""
+        self._last = (snapshot, history)
         self.replicas = {r.name: r for r in snapshot.replicas}
         wanted = {r.name: r for r in snapshot.replicas if self._matches(r)}
         wanted[ALL_ROW] = snapshot.all.model_copy(update={"name": ALL_ROW})
@@ -157,7 +243,7 @@ class FleetTable(RowTable):
         routable = sum(1 for r in snapshot.replicas if r.state == "healthy" and not r.stale)
         up = f"{routable}/{len(snapshot.replicas)} up"
         for name, replica in wanted.items():
-            fields = _fields(replica, history, up)
+            fields = _fields(replica, history, up, self.stale_age)
             plains = tuple(v.plain if isinstance(v, Text) else v for v in fields.values())
             previous = self._shown.get(name)
             before = previous[0] if previous else plains
@@ -173,7 +259,10 @@ class FleetTable(RowTable):
             label = Text(
                 _cut(name, NAME_WIDTH).ljust(NAME_WIDTH) + _GAP, style="bold" if name == ALL_ROW else ""
             )
-            self.set_row(name, Text.assemble(label, _layout(fields, changed)))
+            row = Text.assemble(label, _layout(fields, changed, self.columns))
+            if self.stale_age is not None:
+                row.stylize("dim")  # last known values, not live ones
+            self.set_row(name, row)
         self._resort()
         self.commit()
 

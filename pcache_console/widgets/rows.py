@@ -2,6 +2,8 @@
 
 Each row is one pre-laid-out Text (the widgets that use it line their columns up themselves), is
 rendered to a Strip once per change, and is cropped, scrolled and cursor-styled per paint. The
+cursor row is drawn in reverse video (underlined when the table is not focused): a bar that reads
+without colour and that "bold" (a value that just changed) cannot be mistaken for. The
 first ``fixed_width`` cells of every row stay put when the table scrolls sideways (the row's name).
 
 Why not ``DataTable``: its render caches are keyed on one table-wide update counter, so a single
@@ -57,11 +59,10 @@ class RowTable(ScrollView, can_focus=True):
     }
     RowTable > .rowtable--cursor {
         background: $block-cursor-blurred-background;
+        text-style: underline;
     }
     RowTable:focus > .rowtable--cursor {
-        background: $block-cursor-background;
-        color: $block-cursor-foreground;
-        text-style: bold;
+        text-style: reverse;
     }
     """
 

@@ -18,6 +18,7 @@ from pcache.api import (
     BlastRadius,
     DriftPoint,
     DriftSeries,
+    ErrorCounts,
     PrefixCell,
     PrefixHeat,
     PrefixRow,
@@ -26,9 +27,10 @@ from pcache.api import (
     StatusSnapshot,
 )
 
-__all__ = ["FROZEN_NOW", "FakeRouter", "fake_frame_parts"]
+__all__ = ["FROZEN_NOW", "FakeRouter", "fake_frame_parts", "incident"]
 
 FROZEN_NOW = 1_790_000_000.0
+WINDOW_S = 60.0
 
 
 def _replicas(count: int, rng: random.Random) -> list[ReplicaStatus]:
@@ -52,6 +54,9 @@ def _replicas(count: int, rng: random.Random) -> list[ReplicaStatus]:
                 requests_per_s=round(rng.uniform(0.5, 9.0), 1),
                 requests_total=rng.randint(100, 5000),
                 scrape_age_s=0.5,
+                window_s=WINDOW_S,
+                errors=ErrorCounts(window_s=WINDOW_S),
+                error_rate=0.0,
             )
         )
     return replicas
@@ -73,6 +78,9 @@ def _all_row(replicas: list[ReplicaStatus]) -> ReplicaStatus:
         sessions=sum(r.sessions for r in replicas),
         requests_per_s=round(sum(r.requests_per_s for r in replicas), 1),
         requests_total=sum(r.requests_total for r in replicas),
+        window_s=WINDOW_S,
+        errors=ErrorCounts(window_s=WINDOW_S),
+        error_rate=0.0,
     )
 
 
@@ -169,6 +177,35 @@ def fake_frame_parts(
         router=router, replicas=rows, all=_all_row(rows), callouts=["r5: KV usage 91%, fleet mean 52%"]
     )
     return snapshot, heat, _drift(now, rng)
+
+
+def incident(snapshot: StatusSnapshot) -> StatusSnapshot:
+    """The same fleet in trouble: r2 failing a quarter of its attempts, r6 breaking streams, the
+    fleet returning 5xx, and more call-outs than the console shows at once."""
+    failing = {
+        "r2": (ErrorCounts(window_s=WINDOW_S, upstream=41, retries=38, router_5xx=3), 0.23),
+        "r6": (ErrorCounts(window_s=WINDOW_S, mid_stream=4), 0.012),
+    }
+    rows = [
+        r.model_copy(update={"errors": failing[r.name][0], "error_rate": failing[r.name][1]})
+        if r.name in failing
+        else r
+        for r in snapshot.replicas
+    ]
+    fleet = snapshot.all.model_copy(
+        update={
+            "errors": ErrorCounts(window_s=WINDOW_S, router_5xx=3, mid_stream=4, upstream=41, retries=38),
+            "error_rate": 0.033,
+        }
+    )
+    callouts = [
+        "r2: 23% of attempts failed in the last 60s (41 upstream, 0 mid-stream, 3 5xx)",
+        "r3: unhealthy, connect refused",
+        "r4: healthy, no recent scrape",
+        "r5: KV usage 91%, fleet mean 52%",
+        "r6: load 13 (running+waiting), fleet mean 6.3",
+    ]
+    return snapshot.model_copy(update={"replicas": rows, "all": fleet, "callouts": callouts})
 
 
 class FakeRouter:

@@ -237,12 +237,38 @@ def _radius(**fields: Any) -> BlastRadius:
 
 
 def test_drain_without_yes_and_without_a_tty_refuses_with_exit_2_after_the_blast_radius() -> None:
-    router = FakeRouter({("GET", "/api/v1/replicas/r2/blast-radius"): _radius(dry_run=True)})
+    router = FakeRouter(
+        {
+            ("GET", "/api/v1/replicas/r2/blast-radius"): _radius(dry_run=True),
+            ("GET", "/api/v1/status"): snapshot(),
+        }
+    )
     result = run(router, "drain", "r2")
     assert result.exit_code == 2
     assert "sessions homed 7" in result.stderr and "r1, r3" in result.stderr
     assert "pass --yes" in result.stderr
-    assert [(r.method, r.url.path) for r in router.requests] == [("GET", "/api/v1/replicas/r2/blast-radius")]
+    assert all(r.method == "GET" for r in router.requests)  # nothing written without confirmation
+
+
+def test_drain_dry_run_shows_whether_the_rest_of_the_group_has_room() -> None:
+    full = snapshot()
+    rows = [
+        r.model_copy(update={"group": "support", "kv_usage": 0.95, "waiting": 9})
+        if r.name in ("r1", "r2")
+        else r
+        for r in full.replicas
+    ]
+    router = FakeRouter(
+        {
+            ("GET", "/api/v1/replicas/r2/blast-radius"): _radius(dry_run=True),
+            ("GET", "/api/v1/status"): full.model_copy(update={"replicas": rows}),
+        }
+    )
+    result = run(router, "drain", "r2", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "1 other routable replica(s) in group support" in result.stdout
+    assert "the rest of group support is at 95% KV usage" in result.stdout
+    assert "already queues 9 requests" in result.stdout
 
 
 def test_drain_dry_run_prints_the_blast_radius_as_data() -> None:
@@ -260,7 +286,11 @@ def test_draining_the_last_routable_replica_needs_confirm_and_then_passes_force(
         return httpx.Response(200, json=radius.model_dump(mode="json"))
 
     router = FakeRouter(
-        {("POST", "/api/v1/replicas/r2/drain"): drain, ("GET", "/api/v1/replicas/r2/blast-radius"): drain}
+        {
+            ("POST", "/api/v1/replicas/r2/drain"): drain,
+            ("GET", "/api/v1/replicas/r2/blast-radius"): drain,
+            ("GET", "/api/v1/status"): snapshot(),
+        }
     )
     refused = run(router, "drain", "r2", "--yes")
     assert refused.exit_code == 1 and "--confirm r2" in refused.stderr
@@ -269,10 +299,8 @@ def test_draining_the_last_routable_replica_needs_confirm_and_then_passes_force(
     router.requests.clear()
     done = run(router, "drain", "r2", "--confirm", "r2")
     assert done.exit_code == 0, done.stderr
-    assert [(r.method, dict(r.url.params)) for r in router.requests] == [
-        ("GET", {}),
-        ("POST", {"force": "true"}),
-    ]
+    writes = [(r.method, dict(r.url.params)) for r in router.requests if r.method != "GET"]
+    assert writes == [("POST", {"force": "true"})]
 
 
 def test_route_explain_marks_the_chosen_candidate_and_exclusions() -> None:
