@@ -15,14 +15,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import orjson
 import xxhash
 
 from pcache.fingerprint import Fingerprint, SessionSource
 
 __all__ = [
+    "MAX_SESSION_KEY_CHARS",
     "FingerprintConfig",
     "PromptError",
     "Tier1Index",
+    "bounded_session_key",
     "chain_blocks",
     "fingerprint_request",
     "prefix_blocks",
@@ -31,6 +34,7 @@ __all__ = [
 ]
 
 _hash = xxhash.xxh3_64_intdigest
+MAX_SESSION_KEY_CHARS = 128
 
 
 class PromptError(ValueError):
@@ -82,6 +86,31 @@ def chain_blocks(text: str, chunk_chars: int, *, full_only: bool = False) -> tup
     return tuple(blocks)
 
 
+def _canonical_json(value: object) -> str:
+    """Compact JSON with sorted keys; orjson (fast), or json for what orjson refuses."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _part_identity(part: Mapping[str, object], kind: object) -> str:
+    """An image, audio or file part as text: its identity (URL, data or id), not its meaning.
+
+    Read straight from the part for the OpenAI shapes, so a request of many parts costs no JSON
+    encoding per part; any other shape is encoded canonically.
+    """
+    value = part.get(kind) if isinstance(kind, str) else None
+    if isinstance(value, str):
+        return f"<{kind}:{value}>"
+    if isinstance(value, Mapping):
+        for key in ("url", "data", "file_id", "file_data"):
+            identity = value.get(key)
+            if isinstance(identity, str):
+                return f"<{kind}:{identity}>"
+    return _canonical_json(part)
+
+
 def _content_text(content: object, where: str) -> str:
     if isinstance(content, str):
         return content
@@ -99,8 +128,7 @@ def _content_text(content: object, where: str) -> str:
                     raise PromptError(f"{where}.content[{i}].text must be a string")
                 parts.append(text)
             else:
-                # Images, audio and the like: their identity (not their bytes' meaning) is what matters.
-                parts.append(json.dumps(part, sort_keys=True, separators=(",", ":")))
+                parts.append(_part_identity(part, kind))
         return "".join(parts)
     raise PromptError(f"{where}.content must be a string or a list of parts, got {type(content).__name__}")
 
@@ -115,16 +143,28 @@ def render_message(message: object, where: str = "message") -> str:
     text = _content_text(message.get("content"), where)
     tool_calls = message.get("tool_calls")
     if tool_calls:
-        text += json.dumps(tool_calls, sort_keys=True, separators=(",", ":"))
+        text += _canonical_json(tool_calls)
     return f"<|{role}|>\n{text}\n"
+
+
+def _render_tools(tools: object) -> str:
+    return render_message({"role": "tools", "content": json.dumps(tools, sort_keys=True)}) if tools else ""
 
 
 def render_chat(messages: Sequence[object], tools: object = None) -> str:
     """A whole chat as text: tool definitions (if any) first, then every message in order."""
-    head = ""
-    if tools:
-        head = render_message({"role": "tools", "content": json.dumps(tools, sort_keys=True)})
-    return head + "".join(render_message(m, f"messages[{i}]") for i, m in enumerate(messages))
+    return _render_tools(tools) + "".join(render_message(m, f"messages[{i}]") for i, m in enumerate(messages))
+
+
+def bounded_session_key(key: str) -> str:
+    """A session key the router can keep: short keys as given, longer ones as a fixed-size hash.
+
+    Keys come from clients (a header, the ``user`` field) and live as long as their session home;
+    keeping a 5 MB ``user`` value whole made 30 requests cost 183 MB.
+    """
+    if len(key) <= MAX_SESSION_KEY_CHARS:
+        return key
+    return "h" + xxhash.xxh3_128_hexdigest(key.encode("utf-8", "surrogatepass"))
 
 
 def prefix_blocks(
@@ -210,13 +250,14 @@ def _completion_text(prompt: object) -> str:
     return text
 
 
-def _derived_chat_session(messages: Sequence[object]) -> str:
+def _derived_chat_session(messages: Sequence[object], rendered: Sequence[str]) -> str:
+    """From the first system and the first user message (``rendered[i]`` renders ``messages[i]``)."""
     first: dict[str, str] = {}
-    for message in messages:
+    for message, text in zip(messages, rendered, strict=True):
         if isinstance(message, Mapping):
             role = message.get("role")
             if role in ("system", "user") and role not in first:
-                first[str(role)] = render_message(message)
+                first[str(role)] = text
         if len(first) == 2:
             break
     seed = first.get("system", "") + first.get("user", "")
@@ -245,13 +286,13 @@ def fingerprint_request(
         if not messages:
             raise PromptError("messages is empty")
         try:
-            text = render_chat(messages, body.get("tools"))
+            rendered = [render_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+            text = _render_tools(body.get("tools")) + "".join(rendered)
         except RecursionError:  # json.dumps of hostile, deeply nested parts, tools or tool calls
             raise PromptError("messages, tools or tool_calls are nested too deeply") from None
-        chat = True
     elif "prompt" in body:
         text = _completion_text(body["prompt"])
-        chat = False
+        rendered = None
     else:
         raise PromptError("request body has neither 'messages' nor 'prompt'")
 
@@ -271,15 +312,15 @@ def fingerprint_request(
             raise PromptError(f"user must be a string, got {type(user).__name__}")
         session, source = (user, SessionSource.USER) if user else (None, SessionSource.NONE)
     if session is None:
-        if chat:
-            session = _derived_chat_session(body["messages"])
+        if rendered is not None:
+            session = _derived_chat_session(body["messages"], rendered)
         else:
             session = f"d{blocks[min(tier1_blocks, len(blocks) - 1)]:016x}"
         source = SessionSource.DERIVED
 
     return Fingerprint(
         blocks=blocks,
-        session=session,
+        session=bounded_session_key(session),
         prompt_tokens=config.count_tokens(text),
         tier1=tier1,
         tier1_blocks=tier1_blocks,

@@ -28,6 +28,7 @@ __all__ = [
     "ReplicaConfig",
     "RouterConfig",
     "ScrapeConfig",
+    "ServerConfig",
     "Tier1Config",
     "UpstreamConfig",
     "check_engine",
@@ -216,6 +217,17 @@ class UpstreamConfig(_Section):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
 
+class ServerConfig(_Section):
+    """The listeners' connection handling (see :mod:`pcache.router.server`)."""
+
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)  # a request head must arrive by then
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # the longest wait for body bytes
+    keep_alive_s: int = Field(default=30, ge=1, le=3600)  # idle keep-alive connections close after
+    max_connections: int | None = Field(default=None, ge=1)  # per listener; default: from the fd limit
+    # Completion bodies at least this large are parsed in a worker process, off the event loop.
+    offload_bytes: int = Field(default=512 * 1024, ge=1024)
+
+
 class PrewarmConfig(_Section):
     """Prewarm requests, and how long drain / add / remove / pin wait for theirs before acting
     (``handoff_wait_s``: traffic moves after it even if the job still runs; the job id is returned)."""
@@ -255,6 +267,7 @@ class RouterConfig(_Section):
     health: HealthConfig = HealthConfig()
     scrape: ScrapeConfig = ScrapeConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    server: ServerConfig = ServerConfig()
     prewarm: PrewarmConfig = PrewarmConfig()
     hot_prefixes: HotPrefixConfig = HotPrefixConfig()
     kv: KvConfig = KvConfig()

@@ -36,9 +36,11 @@ from pcache.router.config import ConfigError, RouterConfig, split_host_port
 from pcache.router.home_share import HomeShare
 from pcache.router.membership import Membership
 from pcache.router.metrics import RouterMetrics
+from pcache.router.offload import LoopLag, RequestParser
 from pcache.router.proxy import ProxyApp
 from pcache.router.routing import Routing
 from pcache.router.security import AdminGuard, admin_token, open_doors
+from pcache.router.server import connection_limit, raise_fd_limit, server_settings
 from pcache.router.state_sync import StoreSync
 from pcache.router.upstream import make_upstream
 from pcache.router.watcher import FleetWatcher
@@ -139,6 +141,8 @@ class RouterDaemon:
         if self.store.shared and isinstance(self.policy, SharesHomes):
             self.homes = HomeShare(store=self.store, policy=self.policy, origin=self.membership.id)
             self.routing.on_new_home = self.homes.note
+        self.parser = RequestParser(threshold_bytes=config.server.offload_bytes)
+        self.loop_lag = LoopLag()
         self.proxy = ProxyApp(
             routing=self.routing,
             fleet=self.fleet,
@@ -148,7 +152,9 @@ class RouterDaemon:
             retry_on_timeout=up.retry_on_timeout,
             api_keys=config.api_keys(),
             max_body_bytes=up.max_body_bytes,
-            on_metrics=lambda: self.metrics.refresh(self.fleet, self.ledger),
+            body_timeout_s=config.server.body_timeout_s,
+            parser=self.parser,
+            on_metrics=self._refresh_metrics,
         )
         self.url = ""
         self.admin_url = ""
@@ -188,6 +194,11 @@ class RouterDaemon:
         if hasattr(self.policy, "precise"):
             self.policy.precise = hub
 
+    def _refresh_metrics(self) -> None:
+        self.metrics.refresh(self.fleet, self.ledger)
+        self.metrics.loop_lag.set(self.loop_lag.worst_lag())
+        self.metrics.loop_stall.set(self.loop_lag.worst_stall())
+
     def _drained(self, name: str) -> None:
         log.info("replica %s drained", name)
         task = asyncio.get_running_loop().create_task(self._record_drained(name))
@@ -216,22 +227,13 @@ class RouterDaemon:
         admin_sock = _bind(self.config.admin.listen)
         self.url, self.admin_url = _url(data_sock), _url(admin_sock)
         self.membership.url, self.membership.admin_url = self.url, self.admin_url
-        common = {
-            "loop": "none",
-            "http": "httptools",
-            "lifespan": "off",
-            "access_log": False,
-            "server_header": False,
-            "date_header": False,  # proxied responses keep the replica's own Date
-            "proxy_headers": False,
-            "log_config": None,
-            "timeout_keep_alive": 75,
-            "timeout_graceful_shutdown": 10,  # then in-flight streams are cut
-            "backlog": 2048,
-        }
+        fd_limit = raise_fd_limit()
+        limit = connection_limit(self.config.server, fd_limit, self.config.upstream.max_connections)
+        common = server_settings(self.config.server, limit)
+        log.info("open files limit %d: at most %d client connections per listener", fd_limit, limit)
         self._servers = [
-            _Server(uvicorn.Config(self.proxy, **common)),  # type: ignore[arg-type]
-            _Server(uvicorn.Config(self.admin, **common)),  # type: ignore[arg-type]
+            _Server(uvicorn.Config(self.proxy, **common)),
+            _Server(uvicorn.Config(self.admin, **common)),
         ]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -246,6 +248,8 @@ class RouterDaemon:
         self.membership.start()
         if self.homes is not None:
             self.homes.start()
+        self.parser.start()
+        self.loop_lag.start()
         tasks = [
             asyncio.create_task(self._servers[0].serve(sockets=[data_sock])),
             asyncio.create_task(self._servers[1].serve(sockets=[admin_sock])),
@@ -272,6 +276,8 @@ class RouterDaemon:
             if self.homes is not None:
                 await self.homes.stop()
             await self.membership.stop()
+            self.parser.stop()
+            await self.loop_lag.stop()
             await self.state_sync.stop()
             await self.actions.stop()
             await self.watcher.stop()

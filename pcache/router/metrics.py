@@ -48,6 +48,16 @@ class RouterMetrics:
             registry=r,
         )
         self.retries = Counter("pcache_retries", "Requests retried on another replica", registry=r)
+        self.loop_lag = Gauge(
+            "pcache_event_loop_lag_seconds",
+            "Worst lateness of the router's event loop over the last 10 s (timer-measured)",
+            registry=r,
+        )
+        self.loop_stall = Gauge(
+            "pcache_event_loop_stall_seconds",
+            "Worst CPU time the event loop's thread spent between two 50 ms ticks, over the last 10 s",
+            registry=r,
+        )
         self.ttfb = Histogram(
             "pcache_ttfb_seconds",
             "Time from request arrival to the first upstream byte",

@@ -28,8 +28,9 @@ import orjson
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
 from pcache.policy.base import Decision, Exclusion, Outcome
-from pcache.prompt import PromptError
+from pcache.prompt import bounded_session_key
 from pcache.router.metrics import CONTENT_TYPE, RouterMetrics
+from pcache.router.offload import BodyError, RequestParser
 from pcache.router.paths import COMPLETION_PATHS, MODELS_PATH, api_path
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError, UpstreamResponse
@@ -85,14 +86,17 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
+    """The whole request body; raises _TooLarge past ``limit`` and TimeoutError when the client
+    sends nothing for ``timeout_s`` (a slow or stalled body must not hold the connection)."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        async with asyncio.timeout(timeout_s):
+            message = await receive()
         if message["type"] == "http.disconnect":
             raise ConnectionAbortedError
         chunk = message.get("body", b"")
@@ -287,8 +291,10 @@ class ProxyApp:
         retries: int,
         max_body_bytes: int,
         max_response_bytes: int = 64 * 1024 * 1024,
+        body_timeout_s: float = 30.0,
         retry_on_timeout: bool = False,
         api_keys: tuple[str, ...] = (),
+        parser: RequestParser | None = None,
         on_metrics: Callable[[], None] | None = None,
         models_timeout_s: float = 5.0,
     ) -> None:
@@ -301,6 +307,8 @@ class ProxyApp:
         self._api_keys = tuple(key.encode() for key in api_keys)
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
+        self.body_timeout_s = body_timeout_s
+        self.parser = parser or RequestParser(threshold_bytes=max_body_bytes + 1)
         self._on_metrics = on_metrics
         self._models_timeout_s = models_timeout_s
 
@@ -383,7 +391,13 @@ class ProxyApp:
 
     async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         try:
-            return await _read_body(scope, receive, self.max_body_bytes)
+            return await _read_body(scope, receive, self.max_body_bytes, self.body_timeout_s)
+        except TimeoutError:
+            self.metrics.count_response(408)
+            message = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            body = error_body(message, "invalid_request_error", "request_timeout")
+            await _send_json(send, 408, body, [(b"connection", b"close")])
+            return None
         except _TooLarge:
             await self._error(
                 send,
@@ -401,26 +415,17 @@ class ProxyApp:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        try:
-            payload = orjson.loads(body)
-        except ValueError as exc:
-            await self._error(send, 400, f"request body is not valid JSON: {exc}", "invalid_request_error")
-            return
-        except RecursionError:
-            await self._error(send, 400, "request body is nested too deeply", "invalid_request_error")
-            return
-        if not isinstance(payload, dict):
-            await self._error(send, 400, "request body must be a JSON object", "invalid_request_error")
-            return
         headers, plain = _forward_headers(scope)
         try:
-            fingerprint = self.routing.fingerprint(payload, plain)
-        except PromptError as exc:
-            await self._error(send, 400, str(exc), "invalid_request_error", "invalid_prompt")
+            fingerprint, payload, stream = await self.parser.parse(
+                body, plain, self.routing.config, self.routing.tier1_index
+            )
+        except BodyError as exc:
+            await self._error(send, 400, str(exc), "invalid_request_error", exc.code)
             return
-        fingerprint = await self.routing.with_engine_tokens(fingerprint, payload)
+        if payload is not None:  # a large body parsed in the worker has no token ids
+            fingerprint = await self.routing.with_engine_tokens(fingerprint, payload)
         decision = self.routing.route(fingerprint)
-        stream = payload.get("stream") is True
         await self._forward(scope, receive, send, path, headers, body, decision, fingerprint, stream, arrived)
 
     async def _passthrough(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -430,7 +435,8 @@ class ProxyApp:
             return
         headers, plain = _forward_headers(scope)
         session = plain.get(self.routing.config.session_header.lower())
-        fingerprint = Fingerprint(blocks=(), session=session, prompt_tokens=0)
+        key = bounded_session_key(session) if session else None
+        fingerprint = Fingerprint(blocks=(), session=key, prompt_tokens=0)
         decision = self.routing.route(fingerprint)
         # Unknown endpoints may stream: pass every successful body through as it arrives.
         await self._forward(scope, receive, send, path, headers, body, decision, fingerprint, True, arrived)

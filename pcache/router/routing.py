@@ -116,6 +116,11 @@ class Routing:
         self.fleet.set_tier1(registry)
         self._index = Tier1Index({p.name: p.blocks for p in registry}) if registry else None
 
+    @property
+    def tier1_index(self) -> Tier1Index | None:
+        """The registered Tier-1 prefixes' index (None when there are none)."""
+        return self._index
+
     def fingerprint(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> Fingerprint:
         """Raises :class:`pcache.prompt.PromptError` for malformed or empty bodies."""
         return fingerprint_request(body, headers, self.config, self._index)
