@@ -12,6 +12,7 @@ __all__ = ["Samples", "parse_samples"]
 
 Labels = dict[str, str]
 _PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError)
+_ABSURD = 1e18  # above any real count of tokens, blocks, requests or seconds
 
 
 @dataclass(slots=True)
@@ -20,10 +21,12 @@ class Samples:
 
     ``*_created`` samples are dropped: they are creation timestamps, not values. ``damaged`` counts
     lines that could not be parsed (a truncated capture); what could be read is still here.
+    ``rejected`` counts samples dropped one by one as implausible, so one bad sample costs only itself.
     """
 
     by_name: dict[str, list[tuple[Labels, float]]] = field(default_factory=lambda: defaultdict(list))
     damaged: int = 0
+    rejected: int = 0  # samples dropped as implausible (infinite, negative or absurd)
 
     def __contains__(self, name: str) -> bool:
         return name in self.by_name
@@ -95,7 +98,18 @@ def _add_families(samples: Samples, text: str) -> None:
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
-            samples.by_name[sample.name].append((dict(sample.labels), float(sample.value)))
+            value = float(sample.value)
+            if not _plausible(value):
+                samples.rejected += 1
+                continue
+            samples.by_name[sample.name].append((dict(sample.labels), value))
+
+
+def _plausible(value: float) -> bool:
+    """Whether a sample can be an engine's counter, gauge or bucket: finite, not negative, not
+    absurd. ``-inf`` froze a replica's stats (``round`` raised on every scrape); NaN stays, as
+    Prometheus' "no value" (the readers skip it)."""
+    return math.isnan(value) or 0.0 <= value <= _ABSURD
 
 
 def parse_samples(text: str) -> Samples:

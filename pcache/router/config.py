@@ -201,6 +201,7 @@ class ScrapeConfig(_Section):
     interval_s: float = Field(default=2.0, gt=0, le=3600)
     timeout_s: float = Field(default=2.0, gt=0, le=60)
     stale_after_s: float = Field(default=15.0, gt=0)
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024)  # one /metrics page
 
 
 class UpstreamConfig(_Section):

@@ -19,6 +19,7 @@ import orjson
 from multidict import CIMultiDict
 
 __all__ = [
+    "FETCH_MAX_BYTES",
     "AiohttpUpstream",
     "FetchResult",
     "HttpxUpstream",
@@ -53,6 +54,23 @@ def _failure(exc: BaseException, kind: str) -> UpstreamError:
     return UpstreamError(str(exc) or type(exc).__name__, "timeout" if timed_out else kind)
 
 
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+"""The most a health check, model list or scrape may return: a replica's /metrics is ~100 KB, and a
+50 MB one cost 15 s of parsing per scrape."""
+
+
+async def _bounded(chunks: AsyncIterator[bytes], max_bytes: int, url: str) -> bytes:
+    """Read ``chunks`` whole, refusing more than ``max_bytes`` (raised as an UpstreamError)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise UpstreamError(f"{url} answered more than {max_bytes} bytes", "body")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     status: int
@@ -77,7 +95,7 @@ class Upstream(Protocol):
         self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
     ) -> UpstreamResponse: ...
 
-    async def fetch(self, url: str, timeout_s: float) -> FetchResult: ...
+    async def fetch(self, url: str, timeout_s: float, max_bytes: int = FETCH_MAX_BYTES) -> FetchResult: ...
 
     async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult: ...
 
@@ -132,12 +150,13 @@ class HttpxUpstream:
             raise _failure(exc, "connect") from exc
         return _HttpxResponse(response)
 
-    async def fetch(self, url: str, timeout_s: float) -> FetchResult:
+    async def fetch(self, url: str, timeout_s: float, max_bytes: int = FETCH_MAX_BYTES) -> FetchResult:
         try:
-            response = await self._client.get(url, timeout=timeout_s)
+            async with self._client.stream("GET", url, timeout=timeout_s) as response:
+                body = await _bounded(response.aiter_bytes(), max_bytes, url)
         except httpx.HTTPError as exc:
             raise _failure(exc, "connect") from exc
-        return FetchResult(response.status_code, response.content)
+        return FetchResult(response.status_code, body)
 
     async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
         try:
@@ -211,7 +230,13 @@ class AiohttpUpstream:
         return _AiohttpResponse(response)
 
     async def _simple(
-        self, method: str, url: str, timeout_s: float, body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        timeout_s: float,
+        body: bytes | None = None,
+        *,
+        max_bytes: int = FETCH_MAX_BYTES,
     ) -> FetchResult:
         # The session skips aiohttp's automatic Content-Type (proxied requests keep the client's own),
         # so a body the router writes itself names its type here.
@@ -225,12 +250,14 @@ class AiohttpUpstream:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
             ) as response:
-                return FetchResult(response.status, await response.read())
+                return FetchResult(
+                    response.status, await _bounded(response.content.iter_any(), max_bytes, url)
+                )
         except _AIOHTTP_ERRORS as exc:
             raise _failure(exc, "connect") from exc
 
-    async def fetch(self, url: str, timeout_s: float) -> FetchResult:
-        return await self._simple("GET", url, timeout_s)
+    async def fetch(self, url: str, timeout_s: float, max_bytes: int = FETCH_MAX_BYTES) -> FetchResult:
+        return await self._simple("GET", url, timeout_s, max_bytes=max_bytes)
 
     async def post_json(self, url: str, payload: dict[str, Any], timeout_s: float) -> FetchResult:
         return await self._simple("POST", url, timeout_s, orjson.dumps(payload))

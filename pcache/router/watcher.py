@@ -1,6 +1,7 @@
 """The fleet watcher: active health checks and ``/metrics`` scrapes of every replica.
 
-Two loops on the router's event loop. Health checks feed the fleet's failure/recovery thresholds
+Two loops on the router's event loop. Scraped pages are bounded (``scrape.max_bytes``) and parsed
+in a worker thread. Health checks feed the fleet's failure/recovery thresholds
 (passive failures from proxied requests feed the same counters). Scrapes go through the engine
 adapters; per-replica counter deltas of the prefix cache (robust to resets) feed the fleet's recent
 hit rate and the ledger. Each round checks all replicas concurrently and the next round starts one
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from pcache.engines import ENGINES, metrics_path, parse_metrics
+from pcache.engines.base import ReplicaStats
 from pcache.engines.rates import CounterRate
 from pcache.fleet import Fleet
 from pcache.ledger import Ledger
@@ -33,6 +35,10 @@ class _Counters:
     def __init__(self) -> None:
         self.queries = CounterRate()
         self.hits = CounterRate()
+
+
+def _parse(body: bytes, engine: str | None) -> ReplicaStats:
+    return parse_metrics(body.decode("utf-8", "replace"), engine=engine)
 
 
 class FleetWatcher:
@@ -126,7 +132,9 @@ class FleetWatcher:
         error = "no metrics path answered"
         for path in self._paths(engine, entry.detected_engine):
             try:
-                result = await self.upstream.fetch(entry.url + path, self.scrape.timeout_s)
+                result = await self.upstream.fetch(
+                    entry.url + path, self.scrape.timeout_s, self.scrape.max_bytes
+                )
             except UpstreamError as exc:
                 self.fleet.scrape_failed(name, f"scrape failed: {exc}")
                 return False
@@ -137,7 +145,9 @@ class FleetWatcher:
             self.fleet.scrape_failed(name, error)
             return False
         try:
-            stats = parse_metrics(result.body.decode("utf-8", "replace"), engine=engine)
+            # Parsing is pure Python: in a thread the GIL still changes hands every few ms, so the
+            # event loop keeps serving while a large (but bounded) page is read.
+            stats = await asyncio.to_thread(_parse, result.body, engine)
         except ValueError as exc:
             self.fleet.scrape_failed(name, f"unreadable {path}: {exc}")
             return False

@@ -22,6 +22,13 @@ _ANSWER = (
 )
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (the router refusing an answer, a cancelled request) are expected."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class RecordingReplica:
     """A replica that records every request line it receives (other than health and metrics)."""
 
@@ -68,7 +75,7 @@ class RecordingReplica:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
