@@ -102,6 +102,7 @@ class KvEventsHub:
             "lost_batches": stats.lost_batches,
             "restarts": stats.restarts,
             "decode_errors": stats.decode_errors,
+            "removed_blocks": blocks.removed,
             "unplaced_blocks": blocks.unplaced,
             "apply_seconds": round(stats.apply_seconds, 6),
         }

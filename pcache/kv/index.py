@@ -80,6 +80,7 @@ class ReplicaBlocks:
         self._held: Counter[str] = Counter()  # blocks per medium
         self.unplaced = 0  # stored blocks not indexed (unknown parent, extra keys)
         self.trimmed = 0  # blocks dropped to stay within max_blocks
+        self.removed = 0  # BlockRemoved entries applied (evictions the engine reported)
 
     def __len__(self) -> int:
         return len(self._media)
@@ -160,6 +161,7 @@ class ReplicaBlocks:
             if medium not in held:
                 continue
             self._held[medium] -= 1
+            self.removed += 1
             left = held - {medium}
             if left:
                 self._media[key] = left
