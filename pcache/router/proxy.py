@@ -331,6 +331,12 @@ class ProxyApp:
                 "request_headers_too_large",
             )
             return
+        if any(name == b"upgrade" for name, _ in headers):
+            self.metrics.count_response(400)
+            message = "protocol upgrades (WebSocket, h2c) are not supported; send a plain HTTP request"
+            body = error_body(message, "invalid_request_error", "upgrade_not_supported")
+            await _send_json(send, 400, body, [(b"connection", b"close")])
+            return
         try:
             if raw_path == b"/metrics" and method == "GET":
                 await self._metrics(send)
