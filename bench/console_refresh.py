@@ -15,21 +15,17 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.console.fleet_data
 
 from rich.console import Console
 from rich.table import Table
 from textual.screen import Screen
 
 from pcache.client import AdminClient
+from pcache.testing.fake_admin import FROZEN_NOW, fake_frame_parts
 from pcache_console.app import TopApp
 from pcache_console.source import Frame, RouterSource
-from tests.console.fleet_data import FROZEN_NOW, fake_frame_parts
 
 
 def _churn_frames(count: int, replicas: int, prefixes: int) -> Iterator[Frame]:

@@ -22,18 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pcache.fleet import Fleet  # noqa: E402
-from pcache.fleet_view import Tier1Prefix  # noqa: E402
-from pcache.ledger import Ledger  # noqa: E402
-from pcache.policy import make_policy  # noqa: E402
-from pcache.policy.base import Outcome  # noqa: E402
-from pcache.prompt import FingerprintConfig, prefix_blocks  # noqa: E402
-from pcache.router.metrics import RouterMetrics  # noqa: E402
-from pcache.router.routing import Routing  # noqa: E402
-from pcache.router.snapshot import status_snapshot  # noqa: E402
+from pcache.fleet import Fleet
+from pcache.fleet_view import Tier1Prefix
+from pcache.ledger import Ledger
+from pcache.policy import make_policy
+from pcache.policy.base import Outcome
+from pcache.prompt import FingerprintConfig, prefix_blocks
+from pcache.router.metrics import RouterMetrics
+from pcache.router.routing import Routing
+from pcache.router.snapshot import status_snapshot
 
 TIER1 = [f"You are Tier-1 assistant {i}. Follow the house style guide to the letter. " * 8 for i in range(4)]
 FILLER = "Please look at the attached order history and tell me what went wrong with delivery. " * 4

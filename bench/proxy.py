@@ -28,12 +28,9 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.harness.ports import free_port  # noqa: E402
-from tests.harness.router import RouterProcess  # noqa: E402
-from tests.harness.sim import SimFleet  # noqa: E402
+from pcache.testing.ports import free_port
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
 
 MODEL = "sim-model"
 PROMPT = ("The quick brown fox jumps over the lazy dog while the router measures itself. " * 110)[:8192]

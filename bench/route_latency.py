@@ -17,19 +17,14 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pcache.fingerprint import Fingerprint, SessionSource  # noqa: E402
-from pcache.fleet_view import FleetView, ReplicaView  # noqa: E402
-from pcache.policy import POLICY_NAMES, make_policy  # noqa: E402
+from pcache.fingerprint import Fingerprint, SessionSource
+from pcache.fleet_view import FleetView, ReplicaView
+from pcache.policy import POLICY_NAMES, make_policy
 
 SYSTEM_BLOCKS = 8
 

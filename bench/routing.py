@@ -27,11 +27,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pcache.policy import POLICY_NAMES
+from pcache.replay import PolicyResult, ScaleEvent, run_replay
 
-from pcache.policy import POLICY_NAMES  # noqa: E402
-from pcache.replay import PolicyResult, ScaleEvent, run_replay  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TRACES = {
     "mooncake": "mooncake_conversation_trace.jsonl",

@@ -13,20 +13,16 @@ import argparse
 import asyncio
 import itertools
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.harness
-
 from pcache.engines import parse_metrics
 from pcache.engines.histogram import merge_buckets, quantile
-from tests.harness.sim import SimFleet
+from pcache.testing.sim import SimFleet
 
 
 @dataclass

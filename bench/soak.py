@@ -39,12 +39,9 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pcache.engines.exposition import parse_samples  # noqa: E402
-from tests.harness.router import RouterProcess  # noqa: E402
-from tests.harness.sim import SimFleet  # noqa: E402
+from pcache.engines.exposition import parse_samples
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
 
 MODEL = "sim-model"
 SYSTEMS = [

@@ -1,9 +1,10 @@
 """``pcache demo``: a simulated fleet, the router and real traffic, wired together and torn down.
 
-:class:`DemoRun` starts ``pcache sim`` (the routed replicas plus a spare the router does not know
-yet) and ``pcache router serve`` as child processes, each in its own process group, waits for
-their ``ready`` lines, then drives :class:`~pcache.loadgen.LoadGenerator` through the router while
-a scripted :class:`Scenario` adds the spare, fails and recovers one replica and drains another.
+:class:`DemoRun` starts the simulator (``python -m pcache.sim``: the routed replicas plus a spare
+the router does not know yet) and the router (``python -m pcache.router``) as child processes, each
+in its own process group, waits for their ``ready`` lines, then drives
+:class:`~pcache.loadgen.LoadGenerator` through the router while a scripted :class:`Scenario` adds
+the spare, fails and recovers one replica and drains another.
 Results come from the replicas' own ``/metrics`` counters (deltas over the run).
 
 No process outlives the demo: children are stopped on every exit path, a crashed child stops the
@@ -418,11 +419,12 @@ class DemoRun:
     async def start(self) -> None:
         """Start the reaper, the simulator and the router; return once all are ready."""
         await self._reaper.start()
-        command = [sys.executable, "-m", "pcache_cli.main"]
         fleet_path = self.work_dir / "fleet.yaml"
         fleet_path.write_text(yaml.safe_dump(fleet_document(self.fleet), sort_keys=False))
         self.sim = ChildProcess(
-            "sim", [*command, "sim", "--config", str(fleet_path), "--base-port", "0"], self.work_dir
+            "sim",
+            [sys.executable, "-m", "pcache.sim", "--config", str(fleet_path), "--base-port", "0"],
+            self.work_dir,
         )
         lines = await self._start_child(self.sim)
         for line in lines:
@@ -445,7 +447,7 @@ class DemoRun:
         router_path.write_text(yaml.safe_dump(document, sort_keys=False))
         self.router = ChildProcess(
             "router",
-            [*command, "router", "serve", "-c", str(router_path)],
+            [sys.executable, "-m", "pcache.router", "-c", str(router_path)],
             self.work_dir,
             env={TOKEN_ENV: self.token},
         )

@@ -18,6 +18,8 @@ import typer
 from pydantic import BaseModel
 from rich.text import Text
 
+from pcache.operator.kv_levels import KV_CRITICAL, KV_WARN, kv_level
+
 __all__ = [
     "KV_CRITICAL",
     "KV_WARN",
@@ -93,9 +95,6 @@ STATE_STYLES = {
     "stale": "magenta",
 }
 
-KV_WARN = 0.65
-KV_CRITICAL = 0.85
-
 
 def dash() -> Text:
     return Text("-", style="dim")
@@ -124,12 +123,11 @@ def state_text(state: str, stale: bool = False) -> Text:
     return Text(word, style=STATE_STYLES.get(state, ""))
 
 
+_KV_STYLES = {"critical": "red", "warn": "yellow", "ok": "green"}
+
+
 def kv_style(usage: float) -> str:
-    if usage >= KV_CRITICAL:
-        return "red"
-    if usage >= KV_WARN:
-        return "yellow"
-    return "green"
+    return _KV_STYLES[kv_level(usage)]
 
 
 def bar(usage: float | None, width: int = 10) -> Text:

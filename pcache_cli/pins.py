@@ -10,11 +10,11 @@ from rich.table import Table
 from rich.text import Text
 
 from pcache.api import PinIn, PinOut
+from pcache.operator.prefixes_file import PrefixFileError, read_text_file
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_pin, complete_prefix
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
-from pcache_cli.prefixes_file import PrefixFileError, read_text_file
 from pcache_cli.prewarm import follow_job, report_job, split_names
 
 __all__ = ["pins_table", "register"]

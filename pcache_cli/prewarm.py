@@ -16,10 +16,10 @@ from rich.text import Text
 
 from pcache.api import PrewarmIn, PrewarmJob, PrewarmPair
 from pcache.client import SyncAdminClient
+from pcache.operator.prefixes_file import PrefixFileError, read_prefixes
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl, seconds
-from pcache_cli.prefixes_file import PrefixFileError, read_prefixes
 
 __all__ = ["follow_job", "plan_table", "register", "report_job", "results_table", "split_names"]
 

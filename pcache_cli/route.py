@@ -12,10 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from pcache.api import DecisionOut, ExplainRequest
+from pcache.operator.prefixes_file import PrefixFileError, read_text_file
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
-from pcache_cli.prefixes_file import PrefixFileError, read_text_file
 
 __all__ = ["read_request_file", "register", "render_decision"]
 

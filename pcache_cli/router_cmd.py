@@ -22,11 +22,12 @@ ConfigOption = Annotated[
 
 def _load(path: Path) -> RouterConfig:
     from pcache.router.config import ConfigError, load_config
+    from pcache.router.launch import config_error_lines
 
     try:
         return load_config(path)
     except ConfigError as exc:
-        lines = str(exc).splitlines() or ["invalid config"]
+        lines = config_error_lines(exc)
         for line in lines[:-1]:
             info(f"error: {line}")
         fail(lines[-1], ExitCode.USAGE)
@@ -45,15 +46,13 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible data plane and the admin API until interrupted."""
     from pcache.router.config import ConfigError
-    from pcache.router.daemon import run
+    from pcache.router.launch import serve as serve_config
 
     loaded = _load(config)
     try:
-        run(loaded, reset_state=reset_state)
+        serve_config(loaded, reset_state=reset_state)
     except ConfigError as exc:
         fail(str(exc), ExitCode.USAGE)
-    except KeyboardInterrupt:
-        pass
 
 
 @router_app.command("check-config")

@@ -55,41 +55,31 @@ def sim(
     ] = False,
 ) -> None:
     """Run N vLLM-like replicas (r1..rN); prints `replica NAME URL` lines, then `ready`."""
-    from pcache.sim.config import ConfigError, FaultSettings, ReplicaSpec, Timing, load_fleet_config
+    from pcache.sim.config import ConfigError
+    from pcache.sim.launch import SimOptions, fleet_config
     from pcache.sim.server import run_fleet
 
-    for flag, value in (
-        ("--num-gpu-blocks", num_gpu_blocks),
-        ("--block-size", block_size),
-        ("--max-num-seqs", max_num_seqs),
-        ("--max-model-len", max_model_len),
-        ("--default-max-tokens", max_tokens),
-    ):
-        if value < 1:
-            fail(f"{flag} must be at least 1", ExitCode.USAGE)
-    if min(t0_ms, per_token_us, inter_token_ms) < 0:
-        fail("timings must not be negative", ExitCode.USAGE)
-    if not 0 <= base_port <= 65535:
-        fail("--base-port must be between 0 and 65535", ExitCode.USAGE)
-    base = ReplicaSpec(
-        name="r1",
+    options = SimOptions(
+        replicas=replicas,
+        base_port=base_port,
+        host=host,
+        config=config,
         model=model,
-        block_size=block_size,
+        seed=seed,
         num_gpu_blocks=num_gpu_blocks,
+        block_size=block_size,
         max_num_seqs=max_num_seqs,
         max_model_len=max_model_len,
         default_max_tokens=max_tokens,
-        timing=Timing(t0=t0_ms / 1e3, per_prompt_token=per_token_us / 1e6, inter_token=inter_token_ms / 1e3),
-        faults=FaultSettings(),
-        seed=seed,
+        t0_ms=t0_ms,
+        per_token_us=per_token_us,
+        inter_token_ms=inter_token_ms,
         dev_mode=dev_mode,
     )
     try:
-        fleet = load_fleet_config(config, replicas=replicas, base_port=base_port, host=host, base=base)
+        fleet = fleet_config(options)
     except ConfigError as exc:
         fail(str(exc), ExitCode.USAGE)
-    if any(spec.port > 65535 for spec in fleet.replicas):
-        fail("ports run past 65535; lower --base-port", ExitCode.USAGE)
     try:
         run_fleet(fleet)
     except OSError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich.text import Span, Text
 
 from pcache.api import ReplicaStatus
-from pcache_cli.output import KV_CRITICAL, KV_WARN
+from pcache.operator.kv_levels import KV_CRITICAL, KV_WARN
 
 __all__ = [
     "ERROR_RATE_WARNING",

@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from pcache.api import PrefixRow, PrewarmPrefix
-from pcache_cli.prefixes_file import read_prefixes
+from pcache.operator.prefixes_file import read_prefixes
 from pcache_console.cells import percent
 
 __all__ = ["PinForm", "PinScreen", "PrewarmForm", "PrewarmScreen", "read_prefix_file"]

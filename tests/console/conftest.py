@@ -15,9 +15,9 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from pcache.client import AdminClient
+from pcache.testing.fake_admin import FROZEN_NOW, FakeRouter
 from pcache_console.app import TopApp
 from pcache_console.source import RouterSource
-from tests.console.fleet_data import FROZEN_NOW, FakeRouter
 
 
 async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 10.0) -> None:

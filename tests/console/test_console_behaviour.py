@@ -15,13 +15,13 @@ from textual.widgets import Static
 from typer.testing import CliRunner
 
 from pcache.api import ReplicaStateName, ReplicaStatus
+from pcache.testing.fake_admin import FakeRouter
 from pcache_cli.context import CliContext
 from pcache_cli.main import app as cli_app
 from pcache_console.app import REFRESH_STEPS
 from pcache_console.screens.help import HelpScreen
 from pcache_console.widgets.header import StatusHeader
 from tests.console.conftest import fake_app, screen_name, text_of, until
-from tests.console.fleet_data import FakeRouter
 
 SIZE = (150, 44)
 

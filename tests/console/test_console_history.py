@@ -14,14 +14,14 @@ import yaml
 from textual.widgets import Static
 
 from pcache.client import AdminClient
+from pcache.testing.ports import free_port
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
+from pcache.testing.wait import eventually
 from pcache_console.app import TopApp
 from pcache_console.prometheus import load_history
 from pcache_console.source import RouterSource
 from tests.console.conftest import text_of, until
-from tests.harness.ports import free_port
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-from tests.harness.wait import eventually
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [

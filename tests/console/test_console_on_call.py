@@ -13,7 +13,7 @@ from pcache_console.screens.confirm import ConfirmScreen
 from pcache_console.widgets.fleet import ALL_ROW, FleetTable, columns_for
 from pcache_console.widgets.header import StatusHeader
 from tests.console.conftest import fake_app, screen_name, text_of, until
-from tests.console.fleet_data import FakeRouter, incident
+from pcache.testing.fake_admin import FakeRouter, incident
 
 
 def _fleet(app: App[Any]) -> FleetTable:

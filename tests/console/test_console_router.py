@@ -17,14 +17,14 @@ from textual.widgets import Button, Input, Static
 
 from pcache.api import PinIn
 from pcache.client import AdminClient
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
 from pcache_console.app import TopApp
 from pcache_console.screens.confirm import ConfirmScreen
 from pcache_console.screens.forms import PinScreen, PrewarmScreen
 from pcache_console.source import DirectSource, RouterSource
 from pcache_console.widgets.heatmap import HeatMap
 from tests.console.conftest import text_of, until
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
 
 pytestmark = pytest.mark.integration
 

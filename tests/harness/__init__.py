@@ -1,0 +1,1 @@
+"""The test launchers, re-exported from ``pcache.testing`` (import them from there in new code)."""

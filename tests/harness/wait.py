@@ -1,24 +1,5 @@
-"""``eventually``: poll a condition until it holds, for tests against live processes."""
+"""Kept for branches that still import from here: the helper lives in ``pcache.testing``."""
 
-from __future__ import annotations
-
-import time
-from collections.abc import Callable
-from typing import TypeVar
+from pcache.testing.wait import eventually
 
 __all__ = ["eventually"]
-
-T = TypeVar("T")
-
-
-def eventually(
-    condition: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "the condition"
-) -> T:
-    """Call ``condition`` every ``interval_s`` until it returns something truthy, and return that;
-    fail with an AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
-    return value

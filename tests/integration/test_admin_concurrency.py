@@ -17,10 +17,8 @@ import pytest
 
 from pcache.api import PinIn
 from pcache.client import ApiError, Refused
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-
-pytestmark = pytest.mark.integration
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
 
 PREFIXES = [
     {"name": f"bot-{i}", "text": f"You are assistant number {i} of the support fleet. " * 12, "copies": 1}

@@ -12,11 +12,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from pcache.testing.http import expect_ok
+from pcache.testing.ports import free_port
+from pcache.testing.sim import SimFleet
 from pcache_cli.main import app
-from tests.harness.ports import free_port
-from tests.harness.sim import SimFleet
-
-pytestmark = pytest.mark.integration
 
 PROMPT = "You are a meticulous assistant. " * 40
 
@@ -30,7 +29,7 @@ def fleet() -> Iterator[SimFleet]:
                 json={"model": "sim-model", "prompt": PROMPT, "max_tokens": 2},
                 timeout=10,
             )
-            response.raise_for_status()
+            expect_ok(response)
         yield sim
 
 

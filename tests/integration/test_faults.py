@@ -21,12 +21,11 @@ import pytest
 
 from pcache.api import ExplainRequest
 from pcache.engines.exposition import parse_samples
-from tests.harness.ports import free_port
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-from tests.harness.wait import eventually
-
-pytestmark = pytest.mark.integration
+from pcache.testing.http import expect_status
+from pcache.testing.ports import free_port
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
+from pcache.testing.wait import eventually
 
 MODEL = "sim-model"
 CLEAR = {"error_rate": 0.0, "die_after_chunks": None, "unhealthy": False, "stall": False, "slow_factor": 1.0}
@@ -240,7 +239,7 @@ def test_all_replicas_stalled_time_out_at_the_configured_limit(sim: SimFleet, tm
         elapsed = time.monotonic() - started
         # One attempt cut at read_timeout_s: a timed-out request is not retried (it may still run).
         assert 1.0 <= elapsed < 1.0 + 1.5, elapsed
-        assert response.status_code == 504
+        expect_status(response, 504)
         assert response.json()["error"]["code"] == "upstream_timeout"
 
 

@@ -11,11 +11,10 @@ import pytest
 
 from pcache.api import PinIn, PrewarmIn, PrewarmPrefix, ReplicaIn
 from pcache.client import NotFound, Refused, Unauthorized
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-from tests.harness.wait import eventually
-
-pytestmark = pytest.mark.integration
+from pcache.testing.http import expect_status
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
+from pcache.testing.wait import eventually
 
 MODEL = "sim-model"
 SYSTEM = "You are the billing assistant of Globex. Explain invoices step by step. " * 30
@@ -81,7 +80,7 @@ def test_draining_the_last_routable_replica_is_refused_unless_forced(sim: SimFle
             json={"model": MODEL, "messages": [{"role": "user", "content": "anyone?"}]},
             timeout=5,
         )
-        assert response.status_code == 503
+        expect_status(response, 503)
         assert response.json()["error"]["code"] == "no_replica"
 
 
@@ -137,7 +136,7 @@ def test_unknown_names_are_404_with_openai_errors(router: RouterProcess) -> None
         timeout=5,
         headers={"authorization": f"Bearer {router.token}"},
     )
-    assert response.status_code == 404
+    expect_status(response, 404)
     assert set(response.json()["error"]) >= {"message", "type", "code"}
 
 

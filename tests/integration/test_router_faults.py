@@ -10,11 +10,9 @@ import openai
 import pytest
 
 from pcache.api import ReplicaIn
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-from tests.harness.wait import eventually
-
-pytestmark = pytest.mark.integration
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
+from pcache.testing.wait import eventually
 
 MODEL = "sim-model"
 CLEAR = {"error_rate": 0.0, "die_after_chunks": None, "unhealthy": False}

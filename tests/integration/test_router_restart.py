@@ -17,11 +17,9 @@ import openai
 import pytest
 
 from pcache.api import ExplainRequest, PinIn, ReplicaIn
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-from tests.harness.wait import eventually
-
-pytestmark = pytest.mark.integration
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
+from pcache.testing.wait import eventually
 
 MODEL = "sim-model"
 BILLING = "You are the billing assistant of Globex. Explain invoices step by step. " * 12

@@ -9,13 +9,13 @@ followed; the admin token, client API keys and prompt texts never reach the rout
 
 from __future__ import annotations
 
-import inspect
+import hmac
 import json
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,15 +24,15 @@ import httpx
 import openai
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
 from pcache.api import ExplainRequest, PinIn
-from pcache.router import admin as admin_module
 from pcache.router.config import is_loopback, parse_config, split_host_port
+from pcache.router.daemon import RouterDaemon
 from pcache.state import ReplicaRecord, SqliteStateStore, StateError
-from tests.harness.router import RouterProcess
-from tests.harness.sim import SimFleet
-
-pytestmark = pytest.mark.integration
+from pcache.testing.http import expect_status
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
 
 MODEL = "sim-model"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}
@@ -71,10 +71,43 @@ def test_both_listeners_default_to_loopback() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("::")
 
 
-def test_token_comparison_is_constant_time() -> None:
-    source = inspect.getsource(admin_module)
-    assert "hmac.compare_digest(" in source
-    assert "== token" not in source and "token ==" not in source
+class _CompareSpy:
+    """Stands in for ``hmac.compare_digest`` and records every pair it was asked to compare."""
+
+    def __init__(self, real: Callable[[bytes, bytes], bool]) -> None:
+        self.real = real
+        self.pairs: list[tuple[bytes, bytes]] = []
+
+    def __call__(self, a: bytes | str, b: bytes | str) -> bool:
+        pair = (a.encode() if isinstance(a, str) else a, b.encode() if isinstance(b, str) else b)
+        self.pairs.append(pair)
+        return self.real(*pair)
+
+
+def test_admin_and_data_plane_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every presented token, right or wrong, short or long, reaches ``hmac.compare_digest`` against
+    the configured secret (and the data plane compares it with every API key), so no early-exit
+    ``==`` can leak how much of a guess was right."""
+    spy = _CompareSpy(hmac.compare_digest)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    monkeypatch.setenv("PCACHE_SECURITY_ADMIN_TOKEN", "admin-secret")
+    monkeypatch.setenv("PCACHE_SECURITY_API_KEYS", "key-one,key-two")
+    config = parse_config(
+        "state: 'memory://'\n"
+        "admin: {token_env: PCACHE_SECURITY_ADMIN_TOKEN}\n"
+        "api_keys_env: PCACHE_SECURITY_API_KEYS\n"
+    )
+    daemon = RouterDaemon(config)
+    with TestClient(daemon.admin) as admin:
+        for guess, status in (("admin-secreX", 401), ("a", 401), ("admin-secret", 404)):
+            answer = admin.post("/api/v1/replicas/nope/drain", headers={"authorization": f"Bearer {guess}"})
+            assert answer.status_code == status, answer.text
+            assert (guess.encode(), b"admin-secret") in spy.pairs
+    spy.pairs.clear()
+    with TestClient(daemon.proxy) as proxy:
+        answer = proxy.post("/v1/completions", json=CHAT, headers={"authorization": "Bearer key-tw"})
+        assert answer.status_code == 401, answer.text
+    assert spy.pairs == [(b"key-tw", b"key-one"), (b"key-tw", b"key-two")]
 
 
 def test_router_refuses_a_non_loopback_admin_listener_without_a_token(tmp_path: Path) -> None:
@@ -193,7 +226,7 @@ def test_oversized_request_headers_get_431(router: RouterProcess) -> None:
     many = httpx.post(url, json=CHAT, headers={f"x-h{i}": "v" for i in range(1000)}, timeout=10)
     assert _assert_openai_error(many, 431)["code"] == "request_headers_too_large"
     normal = httpx.post(url, json=CHAT, headers={"x-session-id": "s" * 200}, timeout=10)
-    assert normal.status_code == 200
+    expect_status(normal, 200)
 
 
 def _add_replica(router: RouterProcess, body: dict[str, Any] | bytes) -> httpx.Response:

@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from pcache.engines import parse_metrics
-from tests.harness.sim import SimFleet
-
-pytestmark = pytest.mark.integration
+from pcache.testing.http import expect_status
+from pcache.testing.sim import SimFleet
 
 CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
 
@@ -45,7 +44,7 @@ def test_faults_endpoint_reports_and_validates(fleet: SimFleet) -> None:
     assert state == {**DEFAULTS, "restarts": state["restarts"]}
     for bad in ({"error_rate": 2}, {"slow_factor": 0}, {"explode": True}, {"stall": "yes"}, [1]):
         response = httpx.post(f"{fleet.url()}/sim/faults", json=bad)
-        assert response.status_code == 400
+        expect_status(response, 400)
         assert response.json()["error"]["type"] == "BadRequestError"
     assert httpx.get(f"{fleet.url()}/sim/faults").json() == state
 
@@ -53,11 +52,11 @@ def test_faults_endpoint_reports_and_validates(fleet: SimFleet) -> None:
 def test_error_rate_one_fails_every_request_with_500_and_an_error_body(fleet: SimFleet) -> None:
     fleet.set_faults("r1", error_rate=1.0)
     response = httpx.post(f"{fleet.url('r1')}/v1/chat/completions", json=CHAT)
-    assert response.status_code == 500
+    expect_status(response, 500)
     assert response.json()["error"]["code"] == 500
-    assert httpx.post(f"{fleet.url('r2')}/v1/chat/completions", json=CHAT).status_code == 200
+    expect_status(httpx.post(f"{fleet.url('r2')}/v1/chat/completions", json=CHAT), 200)
     fleet.set_faults("r1", error_rate=0.0)
-    assert httpx.post(f"{fleet.url('r1')}/v1/chat/completions", json=CHAT).status_code == 200
+    expect_status(httpx.post(f"{fleet.url('r1')}/v1/chat/completions", json=CHAT), 200)
 
 
 def test_partial_error_rate_is_deterministic_for_a_seed() -> None:
@@ -76,11 +75,11 @@ def test_partial_error_rate_is_deterministic_for_a_seed() -> None:
 
 def test_unhealthy_replica_fails_health_and_requests(fleet: SimFleet) -> None:
     fleet.set_faults("r2", unhealthy=True)
-    assert httpx.get(f"{fleet.url('r2')}/health").status_code == 503
-    assert httpx.post(f"{fleet.url('r2')}/v1/chat/completions", json=CHAT).status_code == 500
-    assert httpx.get(f"{fleet.url('r1')}/health").status_code == 200
+    expect_status(httpx.get(f"{fleet.url('r2')}/health"), 503)
+    expect_status(httpx.post(f"{fleet.url('r2')}/v1/chat/completions", json=CHAT), 500)
+    expect_status(httpx.get(f"{fleet.url('r1')}/health"), 200)
     fleet.set_faults("r2", unhealthy=False)
-    assert httpx.get(f"{fleet.url('r2')}/health").status_code == 200
+    expect_status(httpx.get(f"{fleet.url('r2')}/health"), 200)
 
 
 async def test_stall_holds_requests_until_cleared(fleet: SimFleet) -> None:
@@ -89,10 +88,10 @@ async def test_stall_holds_requests_until_cleared(fleet: SimFleet) -> None:
         pending = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
         done, _ = await asyncio.wait([pending], timeout=0.3)
         assert not done  # accepted but not answered
-        assert (await client.get("/health")).status_code == 200  # the server itself still answers
+        expect_status((await client.get("/health")), 200)  # the server itself still answers
         await client.post("/sim/faults", json={"stall": False})
         response = await asyncio.wait_for(pending, 5)
-    assert response.status_code == 200
+    expect_status(response, 200)
 
 
 def test_die_after_chunks_drops_the_connection_mid_stream(fleet: SimFleet) -> None:
@@ -103,7 +102,7 @@ def test_die_after_chunks_drops_the_connection_mid_stream(fleet: SimFleet) -> No
         pytest.raises(httpx.RemoteProtocolError),
         httpx.stream("POST", f"{fleet.url('r1')}/v1/chat/completions", json=body) as response,
     ):
-        assert response.status_code == 200
+        expect_status(response, 200)
         received.extend(line for line in response.iter_lines() if line)
     assert len(received) == 2
     assert "[DONE]" not in received[-1]
@@ -157,8 +156,8 @@ def test_faults_from_the_fleet_config(tmp_path: Path) -> None:
     )
     with SimFleet(replicas=None, config=config) as fleet:
         assert sorted(fleet.urls) == ["alpha", "beta"]
-        assert httpx.get(f"{fleet.url('alpha')}/health").status_code == 200
-        assert httpx.get(f"{fleet.url('beta')}/health").status_code == 503
+        expect_status(httpx.get(f"{fleet.url('alpha')}/health"), 200)
+        expect_status(httpx.get(f"{fleet.url('beta')}/health"), 503)
         faults = httpx.get(f"{fleet.url('beta')}/sim/faults").json()
         assert (faults["slow_factor"], faults["error_rate"]) == (2.0, 0.25)
         stats = parse_metrics(fleet.metrics("alpha"))

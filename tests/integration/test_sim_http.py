@@ -10,9 +10,8 @@ import openai
 import pytest
 
 from pcache.engines import parse_metrics
-from tests.harness.sim import SimFleet
-
-pytestmark = pytest.mark.integration
+from pcache.testing.http import expect_status
+from pcache.testing.sim import SimFleet
 
 LONG_PROMPT = "You are a meticulous assistant. " * 250  # 8,000 characters = 2,000 tokens
 
@@ -35,7 +34,7 @@ def test_fleet_announces_every_replica_on_its_own_port(fleet: SimFleet) -> None:
     assert sorted(fleet.urls) == ["r1", "r2"]
     assert len({url for url in fleet.urls.values()}) == 2
     for url in fleet.urls.values():
-        assert httpx.get(f"{url}/health").status_code == 200
+        expect_status(httpx.get(f"{url}/health"), 200)
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
@@ -146,7 +145,7 @@ def test_reset_prefix_cache_forgets_cached_prefixes(fleet: SimFleet) -> None:
     assert httpx.post(f"{url}/v1/completions", json=body).json()["usage"]["prompt_tokens_details"][
         "cached_tokens"
     ]
-    assert httpx.post(f"{url}/reset_prefix_cache").status_code == 200
+    expect_status(httpx.post(f"{url}/reset_prefix_cache"), 200)
     assert (
         httpx.post(f"{url}/v1/completions", json=body).json()["usage"]["prompt_tokens_details"][
             "cached_tokens"
@@ -223,7 +222,7 @@ def test_bad_requests_get_vllm_error_bodies(
     response = httpx.post(
         f"{fleet.url('r1')}{path}", content=body, headers={"content-type": "application/json"}
     )
-    assert response.status_code == status
+    expect_status(response, status)
     error = response.json()["error"]
     assert needle in error["message"]
     assert error["code"] == status

@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.ports import free_port
-from tests.harness.sim import SimFleet, SimFleetError
-
-pytestmark = pytest.mark.integration
+from pcache.testing.http import expect_status
+from pcache.testing.ports import free_port
+from pcache.testing.sim import SimFleet, SimFleetError
 
 
 def port_is_free(port: int) -> bool:
@@ -72,7 +71,7 @@ def test_base_port_assigns_consecutive_ports_to_named_replicas() -> None:
         pytest.skip("the next port is taken")
     with SimFleet(replicas=2, extra_args=("--base-port", str(base))) as fleet:
         assert fleet.urls == {"r1": f"http://127.0.0.1:{base}", "r2": f"http://127.0.0.1:{base + 1}"}
-        assert httpx.get(f"{fleet.url('r2')}/health").status_code == 200
+        expect_status(httpx.get(f"{fleet.url('r2')}/health"), 200)
 
 
 def test_busy_port_is_a_one_line_error() -> None:
@@ -114,5 +113,5 @@ def test_invalid_config_is_rejected_before_binding(tmp_path: Path) -> None:
 
 async def test_harness_works_as_an_async_context_manager() -> None:
     async with SimFleet(replicas=1) as fleet, httpx.AsyncClient() as client:
-        assert (await client.get(f"{fleet.url()}/health")).status_code == 200
+        expect_status((await client.get(f"{fleet.url()}/health")), 200)
     assert fleet.returncode == 0

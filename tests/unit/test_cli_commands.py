@@ -28,9 +28,9 @@ from pcache.api import (
     RouterInfo,
     StatusSnapshot,
 )
+from pcache.testing.ports import free_port
 from pcache_cli.context import CliContext
 from pcache_cli.main import app
-from tests.harness.ports import free_port
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

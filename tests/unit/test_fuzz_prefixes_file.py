@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pcache.api import PrewarmPrefix
-from pcache_cli.prefixes_file import PrefixFileError, parse_prefixes, read_prefixes
+from pcache.operator.prefixes_file import PrefixFileError, parse_prefixes, read_prefixes
 
 SOURCE = "prefixes.txt"
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,9 +13,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from pcache.fingerprint import Fingerprint
 from pcache.prompt import FingerprintConfig, PromptError, Tier1Index, fingerprint_request, prefix_blocks
+from pcache.router.config import parse_config
+from pcache.router.daemon import RouterDaemon
 
 CONFIG = FingerprintConfig(chunk_chars=16)
 SYSTEM = "You are a support bot. Keep it short. " * 4
@@ -152,12 +155,28 @@ def test_valid_chats_keep_the_shared_prefix_property_and_the_header_session(
     assert a.session == session
 
 
-@FUZZ
-@given(raw=st.binary(max_size=200))
-def test_arbitrary_bytes_decoded_like_the_proxy_never_escape_as_other_errors(raw: bytes) -> None:
-    """The proxy's path: bytes -> json.loads (ValueError covers invalid UTF-8) -> fingerprint."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return
-    _fingerprint_or_prompt_error(body)
+def test_arbitrary_bytes_sent_to_the_proxy_get_an_openai_error_never_a_crash() -> None:
+    """The proxy's own path (its JSON decoder, its checks, the fingerprint) on hostile bytes, in
+    process: a 400 for what it refuses, a 503 for what it would route (the fleet is empty), always an
+    OpenAI-style error body; an exception escaping the app fails the test (TestClient re-raises)."""
+    daemon = RouterDaemon(parse_config("state: 'memory://'\n"))
+    with TestClient(daemon.proxy) as client:
+
+        @FUZZ
+        @given(raw=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+        @example(raw=b"[" * 5000)  # deeper than any decoder's recursion limit
+        @example(raw=b'{"messages": [{"role": "user", "content": "\\ud800"}]}')  # a lone surrogate
+        @example(raw=b'{"prompt": "hi", "max_tokens": 1e999}')
+        @example(raw=b"\xff\xfe")
+        @example(raw=json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode())
+        def send(raw: bytes) -> None:
+            response = client.post(
+                "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+            )
+            assert response.status_code in (400, 503), (response.status_code, response.text)
+            error = response.json()["error"]
+            assert error["message"], response.text
+            if response.status_code == 400:
+                assert error["type"] == "invalid_request_error", response.text
+
+        send()

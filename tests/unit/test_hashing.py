@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcache.fleet_view import ReplicaView
-from pcache.hashing import bounded_choice, hrw_rank, hrw_score, load_bound
+from pcache.hashing import bounded_choice, hrw_rank, load_bound
 
 KEYS = range(6000)
 
@@ -39,11 +44,41 @@ def test_removing_a_replica_moves_only_its_keys(n: int, gone: int) -> None:
             assert owner(key, after) == owner(key, before)
 
 
-def test_ranking_is_a_stable_total_order_independent_of_input_order() -> None:
+def test_ranking_is_a_total_order_independent_of_input_order() -> None:
     names = [f"r{i}" for i in range(8)]
     assert hrw_rank("session-1", names) == hrw_rank("session-1", list(reversed(names)))
     assert [n for n, _ in hrw_rank("session-1", names)] != [n for n, _ in hrw_rank("session-2", names)]
-    assert hrw_score("k", "r1") == hrw_score("k", "r1")
+
+
+_RANK_IN_A_CHILD = """
+import json, sys
+from pcache.hashing import hrw_rank, hrw_score
+names = [f"r{i}" for i in range(8)]
+print(json.dumps({
+    "session-1": [n for n, _ in hrw_rank("session-1", names)],
+    "12345": [n for n, _ in hrw_rank(12345, names)],
+    "score": hrw_score("k", "r1"),
+}))
+"""
+
+
+@pytest.mark.parametrize("hash_seed", ["0", "4242"])
+def test_rankings_are_the_same_in_every_process_and_release(hash_seed: str) -> None:
+    """Routers behind one balancer (and a router after an upgrade) must rank alike: no per-process
+    hash seed may leak in, and the hash itself is part of the contract (these values are pinned)."""
+    child = subprocess.run(
+        [sys.executable, "-c", _RANK_IN_A_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    ranked = json.loads(child.stdout)
+    assert ranked["session-1"] == ["r0", "r3", "r4", "r6", "r2", "r5", "r7", "r1"]
+    assert ranked["12345"] == ["r5", "r2", "r3", "r7", "r4", "r6", "r1", "r0"]
+    assert ranked["score"] == pytest.approx(0.6310819017707149, rel=1e-12)
 
 
 def test_weights_shift_share_in_proportion() -> None:

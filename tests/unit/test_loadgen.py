@@ -6,8 +6,8 @@ import pytest
 
 from pcache.engines import parse_metrics
 from pcache.loadgen import CUT_OFF, LoadGenerator, LoadLimits, LoadSummary, TurnResult, percentile
+from pcache.testing.sim import SimFleet
 from pcache.workload import SystemPrompt, Workload, default_prompts, plan_session, zipf_weights
-from tests.harness.sim import SimFleet
 
 PROMPT = SystemPrompt("policy", "You are a careful assistant. Follow the rules below.\n" * 80)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pcache_cli.prefixes_file import PrefixFileError, detect_format, parse_prefixes, read_prefixes
+from pcache.operator.prefixes_file import PrefixFileError, detect_format, parse_prefixes, read_prefixes
 
 
 def test_text_skips_comments_and_blank_lines_and_keeps_json_strings_with_newlines(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pcache.client import AdminClient, NotFound, Refused, Unauthorized
 from pcache.fleet_view import Tier1Prefix
 from pcache.router.config import ConfigError, load_config, parse_config
 from pcache.router.daemon import RouterDaemon
+from pcache.testing.http import expect_status
 
 TOKEN = "unit-admin-t0ken-1234"
 SYSTEM = "You are a helpful assistant for the ACME store. " * 20
@@ -97,7 +98,7 @@ async def test_errors_are_openai_style(daemon: RouterDaemon) -> None:
             await http.post("/api/v1/replicas/ghost/undrain"),
         ):
             error = response.json()["error"]
-            assert response.status_code in (404, 422)
+            expect_status(response, 404, 422)
             assert error["message"] and error["type"]
 
 
@@ -158,9 +159,9 @@ async def test_the_data_plane_rejects_bad_requests_with_openai_errors(daemon: Ro
         too_big = await http.post("/v1/completions", content=b"x" * (daemon.proxy.max_body_bytes + 1))
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
         not_json = await http.post("/v1/completions", content=b"{")
-        assert not_json.status_code == 400
+        expect_status(not_json, 400)
         wrong_method = await http.get("/v1/chat/completions")
-        assert wrong_method.status_code == 405
+        expect_status(wrong_method, 405)
         for name in ("r1", "r2", "r3"):
             daemon.fleet.set_drain(name, "draining")
         none_left = await http.post("/v1/completions", json={"model": "m", "prompt": "hello"})
@@ -181,14 +182,14 @@ async def test_data_plane_api_keys_are_required_when_configured(monkeypatch: pyt
         missing = await http.post("/v1/completions", json=body)
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
         wrong = await http.post("/v1/completions", json=body, headers={"authorization": "Bearer key-three"})
-        assert wrong.status_code == 401
+        expect_status(wrong, 401)
         basic = await http.post("/v1/models", headers={"authorization": "Basic a2V5LW9uZQ=="})
-        assert basic.status_code == 401
+        expect_status(basic, 401)
         for key in ("key-one", "key-two"):
             ok = await http.post("/v1/completions", json=body, headers={"authorization": f"Bearer {key}"})
             assert ok.status_code == 503, ok.text  # authorized; no replica is routable
-        assert (await http.get("/health")).status_code == 200  # probes and scrapes need no key
-        assert (await http.get("/metrics")).status_code == 200
+        expect_status((await http.get("/health")), 200)  # probes and scrapes need no key
+        expect_status((await http.get("/metrics")), 200)
 
 
 def test_no_api_keys_env_means_no_key_needed(monkeypatch: pytest.MonkeyPatch) -> None:
