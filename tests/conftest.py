@@ -22,7 +22,7 @@ FOLDER_MARKERS = {
     "integration": "integration",
     "console": "console",
     "adversarial": "adversarial",
-    "engines_real": "engines_real",
+    "engines_real": "real_engine",
 }
 
 
