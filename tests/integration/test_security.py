@@ -90,7 +90,7 @@ def test_admin_and_data_plane_tokens_are_compared_in_constant_time(monkeypatch: 
     ``==`` can leak how much of a guess was right."""
     spy = _CompareSpy(hmac.compare_digest)
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    monkeypatch.setenv("PCACHE_SECURITY_ADMIN_TOKEN", "admin-secret")
+    monkeypatch.setenv("PCACHE_SECURITY_ADMIN_TOKEN", "admin-secret-for-tests")
     monkeypatch.setenv("PCACHE_SECURITY_API_KEYS", "key-one,key-two")
     config = parse_config(
         "state: 'memory://'\n"
@@ -99,10 +99,10 @@ def test_admin_and_data_plane_tokens_are_compared_in_constant_time(monkeypatch: 
     )
     daemon = RouterDaemon(config)
     with TestClient(daemon.admin) as admin:
-        for guess, status in (("admin-secreX", 401), ("a", 401), ("admin-secret", 404)):
+        for guess, status in (("admin-secret-for-testX", 401), ("a", 401), ("admin-secret-for-tests", 404)):
             answer = admin.post("/api/v1/replicas/nope/drain", headers={"authorization": f"Bearer {guess}"})
             assert answer.status_code == status, answer.text
-            assert (guess.encode(), b"admin-secret") in spy.pairs
+            assert (guess.encode(), b"admin-secret-for-tests") in spy.pairs
     spy.pairs.clear()
     with TestClient(daemon.proxy) as proxy:
         answer = proxy.post("/v1/completions", json=CHAT, headers={"authorization": "Bearer key-tw"})
