@@ -34,7 +34,10 @@ def main() -> int:
     if "round_robin" not in policies:
         policies.insert(0, "round_robin")
     results: dict[str, list[HitRate]] = {policy: [] for policy in policies}
-    with tempfile.TemporaryDirectory() as scratch, SimFleet(replicas=8, num_gpu_blocks=512) as sim:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        SimFleet(replicas=8, num_gpu_blocks=512, extra_args=("--dev-mode",)) as sim,
+    ):
         for run in range(args.runs):
             for policy in policies:
                 results[policy].append(measure_hit_rate(sim, policy, Path(scratch) / f"{policy}-{run}"))

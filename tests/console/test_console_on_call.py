@@ -9,11 +9,11 @@ from typing import Any
 from textual.app import App
 from textual.widgets import Static
 
+from pcache.testing.fake_admin import FakeRouter, incident
 from pcache_console.screens.confirm import ConfirmScreen
 from pcache_console.widgets.fleet import ALL_ROW, FleetTable, columns_for
 from pcache_console.widgets.header import StatusHeader
 from tests.console.conftest import fake_app, screen_name, text_of, until
-from pcache.testing.fake_admin import FakeRouter, incident
 
 
 def _fleet(app: App[Any]) -> FleetTable:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from pcache.testing.fake_admin import FakeRouter, incident
 from pcache_console.app import TopApp
 from pcache_console.widgets.header import StatusHeader
 from tests.console.conftest import fake_app, screen_name, text_of, until
-from pcache.testing.fake_admin import FakeRouter, incident
 
 SIZE = (150, 44)
 SIZES = {"80x24": (80, 24), "120x40": (120, 40), "200x50": (200, 50)}
