@@ -6,7 +6,8 @@ Both :class:`AdminClient` (async) and :class:`SyncAdminClient` take an injectabl
 Exceptions::
 
     AdminError
-    ├── RouterUnreachable      connection refused, DNS, timeout: the router is not answering
+    ├── RouterUnreachable      connection refused, DNS, connect timeout: the router is not answering
+    │   └── RouterTimeout      connected, but no answer within the request timeout
     └── ApiError               the router answered with an error status
         ├── Unauthorized       401/403: missing or wrong bearer token
         ├── NotFound           404: unknown replica, prefix, pin or job
@@ -44,6 +45,7 @@ __all__ = [
     "ApiError",
     "NotFound",
     "Refused",
+    "RouterTimeout",
     "RouterUnreachable",
     "SyncAdminClient",
     "Unauthorized",
@@ -63,6 +65,19 @@ class RouterUnreachable(AdminError):
     def __init__(self, url: str, detail: str) -> None:
         super().__init__(f"router unreachable at {url}: {detail}")
         self.url = url
+
+
+class RouterTimeout(RouterUnreachable):
+    def __init__(self, url: str, detail: str) -> None:
+        AdminError.__init__(self, f"router at {url} did not answer in time: {detail}")
+        self.url = url
+
+
+def _transport_error(url: str, exc: httpx.TransportError) -> RouterUnreachable:
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return RouterTimeout(url, detail)
+    return RouterUnreachable(url, detail)
 
 
 class ApiError(AdminError):
@@ -231,7 +246,7 @@ class AdminClient:
         try:
             response = await self._http.request(method, path, params=dict(params), json=body)
         except httpx.TransportError as exc:
-            raise RouterUnreachable(self.base_url, str(exc) or type(exc).__name__) from exc
+            raise _transport_error(self.base_url, exc) from exc
         return _parse(response, model)
 
     async def status(self) -> StatusSnapshot:
@@ -317,7 +332,7 @@ class SyncAdminClient:
         try:
             response = self._http.request(method, path, params=dict(params), json=body)
         except httpx.TransportError as exc:
-            raise RouterUnreachable(self.base_url, str(exc) or type(exc).__name__) from exc
+            raise _transport_error(self.base_url, exc) from exc
         return _parse(response, model)
 
     def status(self) -> StatusSnapshot:

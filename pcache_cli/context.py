@@ -24,6 +24,7 @@ from pcache.client import (
     ApiError,
     NotFound,
     Refused,
+    RouterTimeout,
     RouterUnreachable,
     SyncAdminClient,
     Unauthorized,
@@ -79,6 +80,7 @@ class CliContext:
 
         ``subject`` names what the command acts on (``replica r3``) so a 404 says what was missing.
         """
+        check_router_url(self.router)
         try:
             # No token given: a router on this machine's generated one (pcache.credentials).
             token = self.token or local_token_for(self.router)
@@ -90,8 +92,21 @@ class CliContext:
             report_admin_error(exc, router=self.router, subject=subject)
 
 
+def check_router_url(url: str) -> None:
+    """Exit 2 with a suggestion when ``--router`` is not an http(s) URL (``127.0.0.1:8081``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return
+    guess = "http://" + url.split("://", 1)[-1].lstrip("/")
+    fail(f"--router {url!r} is not an http(s) URL; did you mean {guess}?", ExitCode.USAGE)
+
+
 def report_admin_error(exc: AdminError, *, router: str, subject: str | None = None) -> None:
     """Map an admin-client error to its exit code with one readable line (no traceback)."""
+    if isinstance(exc, RouterTimeout):
+        fail(f"{_first_line(str(exc))}; raise --request-timeout or PCACHE_TIMEOUT", ExitCode.TIMEOUT)
     if isinstance(exc, RouterUnreachable):
         fail(
             f"{_first_line(str(exc))}; is `pcache router serve` running? set --router or PCACHE_ROUTER",
@@ -101,6 +116,13 @@ def report_admin_error(exc: AdminError, *, router: str, subject: str | None = No
         fail(
             f"unauthorized ({exc.status}) at {router}: {exc.message}; "
             "check --token or PCACHE_ADMIN_TOKEN (the router's admin token)",
+        )
+    if isinstance(exc, NotFound) and exc.message.startswith("unknown path /api/"):
+        fail(
+            f"{router} looks like the router's data plane (the OpenAI API), not its admin API; "
+            "the admin API listens on its own address (admin.listen in the router config, "
+            "default http://127.0.0.1:8081)",
+            ExitCode.USAGE,
         )
     if isinstance(exc, NotFound):
         what = f"{subject} not found" if subject else "not found"

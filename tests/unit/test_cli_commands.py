@@ -204,6 +204,41 @@ def test_unreachable_router_exits_3_with_one_line_and_a_hint() -> None:
     assert "PCACHE_ROUTER" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_router_that_does_not_answer_in_time_exits_4() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    result = run(FakeRouter({("GET", "/api/v1/status"): slow}), "status")
+    assert result.exit_code == 4, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "did not answer in time" in result.stderr and "--request-timeout" in result.stderr
+
+
+def test_a_router_url_without_a_scheme_exits_2_with_did_you_mean() -> None:
+    result = run(None, "status", "--router", "127.0.0.1:8081")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip() == (
+        "error: --router '127.0.0.1:8081' is not an http(s) URL; did you mean http://127.0.0.1:8081?"
+    )
+
+
+def test_the_data_plane_port_is_named_as_such() -> None:
+    data_plane_404 = httpx.Response(
+        404,
+        json={
+            "error": {
+                "message": "unknown path /api/v1/status",
+                "type": "invalid_request_error",
+                "code": "not_found",
+            }
+        },
+    )
+    result = run(FakeRouter({("GET", "/api/v1/status"): data_plane_404}), "status")
+    assert result.exit_code == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "looks like the router's data plane" in result.stderr and "admin.listen" in result.stderr
+
+
 def test_wrong_token_exits_1_with_a_token_hint() -> None:
     router = FakeRouter(
         {
