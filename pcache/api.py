@@ -18,6 +18,7 @@ __all__ = [
     "DriftSeries",
     "ErrorBody",
     "ErrorCounts",
+    "EventList",
     "ExplainRequest",
     "HandoverPrewarm",
     "PinIn",
@@ -32,6 +33,7 @@ __all__ = [
     "PrewarmPrefix",
     "ReplicaIn",
     "ReplicaStatus",
+    "RouterEvent",
     "RouterInfo",
     "RouterStatus",
     "StatusSnapshot",
@@ -397,3 +399,36 @@ class DriftSeries(_Model):
 
 BlastRadius.model_rebuild()
 ReplicaStatus.model_rebuild()
+
+
+# ---- events -------------------------------------------------------------------------------------
+
+EventKind = Literal[
+    "drain",
+    "undrain",
+    "pin",
+    "unpin",
+    "prewarm",
+    "replica_state",
+    "replica_added",
+    "replica_removed",
+    "home_moves",
+]
+
+
+class RouterEvent(_Model):
+    """One thing that happened in the router: an operator action, a result, a state change."""
+
+    id: int  # increasing; poll with ``after`` = the last id seen
+    t: float  # unix time it happened (a prewarm's finish, a burst's window end)
+    kind: EventKind
+    message: str
+    replica: str | None = None
+    prefix: str | None = None
+    job: str | None = None
+    ok: bool | None = None  # for outcomes: the prewarm warmed every pair, the replica came back
+
+
+class EventList(_Model):
+    events: list[RouterEvent]  # oldest first
+    last_id: int  # the newest id the router has (0: none yet)

@@ -26,6 +26,7 @@ from pcache.api import (
     BlastRadius,
     DecisionOut,
     DriftSeries,
+    EventList,
     ExplainRequest,
     PinIn,
     PinOut,
@@ -172,6 +173,10 @@ class _Calls:
         return "POST", f"{API}/replicas/{name}/drain", params, None, BlastRadius
 
     @staticmethod
+    def events(after: int, limit: int) -> tuple[str, str, dict[str, Any], Any, Any]:
+        return "GET", f"{API}/events", {"after": after, "limit": limit}, None, EventList
+
+    @staticmethod
     def blast_radius(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
         return "GET", f"{API}/replicas/{name}/blast-radius", {}, None, BlastRadius
 
@@ -267,6 +272,10 @@ class AdminClient:
     async def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
         return await self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
 
+    async def events(self, *, after: int = 0, limit: int = 200) -> EventList:
+        """The router's events with an id above ``after``, oldest first."""
+        return await self._call(_Calls.events(after, limit))  # type: ignore[no-any-return]
+
     async def blast_radius(self, name: str) -> BlastRadius:
         """What draining ``name`` would affect; a read, so it needs no write token."""
         return await self._call(_Calls.blast_radius(name))  # type: ignore[no-any-return]
@@ -352,6 +361,10 @@ class SyncAdminClient:
 
     def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
         return self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
+
+    def events(self, *, after: int = 0, limit: int = 200) -> EventList:
+        """The router's events with an id above ``after``, oldest first."""
+        return self._call(_Calls.events(after, limit))  # type: ignore[no-any-return]
 
     def blast_radius(self, name: str) -> BlastRadius:
         """What draining ``name`` would affect; a read, so it needs no write token."""

@@ -142,6 +142,7 @@ class Fleet:
         self._view: FleetView | None = None
         self._replica_views: dict[str, ReplicaView] = {}  # reused by view() until the replica changes
         self.version = 0  # bumped on every membership/state/tier1 change (not on load changes)
+        self._listeners: list[Callable[[], None]] = []
 
     # ---- reading --------------------------------------------------------------------------------
 
@@ -191,10 +192,16 @@ class Fleet:
 
     # ---- membership and operator state ----------------------------------------------------------
 
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every membership, state or Tier-1 change (never for load)."""
+        self._listeners.append(listener)
+
     def _changed(self) -> None:
         self._view = None
         self._replica_views.clear()
         self.version += 1
+        for listener in self._listeners:
+            listener()
 
     def _load_changed(self, name: str) -> None:
         """Only ``name``'s load or stats changed: the next view rebuilds just its ReplicaView."""

@@ -29,6 +29,7 @@ from pcache.client import AdminClient, AdminError
 from pcache.drain_capacity import DrainCapacity, drain_capacity
 from pcache_console import actions
 from pcache_console.history import Backfill, History
+from pcache_console.screens.events import EventsScreen
 from pcache_console.screens.help import HelpScreen
 from pcache_console.screens.replica import ReplicaScreen
 from pcache_console.source import Frame, Source
@@ -44,6 +45,7 @@ REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 ROUTER_ACTIONS = frozenset({"drain", "undrain", "pin", "unpin", "prewarm"})
 # Keys of the main screen, off while a dialog is up (so space or / cannot act behind it).
 _MAIN_SCREEN_ACTIONS = ROUTER_ACTIONS | {
+    "events",
     "help",
     "filter",
     "clear_filter",
@@ -94,6 +96,7 @@ class TopApp(App[None]):
         Binding("p", "pin", "Pin"),
         Binding("u", "unpin", "Unpin"),
         Binding("w", "prewarm", "Prewarm"),
+        Binding("e", "events", "Events"),
         *(Binding(s.key, f"sort('{s.sort}')", f"Sort {s.sort}", show=False) for s in _SORT_KEYS),
     ]
 
@@ -218,6 +221,8 @@ class TopApp(App[None]):
         self._render_header()
         if isinstance(self.screen, ReplicaScreen):
             self.screen.show(frame, self.history)
+        elif isinstance(self.screen, EventsScreen):
+            self.screen.show(frame.events)
 
     def _show_callouts(self, callouts: list[str]) -> None:
         """vllm-htop-style call-outs that name the replica, the router's most urgent first (errors,
@@ -272,6 +277,12 @@ class TopApp(App[None]):
     def action_help(self) -> None:
         disabled = {a: self._disabled_reason() or "" for a in ROUTER_ACTIONS if self._disabled_reason()}
         self.push_screen(HelpScreen(disabled))
+
+    def action_events(self) -> None:
+        """The router's event log (drains, pins, prewarm results, state changes), live."""
+        screen = EventsScreen()
+        self.push_screen(screen)
+        screen.show(self.frame.events if self.frame is not None else ())
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -355,6 +366,7 @@ class TopApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "Show every key", self.action_help)
         yield SystemCommand("Pause / resume", "Stop or restart polling", self.action_pause)
+        yield SystemCommand("Events", "The router's event log", self.action_events)
         if self._disabled_reason() is None:
             yield SystemCommand("Drain replica", "Drain the selected replica", self.action_drain)
             yield SystemCommand("Undrain replica", "Undrain the selected replica", self.action_undrain)

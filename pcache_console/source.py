@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
 
-from pcache.api import DriftSeries, PrefixHeat, StatusSnapshot
+from pcache.api import DriftSeries, EventList, PrefixHeat, RouterEvent, StatusSnapshot
 from pcache.client import AdminClient, AdminError
 from pcache.direct import DirectState, direct_snapshot, replica_names
 
@@ -30,6 +31,7 @@ class Frame:
     drift: DriftSeries | None = None
     fetched_at: float = 0.0
     warnings: tuple[str, ...] = field(default=())
+    events: tuple[RouterEvent, ...] = ()  # the router's newest events, oldest first
 
 
 class Source(Protocol):
@@ -41,8 +43,11 @@ class Source(Protocol):
     async def aclose(self) -> None: ...
 
 
+_EVENTS_KEPT = 300  # the event view shows the newest this many
+
+
 class RouterSource:
-    """Polls status, the prefix heat map and the drift series from the router's admin API."""
+    """Polls status, the prefix heat map, the drift series and new events from the admin API."""
 
     def __init__(
         self,
@@ -58,13 +63,16 @@ class RouterSource:
         self._top = top_prefixes
         self._window = drift_window_s
         self._clock = clock
+        self._events: deque[RouterEvent] = deque(maxlen=_EVENTS_KEPT)
+        self._last_event = 0
 
     async def poll(self) -> Frame:
-        # Status is the frame; heat map and drift are extras a frame survives without.
-        status, heat, drift = await asyncio.gather(
+        # Status is the frame; heat map, drift and events are extras a frame survives without.
+        status, heat, drift, events = await asyncio.gather(
             self._admin.status(),
             self._admin.prefixes(top=self._top),
             self._admin.drift(since_s=self._window),
+            self._admin.events(after=self._last_event, limit=_EVENTS_KEPT),
             return_exceptions=True,
         )
         if isinstance(status, BaseException):
@@ -72,18 +80,24 @@ class RouterSource:
         # A failing extra (an older router, a body that does not parse) is a warning, not a failure.
         warnings = tuple(
             f"{what}: {str(error).splitlines()[0]}"
-            for what, error in (("prefixes", heat), ("drift", drift))
+            for what, error in (("prefixes", heat), ("drift", drift), ("events", events))
             if isinstance(error, AdminError | ValueError)
         )
-        for extra in (heat, drift):
+        for extra in (heat, drift, events):
             if isinstance(extra, BaseException) and not isinstance(extra, AdminError | ValueError):
                 raise extra
+        if isinstance(events, EventList):
+            if events.last_id < self._last_event:  # the router restarted: its ids start again
+                self._events.clear()
+            self._events.extend(events.events)
+            self._last_event = events.last_id
         return Frame(
             status=status,
             heat=heat if isinstance(heat, PrefixHeat) else None,
             drift=drift if isinstance(drift, DriftSeries) else None,
             fetched_at=self._clock(),
             warnings=warnings,
+            events=tuple(self._events),
         )
 
     async def aclose(self) -> None:

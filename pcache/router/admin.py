@@ -23,6 +23,7 @@ from pcache.api import (
     DecisionOut,
     DriftSeries,
     ErrorBody,
+    EventList,
     ExplainRequest,
     PinIn,
     PinOut,
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from pcache.router.daemon import RouterDaemon
 
 __all__ = ["build_admin_app"]
+
+_BURST_LOOKBACK_S = 3600.0  # how far back a read of the event log looks for home-move bursts
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
@@ -84,6 +87,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         openapi_url="/openapi.json",
     )
     token = daemon.token
+    events = daemon.events
     actions = daemon.actions
 
     @app.exception_handler(StarletteHTTPException)
@@ -215,7 +219,16 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         confirm: Annotated[str | None, Query(description="the replica's name: same as force")] = None,
     ) -> BlastRadius:
         """Drain a replica (no new sessions; Tier-1 successors prewarmed first; drained when idle)."""
-        return await actions.drain(name, dry_run=dry_run, force=force or confirm == name)
+        radius = await actions.drain(name, dry_run=dry_run, force=force or confirm == name)
+        if not dry_run:
+            moves = f", {len(radius.tier1)} Tier-1 prefix(es) re-homed" if radius.tier1 else ""
+            events.record(
+                "drain",
+                f"drain of {name}: {radius.in_flight} in flight, {radius.sessions} sessions move{moves}",
+                replica=name,
+                job=radius.prewarm_job,
+            )
+        return radius
 
     @app.post(
         "/api/v1/replicas/{name}/undrain", response_model=ReplicaStatus, dependencies=write, responses=_ERRORS
@@ -223,6 +236,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     async def undrain(name: str) -> ReplicaStatus:
         """Return a draining or drained replica to service."""
         await actions.undrain(name)
+        events.record("undrain", f"{name} undrained: it takes new sessions again", replica=name)
         return _replica_row(name)
 
     @app.get("/api/v1/prefixes", response_model=PrefixHeat, dependencies=read, responses=_ERRORS)
@@ -246,12 +260,17 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         name: Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)], body: PinIn
     ) -> PinOut:
         """Register or replace a Tier-1 prefix pinned to replicas or k copies; optionally prewarm it."""
-        return await actions.pin(name, body)
+        pinned = await actions.pin(name, body)
+        where = ", ".join(pinned.replicas) if pinned.replicas else f"top-{pinned.copies} of its HRW ranking"
+        events.record("pin", f"{name} pinned to {where}", prefix=name, job=pinned.prewarm_job)
+        return pinned
 
     @app.delete("/api/v1/pins/{name}", response_model=PinOut, dependencies=write, responses=_ERRORS)
     async def unpin(name: str) -> PinOut:
         """Remove a run-time pin (config-defined prefixes are edited in the config)."""
-        return await actions.unpin(name)
+        removed = await actions.unpin(name)
+        events.record("unpin", f"{name} unpinned", prefix=name)
+        return removed
 
     @app.post("/api/v1/route/explain", response_model=DecisionOut, dependencies=read, responses=_ERRORS)
     async def explain(request: ExplainRequest) -> DecisionOut:
@@ -292,7 +311,12 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
     )
     async def prewarm(request: PrewarmIn) -> PrewarmJob:
         """Start a prewarm job (or, with ``dry_run``, return its plan)."""
-        return await actions.prewarm(request)
+        job = await actions.prewarm(request)
+        if not request.dry_run:
+            events.record(
+                "prewarm", f"prewarm {job.id} started: {job.total} prefix x replica pair(s)", job=job.id
+            )
+        return job
 
     @app.get("/api/v1/prewarm", response_model=list[PrewarmJob], dependencies=read, responses=_ERRORS)
     async def prewarm_jobs() -> list[PrewarmJob]:
@@ -306,6 +330,16 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         if job is None:
             raise ActionError(404, f"unknown prewarm job {job_id!r}", "unknown_job")
         return job
+
+    @app.get("/api/v1/events", response_model=EventList, dependencies=read, responses=_ERRORS)
+    async def event_log(
+        after: Annotated[int, Query(ge=0, description="only events with a higher id")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000, description="at most this many, the newest")] = 200,
+    ) -> EventList:
+        """The router's events, oldest first: operator actions, prewarm results, replica state
+        changes and home-move bursts."""
+        events.sweep(jobs=actions.jobs.all(), drift=daemon.ledger.drift(_BURST_LOOKBACK_S))
+        return events.since(after, limit)
 
     @app.get("/api/v1/drift", response_model=DriftSeries, dependencies=read, responses=_ERRORS)
     async def drift(since: Annotated[float, Query(gt=0, le=86400 * 7)] = 900.0) -> DriftSeries:

@@ -33,6 +33,7 @@ from pcache.prompt import FingerprintConfig
 from pcache.router.actions import OperatorActions
 from pcache.router.admin import build_admin_app
 from pcache.router.config import ConfigError, RouterConfig, split_host_port
+from pcache.router.events import EventLog
 from pcache.router.home_share import HomeShare
 from pcache.router.membership import Membership
 from pcache.router.metrics import RouterMetrics
@@ -158,6 +159,7 @@ class RouterDaemon:
         )
         self.url = ""
         self.admin_url = ""
+        self.events = EventLog()
         self.admin = AdminGuard(build_admin_app(self), max_body_bytes=config.admin.max_body_bytes)
         self._servers: list[_Server] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -221,6 +223,7 @@ class RouterDaemon:
         except StateError as exc:
             await self.store.close()
             raise ConfigError(f"state: {exc.message}") from exc
+        self.events.watch_fleet(self.fleet)  # the restored states are the baseline
         if self.homes is not None:
             await self.homes.subscribe()
         data_sock = _bind(self.config.listen)

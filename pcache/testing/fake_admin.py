@@ -19,15 +19,17 @@ from pcache.api import (
     DriftPoint,
     DriftSeries,
     ErrorCounts,
+    EventList,
     PrefixCell,
     PrefixHeat,
     PrefixRow,
     ReplicaStatus,
+    RouterEvent,
     RouterInfo,
     StatusSnapshot,
 )
 
-__all__ = ["FROZEN_NOW", "FakeRouter", "fake_frame_parts", "incident"]
+__all__ = ["FROZEN_NOW", "FakeRouter", "fake_events", "fake_frame_parts", "incident"]
 
 FROZEN_NOW = 1_790_000_000.0
 WINDOW_S = 60.0
@@ -208,6 +210,37 @@ def incident(snapshot: StatusSnapshot) -> StatusSnapshot:
     return snapshot.model_copy(update={"replicas": rows, "all": fleet, "callouts": callouts})
 
 
+def fake_events(now: float = FROZEN_NOW) -> list[RouterEvent]:
+    """A morning's worth of events: a drain, a prewarm with a failed pair, a replica going down."""
+    return [
+        RouterEvent(id=1, t=now - 600, kind="pin", message="prefix-1 pinned to r2, r3", prefix="prefix-1"),
+        RouterEvent(
+            id=2,
+            t=now - 300,
+            kind="drain",
+            message="drain of r4: 2 in flight, 37 sessions move, 1 Tier-1 prefix(es) re-homed",
+            replica="r4",
+            job="pw-1",
+        ),
+        RouterEvent(
+            id=3,
+            t=now - 290,
+            kind="prewarm",
+            message="prewarm pw-1 failed: 1/2 pairs warmed; failed: prefix-3 on r5: HTTP 400",
+            job="pw-1",
+            ok=False,
+        ),
+        RouterEvent(
+            id=4,
+            t=now - 45,
+            kind="replica_state",
+            message="r3: healthy -> unhealthy (connect refused)",
+            replica="r3",
+            ok=False,
+        ),
+    ]
+
+
 class FakeRouter:
     """An admin API in memory, served through ``httpx.MockTransport``."""
 
@@ -216,6 +249,7 @@ class FakeRouter:
         self.requests: list[tuple[str, str]] = []
         self.down = False
         self.snapshot_json_override: object = None  # served instead of the status snapshot
+        self.events = fake_events(now)
 
     @property
     def writes(self) -> list[tuple[str, str]]:
@@ -248,6 +282,11 @@ class FakeRouter:
             return httpx.Response(200, json=self.snapshot.model_dump(mode="json"))
         if request.method == "GET" and path == "/api/v1/prefixes":
             return httpx.Response(200, json=self.heat.model_dump(mode="json") if self.heat else None)
+        if request.method == "GET" and path == "/api/v1/events":
+            after = int(request.url.params.get("after", "0"))
+            last = max((e.id for e in self.events), default=0)
+            page = EventList(events=[e for e in self.events if e.id > after], last_id=last)
+            return httpx.Response(200, json=page.model_dump(mode="json"))
         if request.method == "GET" and path == "/api/v1/drift":
             return httpx.Response(200, json=self.drift.model_dump(mode="json"))
         if match := re.fullmatch(r"/api/v1/replicas/([^/]+)/(drain|undrain|blast-radius)", path):

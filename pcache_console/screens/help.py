@@ -28,6 +28,7 @@ KEYS: tuple[tuple[str, str, str | None], ...] = (
     ("p", "pin the selected prefix (a hot one needs its text from a file)", "pin"),
     ("u", "unpin the selected prefix", "unpin"),
     ("w", "prewarm the prefixes in a file", "prewarm"),
+    ("e", "the router's event log (Esc returns)", None),
     ("ctrl+p", "command palette", None),
     ("q", "quit", None),
 )

@@ -129,3 +129,26 @@ async def test_the_drain_dialog_stays_live_and_checks_the_group_s_capacity() -> 
         assert len(asked) >= 2  # the blast radius was asked again while the dialog was open
         await pilot.press("escape")
         assert fake.writes == []
+
+
+async def test_the_event_view_lists_the_router_s_events_and_keeps_up() -> None:
+    from pcache.api import RouterEvent
+    from pcache_console.screens.events import EventsScreen
+
+    fake = FakeRouter()
+    app = fake_app(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        await pilot.press("e")
+        await until(pilot, lambda: screen_name(app) == "EventsScreen")
+        screen = app.screen
+        assert isinstance(screen, EventsScreen)
+        body = text_of(screen.query_one("#events-body", Static))
+        assert "drain of r4" in body and "FAILED" in body and "r3: healthy -> unhealthy" in body
+        fake.events.append(
+            RouterEvent(id=5, t=fake.events[-1].t + 1, kind="undrain", message="r4 undrained", replica="r4")
+        )
+        app.poll_now()
+        await until(pilot, lambda: "r4 undrained" in text_of(screen.query_one("#events-body", Static)))
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) != "EventsScreen")

@@ -62,3 +62,12 @@ def test_drain_modal_shows_blast_radius_with_cancel_focused(snap_compare: Any) -
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_drain)
     assert fake.writes == []
+
+
+def test_event_log_view(snap_compare: Any) -> None:
+    async def open_events(pilot: Pilot[Any]) -> None:
+        await _loaded(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: screen_name(pilot.app) == "EventsScreen")
+
+    assert snap_compare(fake_app(FakeRouter()), terminal_size=(120, 40), run_before=open_events)
