@@ -125,6 +125,12 @@ class ReplicaStatus(_Model):
     # Since the engine started (its cumulative histograms as scraped): labelled lifetime.
     ttft_lifetime_p50: float | None = None
     ttft_lifetime_p95: float | None = None
+    # Calibration against the engine: its KV block size and capacity (vllm:cache_config_info or
+    # the engine's equivalent), and characters per token learned from its usage.prompt_tokens.
+    block_size: int | None = None  # tokens per KV block; the engine caches whole blocks only
+    kv_capacity_tokens: int | None = None  # block_size x number of KV blocks
+    chars_per_token: float | None = None  # None until enough of its responses were seen
+    calibration_samples: int = 0  # responses the estimate learned from
     sessions: int = 0  # sessions homed here
     tier1_owned: list[str] = Field(default_factory=list)
     tier1_pinned: list[str] = Field(default_factory=list)
@@ -163,6 +169,8 @@ class RouterInfo(_Model):
     hit_rate: float | None = None  # fleet engine-reported prefix-cache hit rate (token-weighted)
     predicted_hit_rate: float | None = None  # router's own prediction
     drift_ratio: float | None = None  # home moves / session requests in the window
+    chars_per_token: float | None = None  # what prompt-token estimates use now (fleet-wide)
+    chars_per_token_calibrated: bool = False  # learned from the engines' usage, not the default
     generated_at: float  # unix time of this snapshot
     state_store: str | None = None  # where operator state lives (no credentials)
     state_error: str | None = None  # set while the store cannot be reached: operator writes refused
@@ -303,7 +311,11 @@ class DecisionOut(_Model):
     tier1: str | None = None
     prompt_tokens: int = 0
     blocks: int = 0
-    predicted_cached_tokens: int = 0
+    predicted_cached_tokens: int = 0  # in the chosen engine's accounting (its full KV blocks)
+    prompt_chars: int = 0  # characters of the rendered prompt
+    chars_per_token: float | None = None  # used for prompt_tokens: learned from the engines, or the default
+    chars_per_token_calibrated: bool = False  # False: the configured default is still in use
+    engine_block_size: int | None = None  # the chosen replica's KV block size
     drift_cause: str | None = None
     candidates: list[CandidateOut]
 

@@ -45,6 +45,7 @@ class Fingerprint:
     block_tokens: int = 64
     session_source: SessionSource = SessionSource.NONE
     engine_tokens: EngineTokens | None = None
+    prompt_chars: int = 0  # characters of the rendered prompt (0: unknown, e.g. a replayed trace)
 
     def tokens_in(self, blocks: int) -> int:
         """Prompt tokens covered by the first ``blocks`` blocks (the last block may be partial)."""

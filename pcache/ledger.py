@@ -139,13 +139,27 @@ class Ledger:
                 info.sessions.popitem(last=False)
         return prefix_id
 
-    def record_route(self, fingerprint: Fingerprint, decision: Decision, now: float | None = None) -> None:
-        """Count a routed request (call once per request, after ``Policy.route``)."""
+    def record_route(
+        self,
+        fingerprint: Fingerprint,
+        decision: Decision,
+        now: float | None = None,
+        *,
+        predicted_tokens: int | None = None,
+    ) -> None:
+        """Count a routed request (call once per request, after ``Policy.route``).
+
+        ``predicted_tokens`` is the prediction in the engine's accounting (its full KV blocks);
+        without it, the tokens the predicted blocks cover."""
         window = self._window(now)
         window.requests += 1
         window.prompt_tokens += fingerprint.prompt_tokens
         self._totals["requests"] += 1
-        predicted = fingerprint.tokens_in(decision.predicted_cached_blocks)
+        predicted = (
+            fingerprint.tokens_in(decision.predicted_cached_blocks)
+            if predicted_tokens is None
+            else predicted_tokens
+        )
         window.predicted_cached += predicted
         if fingerprint.session is not None:
             window.session_requests += 1

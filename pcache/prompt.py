@@ -31,6 +31,7 @@ __all__ = [
     "prefix_blocks",
     "render_chat",
     "render_message",
+    "rendered_prefix",
 ]
 
 _hash = xxhash.xxh3_64_intdigest
@@ -175,13 +176,16 @@ def prefix_blocks(
     ``as_="chat"`` renders the text as a system message; ``"completion"`` as raw prompt text.
     """
     config = config or FingerprintConfig()
+    return chain_blocks(rendered_prefix(text, as_), config.chunk_chars, full_only=True)
+
+
+def rendered_prefix(text: str, as_: Literal["chat", "completion"] = "chat") -> str:
+    """A Tier-1 prefix as the start of a real request renders it (a system message, or raw text)."""
     if as_ == "chat":
-        rendered = render_message({"role": "system", "content": text})
-    elif as_ == "completion":
-        rendered = text
-    else:
-        raise ValueError(f"as_ must be 'chat' or 'completion', not {as_!r}")
-    return chain_blocks(rendered, config.chunk_chars, full_only=True)
+        return render_message({"role": "system", "content": text})
+    if as_ == "completion":
+        return text
+    raise ValueError(f"as_ must be 'chat' or 'completion', not {as_!r}")
 
 
 class Tier1Index:
@@ -326,4 +330,5 @@ def fingerprint_request(
         tier1_blocks=tier1_blocks,
         block_tokens=config.block_tokens,
         session_source=source,
+        prompt_chars=len(text),
     )

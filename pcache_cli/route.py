@@ -40,6 +40,13 @@ def render_decision(decision: DecisionOut) -> RenderableType:
     details.append(str(decision.blocks))
     details.append("  predicted cached ", style="dim")
     details.append(str(decision.predicted_cached_tokens))
+    if decision.chars_per_token is not None:
+        learned = "calibrated on the engines" if decision.chars_per_token_calibrated else "default"
+        details.append("  chars/token ", style="dim")
+        details.append(f"{decision.chars_per_token:.2f} ({learned})")
+    if decision.engine_block_size:
+        details.append("  engine block ", style="dim")
+        details.append(str(decision.engine_block_size))
     if decision.drift_cause:
         details.append("  drift ", style="dim")
         details.append(decision.drift_cause, style="yellow")

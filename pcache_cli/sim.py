@@ -45,6 +45,13 @@ def sim(
     inter_token_ms: Annotated[
         float, typer.Option("--inter-token-ms", help="Time between generated tokens (ms).")
     ] = 1.0,
+    chars_per_token: Annotated[
+        float,
+        typer.Option(
+            "--chars-per-token",
+            help="Characters per token of the stand-in tokenizer (1-16; real BPE ~2.4-3.2).",
+        ),
+    ] = 4.0,
     dev_mode: Annotated[
         bool,
         typer.Option(
@@ -75,6 +82,7 @@ def sim(
         per_token_us=per_token_us,
         inter_token_ms=inter_token_ms,
         dev_mode=dev_mode,
+        chars_per_token=chars_per_token,
     )
     try:
         fleet = fleet_config(options)

@@ -110,6 +110,9 @@ def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | N
             row.group or "-",
             f"{row.weight:g}",
             "-" if row.scrape_age_s is None else f"{row.scrape_age_s:.1f}s",
+            "-" if row.chars_per_token is None else f"{row.chars_per_token:.2f}",
+            _count(row.block_size),
+            _count(row.kv_capacity_tokens),
             row.url or "-",
             Text(row.last_error or "-", style="red" if row.last_error else "dim"),
         ]
@@ -129,6 +132,9 @@ def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
             "GROUP",
             "WEIGHT",
             "SCRAPED",
+            "CHARS/TOK",
+            "BLOCK",
+            "KV TOKENS",
             "URL",
             "LAST ERROR",
         ]
@@ -136,6 +142,7 @@ def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
     keep = {
         "NAME": max([len("ALL"), *(len(r.name) for r in snapshot.replicas)]),
         "STATE": max((len(state_text(r.state, r.stale)) for r in snapshot.replicas), default=5),
+        **{name: len(name) for name in ("CHARS/TOK", "KV TOKENS")},
     }
     for header in headers:
         table.add_column(
@@ -163,6 +170,9 @@ _NUMERIC = {
     "REQUESTS",
     "WEIGHT",
     "SCRAPED",
+    "CHARS/TOK",
+    "BLOCK",
+    "KV TOKENS",
 }
 
 

@@ -264,14 +264,12 @@ class OperatorActions:
         self, record: Tier1Record, owners: dict[str, list[str]] | None = None, job: str | None = None
     ) -> PinOut:
         owners = owners if owners is not None else self.routing.owners()
-        prefix = self.fleet.tier1.get(record.name)
-        blocks = len(prefix.blocks) if prefix is not None else 0
         source = _PIN_SOURCES.get(record.source, "pin")
         return PinOut(
             name=record.name,
             source=source,
             text_head=record.text[:_TEXT_HEAD],
-            tokens=blocks * self.routing.config.block_tokens,
+            tokens=self.routing.prefix_tokens(record.text, record.as_),  # calibrated on the engines
             replicas=list(record.replicas),
             copies=record.copies,
             group=record.group,

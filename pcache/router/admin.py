@@ -39,7 +39,7 @@ from pcache.fleet_view import ReplicaState
 from pcache.prompt import PromptError
 from pcache.router.actions import ActionError
 from pcache.router.config import NAME_PATTERN
-from pcache.router.snapshot import replica_status, status_snapshot, with_cache_index
+from pcache.router.snapshot import replica_status, status_snapshot, with_cache_index, with_calibration
 from pcache.state import StateError
 
 if TYPE_CHECKING:
@@ -161,7 +161,8 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             state_store=daemon.store.location,
             state_error=daemon.state_sync.error,
         )
-        return with_cache_index(snapshot, daemon.fleet, daemon.routing.kv, daemon.routing.accuracy)
+        snapshot = with_cache_index(snapshot, daemon.fleet, daemon.routing.kv, daemon.routing.accuracy)
+        return with_calibration(snapshot, daemon.routing.calibration, daemon.routing.chars_per_token)
 
     @app.get("/api/v1/routers", response_model=list[RouterStatus], dependencies=read, responses=_ERRORS)
     async def routers() -> list[RouterStatus]:
@@ -272,6 +273,12 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
         events.record("unpin", f"{name} unpinned", prefix=name)
         return removed
 
+    def _block_size(replica: str | None) -> int | None:
+        if replica is None or replica not in daemon.fleet:
+            return None
+        stats = daemon.fleet.get(replica).stats
+        return stats.block_size if stats is not None else None
+
     @app.post("/api/v1/route/explain", response_model=DecisionOut, dependencies=read, responses=_ERRORS)
     async def explain(request: ExplainRequest) -> DecisionOut:
         """The decision the router would make for this request now; nothing is booked."""
@@ -293,7 +300,15 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             tier1=decision.tier1 or fingerprint.tier1,
             prompt_tokens=fingerprint.prompt_tokens,
             blocks=len(fingerprint.blocks),
-            predicted_cached_tokens=fingerprint.tokens_in(decision.predicted_cached_blocks),
+            predicted_cached_tokens=(
+                daemon.routing.predicted_tokens(fingerprint, decision, decision.replica)
+                if decision.replica is not None
+                else 0
+            ),
+            prompt_chars=fingerprint.prompt_chars,
+            chars_per_token=daemon.routing.chars_per_token,
+            chars_per_token_calibrated=daemon.routing.calibration.calibrated(),
+            engine_block_size=_block_size(decision.replica),
             drift_cause=decision.drift.cause.value if decision.drift is not None else None,
             candidates=[
                 CandidateOut(

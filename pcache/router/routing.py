@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pcache.calibration import Calibration
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, Tier1Prefix
@@ -20,7 +21,13 @@ from pcache.kv.local_tokenizer import LocalTokenizer, TokenizerError
 from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
 from pcache.policy.base import Decision, Exclusion, Outcome, Policy
-from pcache.prompt import FingerprintConfig, Tier1Index, fingerprint_request, prefix_blocks
+from pcache.prompt import (
+    FingerprintConfig,
+    Tier1Index,
+    fingerprint_request,
+    prefix_blocks,
+    rendered_prefix,
+)
 from pcache.router.metrics import RouterMetrics
 from pcache.router.prediction import PredictionAccuracy
 
@@ -28,6 +35,7 @@ __all__ = ["Routing"]
 
 # A candidate left out only for load is still an owner (the prefix is cached there).
 _OWNER_EXCLUSIONS = frozenset({None, Exclusion.OVER_LOAD_BOUND})
+_RECALIBRATE = 0.005  # rebuild the counting config when the estimate moved by more than 0.5%
 
 
 class Routing:
@@ -55,6 +63,10 @@ class Routing:
         # Called with (session, replica) whenever a decision gives a session a (new) home, so the
         # routers sharing a state store can learn it (write-behind: never awaited here).
         self.on_new_home: Callable[[str, str], None] | None = None
+        # Characters per token learned from the engines' usage.prompt_tokens (not with a tokenizer,
+        # which counts exactly); the fingerprint config follows the fleet's estimate.
+        self.calibration = Calibration(config.chars_per_token)
+        self._counting = config
 
     async def with_engine_tokens(self, fingerprint: Fingerprint, body: Mapping[str, Any]) -> Fingerprint:
         """``fingerprint`` with the prompt in the engine's token ids, when a precise index is live:
@@ -122,20 +134,43 @@ class Routing:
         return self._index
 
     def fingerprint(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> Fingerprint:
-        """Raises :class:`pcache.prompt.PromptError` for malformed or empty bodies."""
-        return fingerprint_request(body, headers, self.config, self._index)
+        """Raises :class:`pcache.prompt.PromptError` for malformed or empty bodies.
+
+        Tokens are counted with the fleet's calibrated characters per token (the configured value
+        until the engines' counts have been seen)."""
+        return fingerprint_request(body, headers, self._counting, self._index)
+
+    @property
+    def chars_per_token(self) -> float:
+        """The characters per token prompt-token estimates use now."""
+        return self._counting.chars_per_token
+
+    def prefix_tokens(self, text: str, as_: str) -> int:
+        """Engine tokens a Tier-1 prefix takes, estimated with the calibrated characters per token."""
+        rendered = rendered_prefix(text, "chat" if as_ == "chat" else "completion")
+        return self._counting.count_tokens(rendered)
+
+    def _calibrate(self, fingerprint: Fingerprint, outcome: Outcome) -> None:
+        """Feed one relayed usage.prompt_tokens; re-derive the counting config when the estimate moved."""
+        if self.config.tokenizer is not None or not fingerprint.prompt_chars or not outcome.prompt_tokens:
+            return
+        self.calibration.observe(outcome.replica, fingerprint.prompt_chars, outcome.prompt_tokens)
+        estimate = self.calibration.chars_per_token()
+        if abs(estimate - self._counting.chars_per_token) > _RECALIBRATE * self._counting.chars_per_token:
+            self._counting = dataclasses.replace(self.config, chars_per_token=estimate)
 
     def route(self, fingerprint: Fingerprint) -> Decision:
         """Decide and book: the policy's memory, the ledger, the metrics."""
         started = time.perf_counter()
         decision = self.policy.route(fingerprint, self.fleet.view())
         self.metrics.decision.observe(time.perf_counter() - started)
-        self.ledger.record_route(fingerprint, decision)
+        predicted = self.predicted_tokens(fingerprint, decision, decision.replica) if decision.replica else 0
+        self.ledger.record_route(fingerprint, decision, predicted_tokens=predicted)
         self.metrics.count_request(decision.replica or "none", decision.reason.value)
         if decision.drift is not None:
             self.metrics.home_moves.labels(decision.drift.cause.value).inc()
-        if decision.predicted_cached_blocks:
-            self.metrics.predicted_cached.inc(fingerprint.tokens_in(decision.predicted_cached_blocks))
+        if predicted:
+            self.metrics.predicted_cached.inc(predicted)
         if decision.new_home and self.on_new_home is not None and decision.session and decision.replica:
             self.on_new_home(decision.session, decision.replica)
         return decision
@@ -152,10 +187,10 @@ class Routing:
         probe = Fingerprint(
             blocks=prefix.blocks,
             session=None,
-            prompt_tokens=len(prefix.blocks) * self.config.block_tokens,
+            prompt_tokens=len(prefix.blocks) * self._counting.block_tokens,
             tier1=prefix.name,
             tier1_blocks=len(prefix.blocks),
-            block_tokens=self.config.block_tokens,
+            block_tokens=self._counting.block_tokens,
         )
         decision = self.policy.explain(probe, view)
         return [c.replica for c in decision.candidates if c.excluded in _OWNER_EXCLUSIONS]
@@ -169,6 +204,8 @@ class Routing:
         """Report a finished request back to the policy and the ledger."""
         self.policy.observe(fingerprint, decision, outcome)
         self.ledger.record_outcome(fingerprint, decision, outcome)
+        if outcome.ok:
+            self._calibrate(fingerprint, outcome)
         served = outcome.ok and outcome.replica == decision.replica and fingerprint.prompt_tokens > 0
         if served and outcome.cached_tokens is not None:
             predicted = self.predicted_tokens(fingerprint, decision, outcome.replica)

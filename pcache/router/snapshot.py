@@ -8,6 +8,7 @@ from typing import Any
 
 from pcache import __version__
 from pcache.api import ErrorCounts, ReplicaStatus, RouterInfo, StatusSnapshot
+from pcache.calibration import Calibration
 from pcache.direct import imbalance_callouts
 from pcache.engines.histogram import Buckets, merge_buckets, quantile
 from pcache.engines.window import finite
@@ -80,6 +81,10 @@ def replica_status(
         e2e_buckets=finite(e2e),
         ttft_lifetime_p50=quantile(lifetime, 0.5) if lifetime else None,
         ttft_lifetime_p95=quantile(lifetime, 0.95) if lifetime else None,
+        block_size=stats.block_size if stats else None,
+        kv_capacity_tokens=(
+            stats.block_size * stats.num_blocks if stats and stats.block_size and stats.num_blocks else None
+        ),
         sessions=sessions.get(entry.name, 0),
         tier1_owned=sorted(name for name, names in owners.items() if entry.name in names),
         tier1_pinned=sorted(name for name, names in pinned.items() if entry.name in names),
@@ -255,3 +260,32 @@ def with_cache_index(
         }
     )
     return snapshot.model_copy(update={"replicas": rows, "all": totals})
+
+
+def with_calibration(
+    snapshot: StatusSnapshot, calibration: Calibration, chars_per_token: float
+) -> StatusSnapshot:
+    """The snapshot with each replica's learned characters per token and the fleet's value in use."""
+    rows = [
+        row.model_copy(
+            update={
+                "chars_per_token": (
+                    calibration.chars_per_token(row.name) if calibration.calibrated(row.name) else None
+                ),
+                "calibration_samples": calibration.samples(row.name),
+            }
+        )
+        for row in snapshot.replicas
+    ]
+    calibrated = calibration.calibrated()
+    totals = snapshot.all.model_copy(
+        update={
+            "chars_per_token": calibration.chars_per_token() if calibrated else None,
+            "calibration_samples": calibration.samples(),
+            "kv_capacity_tokens": sum(r.kv_capacity_tokens for r in rows if r.kv_capacity_tokens) or None,
+        }
+    )
+    router = snapshot.router.model_copy(
+        update={"chars_per_token": chars_per_token, "chars_per_token_calibrated": calibrated}
+    )
+    return snapshot.model_copy(update={"replicas": rows, "all": totals, "router": router})

@@ -125,7 +125,12 @@ def build_app(replica: SimReplica) -> Starlette:
         except ValueError as exc:
             return _error(f"request body is not valid JSON: {exc}", "BadRequestError", 400)
         try:
-            answer = tokenize_body(body, served_model=spec.model, max_model_len=spec.max_model_len)
+            answer = tokenize_body(
+                body,
+                served_model=spec.model,
+                max_model_len=spec.max_model_len,
+                chars_per_token=spec.chars_per_token,
+            )
         except RequestError as exc:
             return _error(exc.message, exc.kind, exc.status)
         return JSONResponse(answer)

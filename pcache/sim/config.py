@@ -16,6 +16,7 @@ __all__ = [
     "FleetConfig",
     "ReplicaSpec",
     "Timing",
+    "check_chars_per_token",
     "load_fleet_config",
 ]
 
@@ -99,6 +100,7 @@ class ReplicaSpec:
     seed: int = 0
     kv_events: EventsEndpoint | None = None  # publish KV events like vLLM's --kv-events-config
     dev_mode: bool = False  # serve /reset_prefix_cache, as vLLM does with VLLM_SERVER_DEV_MODE=1
+    chars_per_token: float = 4.0  # the stand-in tokenizer's width (a real BPE gives ~2.4-3.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ _REPLICA_KEYS = {
     "inter_token_ms",
     "faults",
     "kv_events",
+    "chars_per_token",
 }
 
 
@@ -144,6 +147,13 @@ def _kv_events_from(raw: Any, where: str) -> EventsEndpoint | None:
     if not isinstance(topic, str):
         raise ConfigError(f"{where}: kv_events.topic must be a string")
     return EventsEndpoint(endpoint=endpoint, replay_endpoint=replay, topic=topic)
+
+
+def check_chars_per_token(value: Any, where: str = "chars_per_token") -> float:
+    """A tokenizer width of 1 to 16 characters per token (fractions allowed, such as 2.7)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1.0 <= value <= 16.0:
+        raise ConfigError(f"{where}: chars_per_token must be a number from 1 to 16")
+    return float(value)
 
 
 def _replica_from(raw: dict[str, Any], base: ReplicaSpec, where: str) -> ReplicaSpec:
@@ -167,6 +177,8 @@ def _replica_from(raw: dict[str, Any], base: ReplicaSpec, where: str) -> Replica
             spec = replace(spec, **names)
     if "kv_events" in raw:
         spec = replace(spec, kv_events=_kv_events_from(raw["kv_events"], where))
+    if "chars_per_token" in raw:
+        spec = replace(spec, chars_per_token=check_chars_per_token(raw["chars_per_token"], where))
     timing = spec.timing
     for key, attr, scale in (
         ("t0_ms", "t0", 1e-3),

@@ -37,6 +37,7 @@ class SimOptions:
     t0_ms: float = 2.0
     per_token_us: float = 20.0
     inter_token_ms: float = 1.0
+    chars_per_token: float = 4.0  # the stand-in tokenizer's width (a real byte-level BPE: ~2.4-3.2)
     dev_mode: bool = False  # serve /reset_prefix_cache, as vLLM does only under VLLM_SERVER_DEV_MODE=1
 
 
@@ -53,6 +54,8 @@ def fleet_config(options: SimOptions) -> FleetConfig:
             raise ConfigError(f"{flag} must be at least 1")
     if min(options.t0_ms, options.per_token_us, options.inter_token_ms) < 0:
         raise ConfigError("timings must not be negative")
+    if not 1.0 <= options.chars_per_token <= 16.0:
+        raise ConfigError("--chars-per-token must be between 1 and 16")
     if not 0 <= options.base_port <= 65535:
         raise ConfigError("--base-port must be between 0 and 65535")
     base = ReplicaSpec(
@@ -71,6 +74,7 @@ def fleet_config(options: SimOptions) -> FleetConfig:
         faults=FaultSettings(),
         seed=options.seed,
         dev_mode=options.dev_mode,
+        chars_per_token=options.chars_per_token,
     )
     fleet = load_fleet_config(
         options.config,

@@ -77,7 +77,7 @@ class SimReplica:
                 BlockStored(
                     block_hashes=list[BlockHash](hashes[start : previous + 1]),
                     parent_block_hash=hashes[start - 1] if start else None,
-                    token_ids=token_ids(text, start * size, (previous + 1) * size),
+                    token_ids=token_ids(text, start * size, (previous + 1) * size, self.spec.chars_per_token),
                     block_size=size,
                     medium="GPU",
                 )
@@ -133,10 +133,11 @@ class Generation:
         self._scheduler = replica.scheduler
         self._metrics = replica.metrics
         self._cache = replica.cache
-        self.prompt_tokens = prompt_tokens if prompt_tokens is not None else count_tokens(prompt)
+        per_token = replica.spec.chars_per_token
+        self.prompt_tokens = prompt_tokens if prompt_tokens is not None else count_tokens(prompt, per_token)
         self.max_tokens = max_tokens
         self._prompt = prompt
-        self._hashes = block_hashes(prompt, replica.spec.block_size)
+        self._hashes = block_hashes(prompt, replica.spec.block_size, chars_per_token=per_token)
         self._allocation: Allocation | None = None
         self.cached_tokens = 0
         self.generated = 0
@@ -197,7 +198,8 @@ class Generation:
             return  # no prefill done, or no generated token computed yet
         generated = "".join(filler_text(index) for index in range(self.generated - 1))
         text = self._prompt + generated
-        sequence = block_hashes(text, self._replica.spec.block_size, known=self._hashes)
+        spec = self._replica.spec
+        sequence = block_hashes(text, spec.block_size, self._hashes, spec.chars_per_token)
         self._replica.publish_stored(text, sequence, self._cache.commit(allocation, sequence))
 
     async def prefill(self) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from pcache.sim.protocol import RequestError, render_chat
-from pcache.sim.tokenizer import token_ids
+from pcache.sim.tokenizer import CHARS_PER_TOKEN, token_ids
 
 __all__ = ["tokenize_body"]
 
 
-def tokenize_body(body: Any, *, served_model: str, max_model_len: int) -> dict[str, Any]:
+def tokenize_body(
+    body: Any, *, served_model: str, max_model_len: int, chars_per_token: float = CHARS_PER_TOKEN
+) -> dict[str, Any]:
     """The response to a ``/tokenize`` request body; raises :class:`RequestError` when it is invalid."""
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
@@ -28,5 +30,5 @@ def tokenize_body(body: Any, *, served_model: str, max_model_len: int) -> dict[s
         text = body["prompt"]
     else:
         raise RequestError("give 'prompt' (a string) or 'messages'")
-    tokens = token_ids(text)
+    tokens = token_ids(text, chars_per_token=chars_per_token)
     return {"count": len(tokens), "max_model_len": max_model_len, "tokens": tokens, "token_strs": None}

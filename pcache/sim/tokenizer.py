@@ -1,11 +1,15 @@
-"""A deterministic stand-in tokenizer: one token per 4 characters, so prefixes share tokens exactly.
+"""A deterministic stand-in tokenizer: fixed-width tokens, so prefixes share tokens exactly.
 
-Real tokenizers average roughly 4 characters per token on English text; fixed-width chunks keep
-that ratio while making token boundaries (and so block hashes) a pure function of the text prefix.
+Token ``i`` of a text is its characters ``floor(i * c) .. floor((i + 1) * c)`` for ``c`` characters
+per token (4 by default; real byte-level BPE tokenizers give 2.4-3.2 on English prose, so a replica
+can be set to that with ``chars_per_token``). Boundaries depend only on position, so token boundaries
+(and block hashes) are a pure function of the text prefix and two prompts sharing their first ``k``
+tokens' characters share those tokens.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import xxhash
@@ -33,12 +37,25 @@ _FILLER = (
 # hash the same as the ones the engine cached while generating it.
 
 
-def count_tokens(text: str) -> int:
-    """Number of tokens in ``text`` (ceil of characters / 4)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+def _boundary(index: int, chars_per_token: float) -> int:
+    """Character offset where token ``index`` starts."""
+    return int(index * chars_per_token)
 
 
-def token_ids(text: str, start: int = 0, stop: int | None = None) -> list[int]:
+def count_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """Number of tokens in ``text``: the first token index whose start is at or past its end."""
+    length = len(text)
+    count = math.ceil(length / chars_per_token)
+    while count > 0 and _boundary(count - 1, chars_per_token) >= length:
+        count -= 1
+    while _boundary(count, chars_per_token) < length:
+        count += 1
+    return count
+
+
+def token_ids(
+    text: str, start: int = 0, stop: int | None = None, chars_per_token: float = CHARS_PER_TOKEN
+) -> list[int]:
     """The ids of tokens ``start..stop`` of ``text`` (what ``/tokenize`` and the KV events carry).
 
     A token of four hex digits is that number (so a prompt sent as token ids < 65536, which the
@@ -46,18 +63,20 @@ def token_ids(text: str, start: int = 0, stop: int | None = None) -> list[int]:
     65536 plus a 31-bit hash of its characters. Equal texts give equal ids; distinct tokens collide
     with a chance of about 2^-31 per pair, the price of a stand-in vocabulary.
     """
-    end = count_tokens(text) if stop is None else stop
+    end = count_tokens(text, chars_per_token) if stop is None else stop
     ids: list[int] = []
     for index in range(start, end):
-        chunk = text[index * CHARS_PER_TOKEN : (index + 1) * CHARS_PER_TOKEN]
-        if len(chunk) == CHARS_PER_TOKEN and all(c in _HEX for c in chunk):
+        chunk = text[_boundary(index, chars_per_token) : _boundary(index + 1, chars_per_token)]
+        if len(chunk) == 4 and all(c in _HEX for c in chunk):
             ids.append(int(chunk, 16))
         else:
             ids.append(_VOCAB_OFFSET + (xxhash.xxh32_intdigest(chunk.encode("utf-8")) & 0x7FFFFFFF))
     return ids
 
 
-def block_hashes(text: str, block_size: int, known: Sequence[int] = ()) -> list[int]:
+def block_hashes(
+    text: str, block_size: int, known: Sequence[int] = (), chars_per_token: float = CHARS_PER_TOKEN
+) -> list[int]:
     """Chained 64-bit hashes of the full ``block_size``-token blocks of ``text``.
 
     Block ``k``'s hash covers its own characters and its parent's hash, so two texts share their
@@ -65,13 +84,17 @@ def block_hashes(text: str, block_size: int, known: Sequence[int] = ()) -> list[
     ``text``'s leading blocks already computed (say, of a prompt ``text`` extends): they are kept and
     only the blocks after them are hashed.
     """
-    width = block_size * CHARS_PER_TOKEN
     hashes = list(known)
     parent = hashes[-1] if hashes else ROOT_HASH
-    for start in range(len(hashes) * width, len(text) - width + 1, width):
-        parent = xxhash.xxh3_64_intdigest(text[start : start + width].encode("utf-8"), seed=parent)
+    block = len(hashes)
+    while True:
+        start = _boundary(block * block_size, chars_per_token)
+        end = _boundary((block + 1) * block_size, chars_per_token)
+        if end > len(text):
+            return hashes
+        parent = xxhash.xxh3_64_intdigest(text[start:end].encode("utf-8"), seed=parent)
         hashes.append(parent)
-    return hashes
+        block += 1
 
 
 def filler_text(index: int) -> str:

@@ -1,0 +1,37 @@
+"""Characters per token learned from engine counts: default first, then the engines' ratio."""
+
+from __future__ import annotations
+
+import pytest
+
+from pcache.calibration import Calibration
+
+
+def test_the_default_holds_until_enough_responses_were_seen() -> None:
+    calibration = Calibration(4.0, min_samples=3)
+    calibration.observe("r1", 270, 100)
+    calibration.observe("r1", 540, 200)
+    assert calibration.chars_per_token() == 4.0 and not calibration.calibrated()
+    calibration.observe("r1", 27, 10)
+    assert calibration.chars_per_token() == pytest.approx(2.7) and calibration.calibrated("r1")
+    assert calibration.chars_per_token("r2") == 4.0 and calibration.samples("r1") == 3
+
+
+def test_the_estimate_follows_a_change_of_tokenizer() -> None:
+    calibration = Calibration(4.0, min_samples=1, decay=0.95)
+    for _ in range(100):
+        calibration.observe("r1", 300, 100)
+    for _ in range(200):
+        calibration.observe("r1", 250, 100)
+    assert calibration.chars_per_token("r1") == pytest.approx(2.5, rel=0.01)
+
+
+def test_replicas_keep_their_own_estimates_and_the_fleet_pools_them() -> None:
+    calibration = Calibration(4.0, min_samples=1, decay=1.0)
+    calibration.observe("r1", 200, 100)
+    calibration.observe("r2", 400, 100)
+    assert calibration.chars_per_token("r1") == 2.0 and calibration.chars_per_token("r2") == 4.0
+    assert calibration.chars_per_token() == 3.0
+    calibration.observe("r1", 0, 100)  # nothing rendered: ignored
+    calibration.forget("r2")
+    assert not calibration.calibrated("r2") and calibration.samples() == 2
