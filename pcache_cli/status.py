@@ -142,7 +142,7 @@ def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
     keep = {
         "NAME": max([len("ALL"), *(len(r.name) for r in snapshot.replicas)]),
         "STATE": max((len(state_text(r.state, r.stale)) for r in snapshot.replicas), default=5),
-        **{name: len(name) for name in ("CHARS/TOK", "KV TOKENS")},
+        **{name: len(name) for name in ("CHARS/TOK", "BLOCK", "KV TOKENS")},
     }
     for header in headers:
         table.add_column(
