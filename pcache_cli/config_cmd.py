@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pcache_cli.common import fail
+from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
 from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
 from pcache_cli.settings import FILE_KEYS
@@ -64,18 +64,17 @@ def register(app: typer.Typer) -> None:
         output: OutputOpt = None,
     ) -> None:
         """Validate a router config: every error names its field and line."""
-        from pcache.router.config import ConfigError, load_config
+        from pcache.router.checks import check_config_file
+        from pcache.router.config import ConfigError
 
         cli = get_context(ctx)
         try:
-            config = load_config(file)
-            for prefix in config.tier1:
-                config.tier1_text(prefix)
+            config = check_config_file(file)  # the very checks `pcache router serve` makes
         except ConfigError as exc:
             lines = str(exc).splitlines()
             for line in lines[1:]:
                 print(f"error: {line}", file=sys.stderr)
-            fail(lines[0] if lines else f"{file}: invalid config")
+            fail(lines[0] if lines else f"{file}: invalid config", ExitCode.USAGE)
         summary = {
             "file": str(file),
             "ok": True,

@@ -21,11 +21,13 @@ ConfigOption = Annotated[
 
 
 def _load(path: Path) -> RouterConfig:
-    from pcache.router.config import ConfigError, load_config
+    """The config after every check ``serve`` makes before binding (exit 2 on any problem)."""
+    from pcache.router.checks import check_config_file
+    from pcache.router.config import ConfigError
     from pcache.router.launch import config_error_lines
 
     try:
-        return load_config(path)
+        return check_config_file(path)
     except ConfigError as exc:
         lines = config_error_lines(exc)
         for line in lines[:-1]:

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pcache.engines import ENGINES
 from pcache.state.location import check_location
@@ -194,6 +203,13 @@ class HealthConfig(_Section):
     failures: int = Field(default=3, ge=1, le=100)
     recoveries: int = Field(default=2, ge=1, le=100)
 
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError(f"must be an absolute path such as /health, got {value!r}")
+        return value
+
 
 class ScrapeConfig(_Section):
     """``/metrics`` scraping through the engine adapters."""
@@ -278,6 +294,12 @@ class RouterConfig(_Section):
     state: str = "memory://"  # a sqlite file path, "sqlite:///path", "memory://" or "redis://host:port/db"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     base_dir: str = "."  # set by load_config: where relative paths resolve
+    _where: Callable[[tuple[int | str, ...]], str] | None = PrivateAttr(default=None)
+
+    def where(self, *loc: int | str) -> str:
+        """``file:line`` of a field (``where("policy", "name")``), as far as the YAML tells;
+        ``""`` for a config not read from a file."""
+        return self._where(loc) if self._where is not None else ""
 
     @field_validator("listen")
     @classmethod
@@ -390,9 +412,12 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Ro
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the config must be a mapping of fields")
+    duplicates = _duplicate_keys(node)
+    if duplicates:
+        raise ConfigError("\n".join(f"{source}:{line}: {problem}" for line, problem in duplicates))
     data.setdefault("base_dir", base_dir)
     try:
-        return RouterConfig.model_validate(data)
+        config = RouterConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -402,6 +427,36 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Ro
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {_format_loc(loc)}: {message}")
         raise ConfigError("\n".join(lines)) from None
+
+    def locate(loc: tuple[int | str, ...]) -> str:
+        line = _line_of(node, loc)
+        return f"{source}:{line}" if line else source
+
+    config._where = locate
+    return config
+
+
+def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
+    """(line, problem) for every mapping key given twice (YAML keeps the last one silently)."""
+    found: list[tuple[int, str]] = []
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key, value in current.value:
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        found.append(
+                            (line, f"duplicate key {key.value!r} (first given on line {seen[key.value]})")
+                        )
+                    else:
+                        seen[key.value] = line
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return sorted(found)
 
 
 def load_config(path: str | os.PathLike[str]) -> RouterConfig:

@@ -27,11 +27,10 @@ from pcache.kv.hub import KvEventsHub
 from pcache.kv.local_tokenizer import LocalTokenizer, TokenizerError
 from pcache.kv.tokenize_client import EngineTokenize
 from pcache.ledger import Ledger
-from pcache.policy import make_policy
 from pcache.policy.base import SharesHomes
-from pcache.prompt import FingerprintConfig
 from pcache.router.actions import OperatorActions
 from pcache.router.admin import build_admin_app
+from pcache.router.checks import prepare
 from pcache.router.config import ConfigError, RouterConfig, split_host_port
 from pcache.router.events import EventLog
 from pcache.router.home_share import HomeShare
@@ -85,15 +84,10 @@ class RouterDaemon:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
+        prepared = prepare(config)  # the checks `router check-config` makes
         self.token, self.token_file = admin_token(config)
-        try:
-            self.fingerprint_config = FingerprintConfig(**config.fingerprint)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"fingerprint: {exc}") from exc
-        try:
-            self.policy = make_policy(config.policy.name, **config.policy.params)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ConfigError(f"policy: {exc}") from exc
+        self.fingerprint_config = prepared.fingerprint
+        self.policy = prepared.policy
         try:
             self.store = open_store(config.state_location())
         except StateError as exc:

@@ -21,8 +21,8 @@ CONFIG = f"""
 admin: {{token_env: PCACHE_UNIT_ADMIN_TOKEN}}
 replicas:
   - {{name: r1, url: "http://127.0.0.1:9"}}
-  - {{name: r2, url: "http://127.0.0.1:9"}}
-  - {{name: r3, url: "http://127.0.0.1:9"}}
+  - {{name: r2, url: "http://127.0.0.1:10"}}
+  - {{name: r3, url: "http://127.0.0.1:11"}}
 tier1:
   - {{name: shop, text: "{SYSTEM}", copies: 2}}
 """
