@@ -45,6 +45,14 @@ def serve(
             help="Start over without the stored operator state (a state file is moved aside first).",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Data-plane processes on the same port (SO_REUSEPORT), sharing the state store.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the OpenAI-compatible data plane and the admin API until interrupted."""
     from pcache.router.config import ConfigError
@@ -52,7 +60,7 @@ def serve(
 
     loaded = _load(config)
     try:
-        serve_config(loaded, reset_state=reset_state)
+        serve_config(loaded, reset_state=reset_state, workers=workers)
     except ConfigError as exc:
         fail(str(exc), ExitCode.USAGE)
 

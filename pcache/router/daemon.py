@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import httpx
@@ -211,7 +211,17 @@ class RouterDaemon:
         for server in self._servers:
             server.should_exit = True
 
-    async def serve(self) -> None:
+    async def serve(
+        self,
+        data_sock: socket.socket | None = None,
+        admin_sock: socket.socket | None = None,
+        *,
+        worker: int | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve until stopped. With no sockets given, bind both listeners and announce them on
+        stdout; a worker of ``--workers`` gets its data socket (and worker 0 the admin socket) and
+        calls ``on_ready`` instead (its parent announces the fleet of workers)."""
         try:
             await self.actions.restore()
         except StateError as exc:
@@ -220,18 +230,21 @@ class RouterDaemon:
         self.events.watch_fleet(self.fleet)  # the restored states are the baseline
         if self.homes is not None:
             await self.homes.subscribe()
-        data_sock = _bind(self.config.listen)
-        admin_sock = _bind(self.config.admin.listen)
-        self.url, self.admin_url = _url(data_sock), _url(admin_sock)
+        if worker is None:
+            data_sock, admin_sock = _bind(self.config.listen), _bind(self.config.admin.listen)
+        assert data_sock is not None
+        self.url = _url(data_sock)
+        self.admin_url = _url(admin_sock) if admin_sock is not None else ""
+        if worker is not None:
+            self.membership.id += f"/w{worker}"
         self.membership.url, self.membership.admin_url = self.url, self.admin_url
         fd_limit = raise_fd_limit()
         limit = connection_limit(self.config.server, fd_limit, self.config.upstream.max_connections)
         common = server_settings(self.config.server, limit)
         log.info("open files limit %d: at most %d client connections per listener", fd_limit, limit)
-        self._servers = [
-            _Server(uvicorn.Config(self.proxy, **common)),
-            _Server(uvicorn.Config(self.admin, **common)),
-        ]
+        self._servers = [_Server(uvicorn.Config(self.proxy, **common))]
+        if admin_sock is not None:
+            self._servers.append(_Server(uvicorn.Config(self.admin, **common)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
@@ -247,15 +260,18 @@ class RouterDaemon:
             self.homes.start()
         self.parser.start()
         self.loop_lag.start()
+        listening = [data_sock] if admin_sock is None else [data_sock, admin_sock]
         tasks = [
-            asyncio.create_task(self._servers[0].serve(sockets=[data_sock])),
-            asyncio.create_task(self._servers[1].serve(sockets=[admin_sock])),
+            asyncio.create_task(server.serve(sockets=[sock]))
+            for server, sock in zip(self._servers, listening, strict=True)
         ]
         while not all(s.started for s in self._servers):
             if any(t.done() for t in tasks):
                 break
             await asyncio.sleep(0.01)
-        if all(s.started for s in self._servers):
+        if on_ready is not None and all(s.started for s in self._servers):
+            on_ready()
+        elif all(s.started for s in self._servers):
             print(f"data {self.url}", flush=True)
             print(f"admin {self.admin_url}", flush=True)
             print("ready", flush=True)
@@ -286,11 +302,12 @@ class RouterDaemon:
             await self.store.close()
 
 
-def run(config: RouterConfig, *, reset_state: bool = False) -> None:
+def run(config: RouterConfig, *, reset_state: bool = False, workers: int = 1) -> None:
     """Build the daemon and serve until SIGINT/SIGTERM, on uvloop when available.
 
     ``reset_state`` starts over on purpose: the state file is moved aside (or a shared store's keys
-    deleted) first, so a state file refused as corrupt does not stop the router.
+    deleted) first, so a state file refused as corrupt does not stop the router. ``workers`` > 1
+    runs that many data-plane processes on one port (:mod:`pcache.router.workers`).
     """
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -302,6 +319,11 @@ def run(config: RouterConfig, *, reset_state: bool = False) -> None:
             log.warning("%s", asyncio.run(reset_store(config.state_location())))
         except (StateError, OSError, ValueError) as exc:
             raise ConfigError(f"state: cannot reset {config.state_location()}: {exc}") from exc
+    if workers > 1:
+        from pcache.router.workers import run_workers
+
+        run_workers(config, workers)
+        return
     daemon = RouterDaemon(config)
     try:
         import uvloop

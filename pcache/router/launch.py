@@ -19,14 +19,15 @@ def config_error_lines(exc: ConfigError) -> list[str]:
     return str(exc).splitlines() or ["invalid config"]
 
 
-def serve(config: RouterConfig, *, reset_state: bool = False) -> None:
+def serve(config: RouterConfig, *, reset_state: bool = False, workers: int = 1) -> None:
     """Serve the data plane and the admin API until SIGINT/SIGTERM (``ConfigError`` if the config
     cannot be served, for example a port already taken or a non-loopback admin without a token).
-    ``reset_state`` starts without the stored operator state (see ``daemon.run``)."""
+    ``reset_state`` starts without the stored operator state, ``workers`` > 1 runs that many
+    data-plane processes on one port (see ``daemon.run``)."""
     from pcache.router.daemon import run
 
     with contextlib.suppress(KeyboardInterrupt):
-        run(config, reset_state=reset_state)
+        run(config, reset_state=reset_state, workers=workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,9 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="start over without the stored operator state (a state file is moved aside first)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-plane processes on the same port (SO_REUSEPORT), sharing the state store",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.workers < 1:
+        parser.error("--workers must be at least 1")
     try:
-        serve(load_config(arguments.config), reset_state=arguments.reset_state)
+        serve(load_config(arguments.config), reset_state=arguments.reset_state, workers=arguments.workers)
     except ConfigError as exc:
         for line in config_error_lines(exc):
             print(f"error: {line}", file=sys.stderr)
