@@ -141,7 +141,8 @@ class ReplicaStatus(_Model):
     # row, failed responses (5xx or broken streams) / responses. None when there was no work.
     error_rate: float | None = None
     scrape_age_s: float | None = None  # seconds since the last successful scrape
-    last_error: str | None = None
+    last_error: str | None = None  # cleared when the replica answers well again
+    last_error_at: float | None = None  # unix time of last_error
     stale: bool = False  # no successful scrape within the stale limit
     handover: HandoverPrewarm | None = None  # only in add-replica's answer: its Tier-1 prewarm
     # The cache index routing uses for this replica: "precise" (its engine's KV events, live) or

@@ -66,7 +66,8 @@ class ReplicaEntry:
     successes: int = 0  # consecutive good checks while unhealthy
     stats: ReplicaStats | None = None
     scraped_at: float | None = None  # time.time() of the last successful scrape
-    last_error: str | None = None
+    last_error: str | None = None  # cleared when the replica answers well again
+    last_error_at: float | None = None  # time.time() of last_error
     detected_engine: str | None = None
     in_flight_at_scrape: int = 0  # this router's in-flight requests when ``stats`` was scraped
     peer_in_flight: int = 0  # in flight through the other routers sharing the state store
@@ -307,7 +308,7 @@ class Fleet:
         entry = self._entries.get(name)
         if entry is None:
             return False
-        entry.last_error = error
+        entry.last_error, entry.last_error_at = error, self._clock()
         entry.failures += 1
         entry.successes = 0
         if entry.healthy and entry.failures >= self.failure_threshold:
@@ -324,12 +325,14 @@ class Fleet:
             return False
         entry.failures = 0
         if entry.healthy or entry.joining:
+            if entry.healthy:
+                entry.last_error = entry.last_error_at = None  # it answers well: the error is history
             return False
         entry.successes += 1
         if entry.successes >= self.recovery_threshold:
             entry.healthy = True
             entry.successes = 0
-            entry.last_error = None
+            entry.last_error = entry.last_error_at = None
             self._changed()
             return True
         return False
@@ -362,7 +365,7 @@ class Fleet:
         """A scrape of ``name`` failed: its engine gauges are unknown until the next good one."""
         entry = self._entries.get(name)
         if entry is not None:
-            entry.last_error = error
+            entry.last_error, entry.last_error_at = error, self._clock()
             _forget_gauges(entry)
             self._load_changed(name)
 

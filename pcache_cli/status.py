@@ -82,6 +82,16 @@ def _error_rate(row: ReplicaStatus) -> Text:
     return Text(f"{row.error_rate * 100:.1f}%", style=style)
 
 
+def _last_error(row: ReplicaStatus) -> Text:
+    """The replica's current error, dated (it clears when the replica answers well again)."""
+    if not row.last_error:
+        return dash()
+    when = ""
+    if row.last_error_at is not None:
+        when = datetime.fromtimestamp(row.last_error_at, UTC).strftime("%H:%M:%SZ ")
+    return Text(when + row.last_error, style="red")
+
+
 def _errors_by_kind(row: ReplicaStatus) -> str:
     errors = row.errors
     return f"{errors.router_5xx}/{errors.upstream}/{errors.mid_stream}/{errors.retries}"
@@ -114,7 +124,7 @@ def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | N
             _count(row.block_size),
             _count(row.kv_capacity_tokens),
             row.url or "-",
-            Text(row.last_error or "-", style="red" if row.last_error else "dim"),
+            _last_error(row),
         ]
     return cells
 

@@ -94,6 +94,7 @@ def replica_status(
         error_rate=errors.error_rate(entry.name),
         scrape_age_s=age,
         last_error=entry.last_error,
+        last_error_at=entry.last_error_at,
         stale=stale,
     )
 

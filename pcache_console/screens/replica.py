@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from rich.table import Table
@@ -41,7 +42,10 @@ def _stats(replica: ReplicaStatus) -> Table:
         ("last scrape", "-" if replica.scrape_age_s is None else f"{replica.scrape_age_s:.1f}s ago"),
     ]
     if replica.last_error:
-        rows.append(("last error", Text(replica.last_error, style="red")))
+        when = ""
+        if replica.last_error_at is not None:
+            when = datetime.fromtimestamp(replica.last_error_at, UTC).strftime("%H:%M:%S UTC  ")
+        rows.append(("last error", Text(when + replica.last_error, style="red")))
     for label, value in rows:
         table.add_row(label, value)
     return table

@@ -164,3 +164,18 @@ def test_the_recent_hit_rate_comes_from_scrape_deltas() -> None:
     fleet.apply_stats("r1", ReplicaStats(engine="vllm"), 100.0, 75.0)
     entry = fleet.get("r1")
     assert entry.hit_rate(entry.scraped_at or 0.0) == pytest.approx(0.5)
+
+
+def test_a_replica_s_last_error_is_dated_and_clears_when_it_answers_well_again() -> None:
+    clock = [100.0]
+    fleet = Fleet(failure_threshold=3, clock=lambda: clock[0])
+    fleet.add("r1", "http://127.0.0.1:1")
+    fleet.report_failure("r1", "health check failed: TimeoutError")
+    entry = fleet.get("r1")
+    assert (entry.last_error, entry.last_error_at) == ("health check failed: TimeoutError", 100.0)
+    assert entry.healthy  # one failure is below the threshold
+    clock[0] = 130.0
+    fleet.scrape_failed("r1", "scrape: connection reset")
+    assert (entry.last_error, entry.last_error_at) == ("scrape: connection reset", 130.0)
+    fleet.report_success("r1")
+    assert (entry.last_error, entry.last_error_at) == (None, None)
