@@ -8,7 +8,7 @@ import typer
 
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, percent, print_json, seconds
+from pcache_cli.output import OutputFormat, percent, print_json, print_jsonl, seconds
 
 if TYPE_CHECKING:
     import asyncio
@@ -225,7 +225,9 @@ def demo(
             fail(str(exc))
         if not results:
             fail("interrupted before any run finished", ExitCode.PARTIAL)
-        if fmt.is_machine:
+        if fmt is OutputFormat.JSONL:
+            print_jsonl(result.to_dict() for result in results)  # one compact line per policy
+        elif fmt.is_machine:
             print_json({result.policy: result.to_dict() for result in results})
         else:
             cli.console().print(compare_table(results))
@@ -258,7 +260,9 @@ def demo(
         fail(f"{exc}; stopped the rest of the demo")
     except DemoError as exc:
         fail(str(exc))
-    if fmt.is_machine:
+    if fmt is OutputFormat.JSONL:
+        print_jsonl([result.to_dict()])
+    elif fmt.is_machine:
         print_json(result.to_dict())
     else:
         cli.console().print(result_table(result))

@@ -107,6 +107,11 @@ def replay(
             f"skipped {report.bad_lines} bad line(s); first at line {report.first_bad_line}: "
             f"{report.first_bad_problem}"
         )
+    if report.requests == 0:  # before any table: a page of zeros marked "best" would mislead
+        fail(
+            f"{trace}: no usable requests; expected JSONL with one request per line "
+            "(Mooncake: timestamp, input_length, output_length, hash_ids)"
+        )
     if fmt is OutputFormat.JSON:
         print_json(report.to_dict())
     elif fmt is OutputFormat.JSONL:
@@ -116,8 +121,6 @@ def replay(
         _print_table(console, report, wide=fmt is OutputFormat.WIDE)
         if plot:
             _plot(console, report)
-    if report.requests == 0:
-        fail("the trace has no usable requests")
 
 
 def _policy_names(spec: str, valid: tuple[str, ...]) -> list[str]:

@@ -69,7 +69,8 @@ def _tier1(row: ReplicaStatus, wide: bool) -> Text:
     if wide:
         names = sorted(set(row.tier1_owned) | set(row.tier1_pinned))
         return Text(", ".join(f"{n}*" if n in row.tier1_pinned else n for n in names))
-    return Text(f"{len(row.tier1_owned)} own / {len(row.tier1_pinned)} pin")
+    counts = [(len(row.tier1_owned), "own"), (len(row.tier1_pinned), "pin")]
+    return Text(" / ".join(f"{n} {what}" for n, what in counts if n))  # no "0 pin" on every row
 
 
 ERROR_RATE_WARN = 0.05  # the router's error call-out threshold: red from here

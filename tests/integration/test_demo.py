@@ -260,3 +260,18 @@ def test_compare_reports_each_policy_from_the_replicas_counters_as_json() -> Non
     # --duration 30` (README) and `python bench/policy_gap.py`.
     hit = {policy: run["fleet"]["hit_rate"] for policy, run in report.items()}
     assert hit["tiered"] > hit["round_robin"], hit
+
+
+def test_demo_jsonl_prints_one_compact_line() -> None:
+    command = ["demo", "--no-tui", "--duration", "2", "-o", "jsonl"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pcache_cli.main", *command],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout  # jsonl: compact, not pretty-printed
+    assert json.loads(lines[0])["policy"] == "tiered"

@@ -241,3 +241,14 @@ def test_cli_rejects_a_missing_trace_and_a_bad_scale_spec(tmp_path: Path) -> Non
     assert missing.exit_code == 2 and "not found" in missing.stderr
     bad_scale = runner.invoke(app, ["replay", str(GSP), "--scale-at", "half:+1"])
     assert bad_scale.exit_code == 2 and "50%:+1" in bad_scale.stderr
+
+
+def test_replay_of_a_file_that_is_not_jsonl_fails_before_printing_any_table(tmp_path: Path) -> None:
+    from pcache_cli.main import app
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello world\nnot json\n")
+    result = CliRunner().invoke(app, ["replay", str(bad)], env={"PCACHE_CONFIG": "", "NO_COLOR": "1"})
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no table of zeros marked best
+    assert "no usable requests" in result.stderr and "JSONL" in result.stderr
