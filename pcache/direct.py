@@ -24,6 +24,7 @@ from pcache.engines import parse_metrics
 from pcache.engines.base import ReplicaStats
 from pcache.engines.histogram import merge_buckets, quantile
 from pcache.engines.rates import increase
+from pcache.engines.window import bucket_increase
 
 __all__ = ["DirectState", "direct_snapshot", "imbalance_callouts", "replica_names"]
 
@@ -137,11 +138,28 @@ def _rate(stats: ReplicaStats, before: tuple[float, ReplicaStats] | None, now: f
     return (increase or 0.0) / (now - before[0])
 
 
+def _recent_buckets(
+    current: Sequence[tuple[float, float]] | None, before: Sequence[tuple[float, float]] | None
+) -> list[tuple[float, float]] | None:
+    """Buckets observed since the previous scrape; without one, since the engine started."""
+    if not current:
+        return None
+    if not before:
+        return list(current)
+    recent = bucket_increase(tuple(sorted(current)), tuple(sorted(before)))
+    return list(recent) if recent and recent[-1][1] > 0 else None
+
+
 def _row(
     name: str, url: str, stats: ReplicaStats, before: tuple[float, ReplicaStats] | None, now: float
 ) -> ReplicaStatus:
+    """One replica's row. Hit rate and percentiles cover the same window: since the previous
+    scrape (``window_s``), or since the engine started on the first one (``window_s`` is None)."""
     hits, queries = _hits_and_queries(stats, before)
-    buckets = list(stats.ttft_buckets) if stats.ttft_buckets else None
+    previous = before[1] if before is not None else None
+    buckets = _recent_buckets(stats.ttft_buckets, previous.ttft_buckets if previous else None)
+    e2e = _recent_buckets(stats.e2e_buckets, previous.e2e_buckets if previous else None)
+    lifetime = list(stats.ttft_buckets) if stats.ttft_buckets else None
     return ReplicaStatus(
         name=name,
         url=url,
@@ -151,9 +169,21 @@ def _row(
         waiting=stats.waiting,
         kv_usage=stats.kv_usage,
         hit_rate=_ratio(hits, queries),
+        window_s=now - before[0] if before is not None else None,
         ttft_p50=quantile(buckets, 0.5) if buckets else None,
         ttft_p95=quantile(buckets, 0.95) if buckets else None,
+        ttft_p99=quantile(buckets, 0.99) if buckets else None,
+        e2e_p50=quantile(e2e, 0.5) if e2e else None,
+        e2e_p95=quantile(e2e, 0.95) if e2e else None,
+        e2e_p99=quantile(e2e, 0.99) if e2e else None,
         ttft_buckets=_finite(buckets),
+        e2e_buckets=_finite(e2e),
+        ttft_lifetime_p50=quantile(lifetime, 0.5) if lifetime else None,
+        ttft_lifetime_p95=quantile(lifetime, 0.95) if lifetime else None,
+        block_size=stats.block_size,
+        kv_capacity_tokens=stats.block_size * stats.num_blocks
+        if stats.block_size and stats.num_blocks
+        else None,
         requests_per_s=_rate(stats, before, now),
         requests_total=int(stats.requests_success or 0),
         scrape_age_s=0.0,
@@ -177,7 +207,8 @@ def _all_row(
     scrapes: Sequence[tuple[float, ReplicaStats] | None],
     previous: DirectState,
 ) -> ReplicaStatus:
-    """Fleet totals: sums, token-weighted hit rate, percentiles from the merged TTFT buckets."""
+    """Fleet totals: sums, token-weighted hit rate, percentiles from the merged TTFT buckets, all
+    over the replicas' window (since the previous scrape, or since start on the first)."""
     hits_total = 0.0
     queries_total = 0.0
     for row, scrape in zip(rows, scrapes, strict=True):
@@ -188,8 +219,13 @@ def _all_row(
             hits_total += hits
             queries_total += queries
     kv = [row.kv_usage for row in rows if row.kv_usage is not None]
-    merged = merge_buckets(scrape[1].ttft_buckets for scrape in scrapes if scrape is not None)
-    merged_list = list(merged) or None
+    recent = []
+    for row, scrape in zip(rows, scrapes, strict=True):
+        if scrape is not None:
+            before = previous.scrapes.get(row.name)
+            recent.append(_recent_buckets(scrape[1].ttft_buckets, before[1].ttft_buckets if before else None))
+    merged_list = list(merge_buckets(recent)) or None
+    windows = [row.window_s for row in rows if row.window_s is not None]
     engines = sorted({row.engine for row in rows if row.engine != "unknown"})
     return ReplicaStatus(
         name="ALL",
@@ -200,6 +236,7 @@ def _all_row(
         waiting=_sum([row.waiting for row in rows]),
         kv_usage=sum(kv) / len(kv) if kv else None,
         hit_rate=_ratio(hits_total, queries_total),
+        window_s=max(windows) if windows else None,
         ttft_p50=quantile(merged_list, 0.5) if merged_list else None,
         ttft_p95=quantile(merged_list, 0.95) if merged_list else None,
         ttft_buckets=_finite(merged_list),

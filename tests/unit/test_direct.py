@@ -11,6 +11,7 @@ from pcache.api import ReplicaStatus, StatusSnapshot
 from pcache.direct import DirectState, direct_snapshot, imbalance_callouts, replica_names
 from pcache.engines import parse_metrics
 from pcache.engines.histogram import merge_buckets, quantile
+from pcache.engines.window import bucket_increase
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "direct"
 
@@ -49,6 +50,15 @@ async def test_two_scrapes_give_the_recent_hit_rate_and_request_rate_of_a_real_v
     assert r1.hit_rate == 19456 / 22262
     assert r1.requests_total == 20 and r1.requests_per_s > 0
     assert r1.kv_usage == 0.0 and r1.running == 0 and r1.waiting == 0
+    # The second snapshot's percentiles cover what the engine served between the two scrapes, the
+    # same window as its hit rate; the first one's are since the engine started, and say so.
+    before, after = (parse_metrics(_text(f"vllm_0.32_{n}.txt")) for n in ("before", "after"))
+    served = bucket_increase(after.ttft_buckets or (), before.ttft_buckets or ())
+    assert r1.window_s is not None and r1_first.window_s is None
+    assert r1.ttft_p95 == quantile(served, 0.95) and r1.ttft_lifetime_p95 == quantile(
+        after.ttft_buckets, 0.95
+    )
+    assert r1.block_size == 128 and r1.kv_capacity_tokens == 128 * 24
 
 
 async def test_snapshot_rows_are_sorted_with_an_all_row_from_merged_buckets_and_a_down_callout() -> None:
