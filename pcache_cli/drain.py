@@ -190,7 +190,19 @@ def register(app: typer.Typer) -> None:
         ] = None,
         output: OutputOpt = None,
     ) -> None:
-        """Stop new sessions on REPLICA, move its homes and Tier-1 prefixes, let in-flight work finish."""
+        """Stop new sessions on REPLICA, move its homes and Tier-1 prefixes, let in-flight work finish.
+
+        The blast radius and whether the rest of its group has room are shown first; --dry-run
+        only shows them (a read: no token needed).
+
+        Examples:
+
+          pcache drain r3 --dry-run
+
+          pcache drain r3 --yes --wait --timeout 120
+
+          pcache drain r3 --token "$TOKEN" --router http://10.0.0.5:8081 -y
+        """
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {replica}") as client:
@@ -222,7 +234,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command(rich_help_panel="Actions")
     def undrain(ctx: typer.Context, replica: ReplicaArg, output: OutputOpt = None) -> None:
-        """Return a draining or drained REPLICA to service."""
+        """Return a draining or drained REPLICA to service.
+
+        Examples:
+
+          pcache undrain r3
+
+          pcache undrain r3 -o json
+        """
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {replica}") as client:

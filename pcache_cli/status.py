@@ -297,7 +297,20 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """The fleet at a glance: one row per replica plus ALL, with imbalance call-outs."""
+        """The fleet at a glance: one row per replica plus ALL, with error and imbalance call-outs.
+
+        Hit rate, TTFT and error rates cover the router's recent window (shown in the header).
+
+        Examples:
+
+          pcache status
+
+          pcache status -o wide -w --interval 5
+
+          pcache status -o json | jq '.replicas[] | {name, error_rate, ttft_p95}'
+
+          pcache status --replicas http://gpu1:8000,http://gpu2:8000
+        """
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         if replicas and config:
