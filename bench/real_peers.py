@@ -12,7 +12,8 @@ and replays the same multi-session chat workload through it: sessions of a few a
 system prompt (Zipf popularity), several turns each, with their history resent every turn, a fixed
 number in flight. Reported per run: the engine-reported prefix-cache hit rate (token-weighted
 ``vllm:prefix_cache_hits_total`` / ``queries_total`` increases over the run, both engines), client
-TTFT p50/p95 of streamed responses, errors, and how the requests split over the engines.
+TTFT p50/p95 of streamed responses, errors, and how the requests split over the engines (their
+own finished-request counters).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +86,6 @@ class Client:
         self.concurrency = concurrency
         self.ttfts: list[float] = []
         self.errors: list[str] = []
-        self.replicas: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def _send(self, messages: list[dict[str, str]], session: str) -> str:
@@ -116,11 +115,8 @@ class Client:
                     if '"error"' in line:
                         raise RuntimeError(f"error event: {line[:200]}")
                     text.append(line)
-            replica = response.headers.get("x-pcache-replica", "")
         with self._lock:
             self.ttfts.append(first if first is not None else time.perf_counter() - started)
-            if replica:
-                self.replicas[replica] += 1
         return f"answer {len(text)}"
 
     def run(self, sessions: list[list[Turn]]) -> None:
@@ -213,10 +209,13 @@ def _prepare() -> tuple[str, Path]:
     return python, Path(model)
 
 
-def _fleet_counters(engines: list[VllmEngine]) -> tuple[float, float]:
-    queries = sum(e.counter("vllm:prefix_cache_queries_total") for e in engines)
-    hits = sum(e.counter("vllm:prefix_cache_hits_total") for e in engines)
-    return queries, hits
+def _fleet_counters(engines: list[VllmEngine]) -> tuple[float, float, dict[str, float]]:
+    """Prefix-cache queries and hits (tokens, both engines) and requests finished per engine."""
+    readings = {e.name: e.metrics() for e in engines}
+    queries = sum(m.get("vllm:prefix_cache_queries_total", 0.0) for m in readings.values())
+    hits = sum(m.get("vllm:prefix_cache_hits_total", 0.0) for m in readings.values())
+    finished = {name: m.get("vllm:request_success_total", 0.0) for name, m in readings.items()}
+    return queries, hits, finished
 
 
 def measure(
@@ -230,15 +229,15 @@ def measure(
         engine.reset_prefix_cache()
     url, stop = start_router()
     try:
-        queries0, hits0 = _fleet_counters(engines)
+        queries0, hits0, finished0 = _fleet_counters(engines)
         client = Client(url, concurrency)
         started = time.monotonic()
         client.run(sessions)
         wall = time.monotonic() - started
-        queries1, hits1 = _fleet_counters(engines)
+        queries1, hits1, finished1 = _fleet_counters(engines)
     finally:
         stop()
-    split = ", ".join(f"{k} {v}" for k, v in sorted(client.replicas.items())) or "not reported"
+    split = ", ".join(f"{name} {finished1[name] - finished0[name]:.0f}" for name in sorted(finished1))
     return Result(
         router=name,
         requests=len(client.ttfts),

@@ -55,6 +55,14 @@ HERE = Path(__file__).resolve().parent
 CACHE_ROOT = Path(os.environ.get("PCACHE_CACHE_DIR", Path.home() / ".cache" / "pcache"))
 
 
+_ENGINE_STARTS: list[str] = []  # "e1 healthy after 41.2 s", for the terminal summary
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _ENGINE_STARTS:
+        terminalreporter.write_line("real engines: " + "; ".join(_ENGINE_STARTS))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
@@ -111,6 +119,7 @@ def engines(
             pair.ensure_ready()
         except EngineStartError as exc:
             pytest.fail(f"a real engine did not start: {exc}", pytrace=False)
+        _ENGINE_STARTS.extend(f"{e.name} healthy after {e.ready_after_s:.1f} s" for e in pair.all)
         yield pair
     finally:
         for engine in pair.all:

@@ -3,10 +3,10 @@ only the streams in flight on it end with an error event; it is marked down, and
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import Counter
-from typing import Any
 
 import httpx
 
@@ -97,11 +97,10 @@ def test_sigkill_under_streaming_load_loses_only_in_flight_streams_then_the_engi
 
     fleet.e1.start().wait_ready()
     eventually(lambda: _states(pcache_cli)["e1"] == "healthy", timeout_s=60, what="e1 back after restart")
-    answer: dict[str, Any] = {}
-
-    def reaches_e1() -> bool:
-        kind, where = _stream(router.url, f"after-restart-{len(answer)}")
-        answer[len(answer)] = (kind, where)
-        return kind == "ok" and where == "e1"
-
-    eventually(reaches_e1, timeout_s=60, interval_s=0, what="a new session served by the restarted e1")
+    sessions = itertools.count()
+    eventually(
+        lambda: _stream(router.url, f"after-restart-{next(sessions)}") == ("ok", "e1"),
+        timeout_s=60,
+        interval_s=0,
+        what="a new session served by the restarted e1",
+    )
