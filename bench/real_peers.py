@@ -1,7 +1,7 @@
 """pcache against sglang-router in front of the same two REAL vLLM engines, judged by the engines.
 
-    python bench/real_peers.py                  # both routers, one run each, prints the table
-    python bench/real_peers.py --rounds 2       # alternate the order, report each run
+    python bench/real_peers.py                  # both routers, two runs each (order alternating)
+    python bench/real_peers.py --rounds 1
     python bench/real_peers.py --sessions 24 --turns 8 --concurrency 6
 
 Two real vLLM engines (CPU build, the real-engine suite's tiny local model, 48 KV blocks of 128
@@ -264,15 +264,40 @@ def _table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _summary(results: list[Result]) -> str:
+    """Each router's mean over its runs, and pcache's ratio to sglang-router."""
+    means: dict[str, tuple[float, float, float]] = {}
+    for name in dict.fromkeys(r.router for r in results):
+        runs = [r for r in results if r.router == name]
+        means[name] = (
+            sum(r.hit_rate for r in runs) / len(runs),
+            sum(r.ttft_p50_ms for r in runs) / len(runs),
+            sum(r.ttft_p95_ms for r in runs) / len(runs),
+        )
+    lines = [
+        f"mean of {name}: hit rate {hit:.1%}, TTFT p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+        for name, (hit, p50, p95) in means.items()
+    ]
+    ours, peer = (means.get(n) for n in ("pcache (tiered)", "sglang-router (cache_aware)"))
+    if ours and peer:
+        lines.append(
+            f"pcache / sglang-router: hit rate {ours[0] / peer[0]:.3f}x, TTFT p50 {ours[1] / peer[1]:.2f}x, "
+            f"p95 {ours[2] / peer[2]:.2f}x"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sessions", type=int, default=16)
+    # Defaults sized against the engines' caches (2 x 48 blocks x 128 tokens): eight ~800-token system
+    # prompts and eight growing histories in flight do not fit one engine, and barely fit both.
+    parser.add_argument("--sessions", type=int, default=32)
     parser.add_argument("--turns", type=int, default=6)
-    parser.add_argument("--apps", type=int, default=4, help="distinct shared system prompts")
-    parser.add_argument("--concurrency", type=int, default=4, help="sessions in flight")
-    parser.add_argument("--rounds", type=int, default=1, help="runs per router, order alternating")
+    parser.add_argument("--apps", type=int, default=8, help="distinct shared system prompts")
+    parser.add_argument("--concurrency", type=int, default=8, help="sessions in flight")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per router, order alternating")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
@@ -319,6 +344,7 @@ def main() -> None:
         "caches reset before each run"
     )
     print(_table(results))
+    print(_summary(results))
 
 
 if __name__ == "__main__":

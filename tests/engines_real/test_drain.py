@@ -55,6 +55,9 @@ def test_a_failed_handover_prewarm_fails_the_drain_command_and_names_the_pair(
         home, _ = _turn(router, "failing-handover", "first turn")
         successor = "e2" if home == "e1" else "e1"
         drained = cli_runner(router, tmp_path / "xdg")("drain", home, "-y")
-        assert drained.returncode != 0, f"drain exited 0 after a failed handover:\n{drained.stderr}"
         output = drained.stdout + drained.stderr
-        assert "support" in output and successor in output and "fail" in output.lower(), output
+        assert drained.returncode == 5, (
+            f"drain exited {drained.returncode} after a failed handover:\n{output}"
+        )
+        # The failed pair, with the engine's own refusal.
+        assert f"support on {successor}" in output and "HTTP 404" in output, output

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from tests.engines_real.engine import parse_metrics
+from tests.engines_real.engine import VllmEngine, parse_metrics
 from tests.engines_real.stack import Cli, EnginePair
 from tests.engines_real.traffic import chat, prose
 from tests.harness.router import RouterProcess
@@ -108,64 +108,75 @@ Gauges = tuple[float, float, float]  # running, waiting, KV usage
 
 
 class GaugeSampler:
-    """Reads both engines' gauges every 0.1 s, timestamped, while the test runs."""
+    """Reads each engine's gauges as often as it answers (one thread per engine), timestamped."""
 
     def __init__(self, fleet: EnginePair) -> None:
-        self.fleet = fleet
         self.samples: dict[str, list[tuple[float, Gauges]]] = {e.name: [] for e in fleet.all}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(e,), daemon=True) for e in fleet.all]
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            for engine in self.fleet.all:
-                m = parse_metrics(engine.metrics_text())
-                gauges = (
-                    m["vllm:num_requests_running"],
-                    m["vllm:num_requests_waiting"],
-                    m["vllm:kv_cache_usage_perc"],
-                )
-                self.samples[engine.name].append((time.time(), gauges))
+    def _run(self, engine: VllmEngine) -> None:
+        while not self._stop.wait(0.02):
+            m = parse_metrics(engine.metrics_text())
+            gauges = (
+                m["vllm:num_requests_running"],
+                m["vllm:num_requests_waiting"],
+                m["vllm:kv_cache_usage_perc"],
+            )
+            self.samples[engine.name].append((time.time(), gauges))
 
     def around(self, name: str, t: float, slack_s: float) -> list[Gauges]:
-        return [g for at, g in list(self.samples[name]) if abs(at - t) <= slack_s]
+        """The readings within ``slack_s`` of ``t``, and the last one before and first one after it
+        (on a busy machine one reading can take longer than the slack)."""
+        samples = list(self.samples[name])
+        before = [g for at, g in samples if at <= t][-1:]
+        after = [g for at, g in samples if at > t][:1]
+        return [g for at, g in samples if abs(at - t) <= slack_s] + before + after
 
     def __enter__(self) -> GaugeSampler:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
 
 
 def test_kv_usage_running_and_waiting_equal_the_engines_gauges_under_load(
     router: RouterProcess, fleet: EnginePair, pcache_cli: Cli
 ) -> None:
-    """Under load, each replica's status gauges are one of the engine's own readings taken within
-    one scrape interval of the router's scrape (the gauges move every decode step)."""
+    """Under load, each replica's status gauges are one of its engine's own readings taken within
+    one scrape interval of the router's scrape (the gauges move with every decode step, so each
+    replica is matched on its own, at some moment while its engine is busy)."""
     stop = threading.Event()
+    matched: set[str] = set()
     seen: list[Any] = []
 
-    def long_generations(session: str) -> None:
+    def long_generations(url: str, session: str) -> None:
         messages = [{"role": "system", "content": prose(session, 1200)}, {"role": "user", "content": "go"}]
         while not stop.is_set():
-            chat(router.url, messages, session=session, max_tokens=400)
+            chat(url, messages, session=session, max_tokens=400)
 
     def agrees(sampler: GaugeSampler) -> bool:
         snapshot = _status(pcache_cli)
-        seen[:] = [snapshot["replicas"], {n: s[-3:] for n, s in sampler.samples.items()}]
         for row in snapshot["replicas"]:
             if not row["running"] or row["scrape_age_s"] is None or row["kv_usage"] is None:
-                return False  # idle engines agree trivially: wait for load
+                continue  # an idle engine agrees trivially: wait for load
             scraped_at = snapshot["router"]["generated_at"] - row["scrape_age_s"]
-            if (row["running"], row["waiting"], row["kv_usage"]) not in sampler.around(
-                row["name"], scraped_at, 0.5
-            ):
-                return False
-        return True
+            engine = sampler.around(row["name"], scraped_at, 0.5)
+            seen[:] = [(row["name"], row["running"], row["waiting"], row["kv_usage"]), engine]
+            if (row["running"], row["waiting"], row["kv_usage"]) in engine:
+                matched.add(row["name"])
+        return matched == {"e1", "e2"}
 
-    workers = [threading.Thread(target=long_generations, args=(f"gauge-{n}",)) for n in range(4)]
+    # Load sent to each engine directly: the gauges are the engine's, whoever sends its requests.
+    workers = [
+        threading.Thread(target=long_generations, args=(engine.url, f"gauge-{engine.name}-{n}"))
+        for engine in fleet.all
+        for n in range(2)
+    ]
     with GaugeSampler(fleet) as sampler:
         for worker in workers:
             worker.start()
@@ -174,7 +185,7 @@ def test_kv_usage_running_and_waiting_equal_the_engines_gauges_under_load(
                 lambda: agrees(sampler), timeout_s=90, interval_s=0.2, what="status gauges equal to /metrics"
             )
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; last status rows and engine samples: {seen}") from None
+            raise AssertionError(f"{exc}; matched {matched}; last row and engine readings: {seen}") from None
         finally:
             stop.set()
             for worker in workers:
