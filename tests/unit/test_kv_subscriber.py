@@ -172,9 +172,7 @@ def test_an_engine_that_stops_answering_goes_stale_and_comes_back_rebuilt(engine
         engine.publish(0, send=False)
         serving(engine, lambda: subscriber.live and matched(blocks) == 1)
         engine.answering = False
-        went_stale = time.monotonic()
         serving(engine, lambda: not subscriber.live)
-        assert time.monotonic() - went_stale < 0.3 + 1.0
         engine.publish(1, send=False)
         engine.answering = True
         serving(engine, lambda: subscriber.live and matched(blocks) == 2)
