@@ -300,6 +300,11 @@ class CandidateOut(_Model):
     score: float
     load: int
     excluded: str | None = None
+    # Where this candidate's cache match came from (precise: its engine's KV events; approximate: the
+    # router's guess), the cached tokens predicted there, and (precise) their split by storage medium.
+    cache_source: str | None = None
+    cached_tokens: int | None = None
+    cached_tokens_by_medium: dict[str, int] = Field(default_factory=dict)
 
 
 class DecisionOut(_Model):
@@ -319,6 +324,7 @@ class DecisionOut(_Model):
     engine_block_size: int | None = None  # the chosen replica's KV block size
     drift_cause: str | None = None
     candidates: list[CandidateOut]
+    engine_tokens: int | None = None  # the prompt in the engine's tokens, when the router had them
 
 
 # ---- prewarm ------------------------------------------------------------------------------------

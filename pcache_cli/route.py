@@ -55,14 +55,21 @@ def render_decision(decision: DecisionOut) -> RenderableType:
     table.add_column("CANDIDATE", no_wrap=True)
     table.add_column("SCORE", justify="right", no_wrap=True)
     table.add_column("LOAD", justify="right", no_wrap=True)
+    table.add_column("CACHED", justify="right", no_wrap=True)
+    table.add_column("INDEX", no_wrap=True)
+    table.add_column("MEDIA", no_wrap=True)
     table.add_column("EXCLUDED")
     for candidate in decision.candidates:
         chosen = candidate.replica == decision.replica
+        media = " ".join(f"{m}:{n}" for m, n in sorted(candidate.cached_tokens_by_medium.items()))
         table.add_row(
             Text("→" if chosen else "", style="green"),
             Text(candidate.replica, style="bold" if chosen else ""),
             f"{candidate.score:.4g}",
             str(candidate.load),
+            "-" if candidate.cached_tokens is None else str(candidate.cached_tokens),
+            candidate.cache_source or "-",
+            media or "-",
             Text(candidate.excluded or "", style="yellow"),
         )
     return Group(head, details, Text(""), table)

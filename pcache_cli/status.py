@@ -98,6 +98,26 @@ def _errors_by_kind(row: ReplicaStatus) -> str:
     return f"{errors.router_5xx}/{errors.upstream}/{errors.mid_stream}/{errors.retries}"
 
 
+def _prefix_kv(row: ReplicaStatus) -> str:
+    """KV held by cached prefixes (precise index): GPU tokens and their share of the capacity, and
+    tokens on other media; ``-`` without KV events."""
+    held = row.cached_prefix_tokens
+    if not held:
+        return "-"
+    text = f"{held.get('GPU', 0)}"
+    if row.cached_prefix_share is not None:
+        text += f" ({row.cached_prefix_share:.0%})"
+    others = " ".join(f"{medium}:{tokens}" for medium, tokens in sorted(held.items()) if medium != "GPU")
+    return f"{text} {others}" if others else text
+
+
+def _prediction(row: ReplicaStatus) -> str:
+    """Share of requests whose predicted cached tokens equalled the engine's, and how many."""
+    if row.prediction_exact_ratio is None:
+        return "-"
+    return f"{row.prediction_exact_ratio:.0%} of {row.predictions}"
+
+
 def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | None) -> list[Any]:
     ttft = Text.assemble(seconds(p50), " / ", seconds(p95))
     cells: list[Any] = [
@@ -124,6 +144,9 @@ def _row_cells(row: ReplicaStatus, wide: bool, p50: float | None, p95: float | N
             "-" if row.chars_per_token is None else f"{row.chars_per_token:.2f}",
             _count(row.block_size),
             _count(row.kv_capacity_tokens),
+            row.cache_index if row.name != "ALL" else "-",
+            _prefix_kv(row),
+            _prediction(row),
             row.url or "-",
             _last_error(row),
         ]
@@ -146,6 +169,9 @@ def status_table(snapshot: StatusSnapshot, wide: bool = False) -> Table:
             "CHARS/TOK",
             "BLOCK",
             "KV TOKENS",
+            "INDEX",
+            "PREFIX KV",
+            "PRED EXACT",
             "URL",
             "LAST ERROR",
         ]

@@ -289,6 +289,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             fingerprint = daemon.routing.fingerprint(request.body, headers)
         except PromptError as exc:
             raise ActionError(422, str(exc), "invalid_prompt") from exc
+        fingerprint = await daemon.routing.with_engine_tokens(fingerprint, request.body)
         decision = daemon.routing.explain(fingerprint)
         return DecisionOut(
             policy=decision.policy,
@@ -309,6 +310,7 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
             chars_per_token=daemon.routing.chars_per_token,
             chars_per_token_calibrated=daemon.routing.calibration.calibrated(),
             engine_block_size=_block_size(decision.replica),
+            engine_tokens=len(fingerprint.engine_tokens) if fingerprint.engine_tokens is not None else None,
             drift_cause=decision.drift.cause.value if decision.drift is not None else None,
             candidates=[
                 CandidateOut(
@@ -316,6 +318,9 @@ def build_admin_app(daemon: RouterDaemon) -> FastAPI:
                     score=c.score,
                     load=c.load,
                     excluded=c.excluded.value if c.excluded is not None else None,
+                    cache_source=c.cache_source,
+                    cached_tokens=c.cached_tokens,
+                    cached_tokens_by_medium=dict(c.tokens_by_medium),
                 )
                 for c in decision.candidates
             ],

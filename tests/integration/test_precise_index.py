@@ -4,6 +4,7 @@ restart, are handled. Real processes and real ZMQ/HTTP sockets on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -176,3 +177,39 @@ def test_an_engine_restart_is_detected_and_its_blocks_forgotten(fleet: SimFleet,
                 return bool(events.get("restarts")) or other.headers["x-pcache-replica"] != replica
 
             eventually(restart_seen, what="the restart detected")
+
+
+def test_route_explain_and_status_wide_say_which_index_each_replica_uses(
+    fleet: SimFleet, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from pcache.api import ExplainRequest
+    from pcache_cli.main import app
+
+    with _router(fleet, tmp_path / "router", precise=True) as router:
+        eventually(lambda: set(_precise(router).values()) == {"precise"}, what="both replicas precise")
+        _chat_workload(router.url, sessions=2, turns=2, seed=3)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "explain me " * 40}]}
+        with router.admin() as admin:
+            decision = admin.explain(ExplainRequest(body=body))
+        assert decision.engine_tokens is not None and decision.engine_tokens > 0
+        assert {c.cache_source for c in decision.candidates if c.excluded is None} == {"precise"}
+        env = {
+            "PCACHE_ROUTER": router.admin_url,
+            "PCACHE_ADMIN_TOKEN": router.token or "",
+            "NO_COLOR": "1",
+            "COLUMNS": "400",
+        }
+        result = CliRunner().invoke(app, ["status", "-o", "wide"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "INDEX" in result.output and "PRED EXA" in result.output, result.output
+        as_json = CliRunner().invoke(app, ["status", "-o", "json"], env=env)
+        assert as_json.exit_code == 0, as_json.output
+        replicas = json.loads(as_json.output)["replicas"]
+        assert {r["cache_index"] for r in replicas} == {"precise"}
+        assert all(
+            r["prediction_exact_ratio"] == 1.0 and r["cached_prefix_tokens"]["GPU"] > 0 for r in replicas
+        )
+        explained = CliRunner().invoke(app, ["route", "explain", "--help"], env=env)
+        assert explained.exit_code == 0
