@@ -52,6 +52,24 @@ def sim(
             help="Characters per token of the stand-in tokenizer (1-16; real BPE ~2.4-3.2).",
         ),
     ] = 4.0,
+    host_blocks: Annotated[
+        int,
+        typer.Option("--host-blocks", help="Per replica a host-DRAM KV tier of this many blocks (0 = none)."),
+    ] = 0,
+    host_load_us_per_token: Annotated[
+        float, typer.Option("--host-load-us-per-token", help="Loading one token's KV from host DRAM (µs).")
+    ] = 2.0,
+    pool_blocks: Annotated[
+        int,
+        typer.Option("--pool-blocks", help="A KV pool of this many blocks shared by the fleet (0 = none)."),
+    ] = 0,
+    pool_latency_ms: Annotated[
+        float,
+        typer.Option("--pool-latency-ms", help="Latency of each request that loads from the pool (ms)."),
+    ] = 10.0,
+    pool_per_token_us: Annotated[
+        float, typer.Option("--pool-per-token-us", help="Loading one token's KV from the pool (µs).")
+    ] = 2.0,
     dev_mode: Annotated[
         bool,
         typer.Option(
@@ -83,6 +101,11 @@ def sim(
         inter_token_ms=inter_token_ms,
         dev_mode=dev_mode,
         chars_per_token=chars_per_token,
+        host_blocks=host_blocks,
+        host_load_us_per_token=host_load_us_per_token,
+        pool_blocks=pool_blocks,
+        pool_latency_ms=pool_latency_ms,
+        pool_per_token_us=pool_per_token_us,
     )
     try:
         fleet = fleet_config(options)

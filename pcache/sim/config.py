@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from pcache.kv.events import EventsEndpoint
+from pcache.sim.tiers import PoolSpec
 
 __all__ = [
     "ConfigError",
@@ -18,6 +19,7 @@ __all__ = [
     "Timing",
     "check_chars_per_token",
     "load_fleet_config",
+    "pool_from",
 ]
 
 
@@ -101,14 +103,17 @@ class ReplicaSpec:
     kv_events: EventsEndpoint | None = None  # publish KV events like vLLM's --kv-events-config
     dev_mode: bool = False  # serve /reset_prefix_cache, as vLLM does with VLLM_SERVER_DEV_MODE=1
     chars_per_token: float = 4.0  # the stand-in tokenizer's width (a real BPE gives ~2.4-3.2)
+    host_blocks: int = 0  # host-DRAM tier under the GPU cache (vLLM's CPU offloading); 0 = none
+    host_per_token: float = 0.000002  # seconds to load one token's KV from host DRAM
 
 
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
-    """What ``pcache sim`` runs: the host and the replicas."""
+    """What ``pcache sim`` runs: the host, the replicas and the shared pool they use, if any."""
 
     host: str
     replicas: tuple[ReplicaSpec, ...]
+    pool: PoolSpec | None = None
 
 
 _REPLICA_KEYS = {
@@ -127,7 +132,31 @@ _REPLICA_KEYS = {
     "faults",
     "kv_events",
     "chars_per_token",
+    "host_blocks",
+    "host_load_us_per_token",
 }
+_POOL_KEYS = {"blocks", "latency_ms", "per_token_us"}
+
+
+def pool_from(raw: Any, where: str) -> PoolSpec | None:
+    """``pool: {blocks, latency_ms, per_token_us}`` (a shared pool for the fleet), or null for none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: pool must be a mapping with blocks")
+    unknown = sorted(set(raw) - _POOL_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: pool: unknown key(s) {', '.join(unknown)}")
+    blocks = raw.get("blocks")
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        raise ConfigError(f"{where}: pool.blocks must be a positive integer")
+    numbers: dict[str, float] = {}
+    for key in ("latency_ms", "per_token_us"):
+        value = raw.get(key, 10.0 if key == "latency_ms" else 2.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: pool.{key} must be a non-negative number")
+        numbers[key] = float(value)
+    return PoolSpec(blocks, numbers["latency_ms"] / 1e3, numbers["per_token_us"] / 1e6)
 
 
 def _kv_events_from(raw: Any, where: str) -> EventsEndpoint | None:
@@ -161,11 +190,20 @@ def _replica_from(raw: dict[str, Any], base: ReplicaSpec, where: str) -> Replica
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
     spec = base
-    ints = ("port", "block_size", "num_gpu_blocks", "max_num_seqs", "max_model_len", "default_max_tokens")
+    ints = (
+        "port",
+        "block_size",
+        "num_gpu_blocks",
+        "max_num_seqs",
+        "max_model_len",
+        "default_max_tokens",
+        "host_blocks",
+    )
     for key in ints:
         if key in raw:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "port" else 1):
+            least = 0 if key in ("port", "host_blocks") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{where}: {key} must be a positive integer")
             overrides: dict[str, Any] = {key: value}
             spec = replace(spec, **overrides)
@@ -179,6 +217,11 @@ def _replica_from(raw: dict[str, Any], base: ReplicaSpec, where: str) -> Replica
         spec = replace(spec, kv_events=_kv_events_from(raw["kv_events"], where))
     if "chars_per_token" in raw:
         spec = replace(spec, chars_per_token=check_chars_per_token(raw["chars_per_token"], where))
+    if "host_load_us_per_token" in raw:
+        value = raw["host_load_us_per_token"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: host_load_us_per_token must be a non-negative number")
+        spec = replace(spec, host_per_token=float(value) / 1e6)
     timing = spec.timing
     for key, attr, scale in (
         ("t0_ms", "t0", 1e-3),
@@ -214,11 +257,13 @@ def load_fleet_config(
     base_port: int | None,
     host: str,
     base: ReplicaSpec,
+    pool: PoolSpec | None = None,
 ) -> FleetConfig:
     """Build the fleet from an optional YAML file and the command-line flags.
 
     The file has optional ``defaults`` (replica keys) and a ``replicas`` list; flags given on the
-    command line (``base``) are the defaults under the file's. Without a file, ``replicas`` copies of
+    command line (``base``, ``pool``) are the defaults under the file's; the file's ``pool`` is the
+    fleet's shared pool. Without a file, ``replicas`` copies of
     ``base`` named ``r1..rN`` on consecutive ports from ``base_port`` (or all on free ports with 0).
     """
     raw_replicas: list[dict[str, Any]] = []
@@ -234,11 +279,13 @@ def load_fleet_config(
             document = {}
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        unknown = sorted(set(document) - {"defaults", "replicas", "host"})
+        unknown = sorted(set(document) - {"defaults", "replicas", "host", "pool"})
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
         if "host" in document:
             host = str(document["host"])
+        if "pool" in document:
+            pool = pool_from(document["pool"], str(path))
         if "defaults" in document:
             if not isinstance(document["defaults"], dict):
                 raise ConfigError(f"{path}: defaults must be a mapping")
@@ -265,4 +312,4 @@ def load_fleet_config(
     ports = [spec.port for spec in specs if spec.port]
     if len(set(ports)) != len(ports):
         raise ConfigError("replica ports must be unique")
-    return FleetConfig(host=host, replicas=tuple(specs))
+    return FleetConfig(host=host, replicas=tuple(specs), pool=pool)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from pcache.sim.config import ConfigError, FaultSettings, FleetConfig, ReplicaSpec, Timing, load_fleet_config
+from pcache.sim.tiers import PoolSpec
 
 __all__ = ["SimOptions", "fleet_config", "main"]
 
@@ -39,6 +40,11 @@ class SimOptions:
     inter_token_ms: float = 1.0
     chars_per_token: float = 4.0  # the stand-in tokenizer's width (a real byte-level BPE: ~2.4-3.2)
     dev_mode: bool = False  # serve /reset_prefix_cache, as vLLM does only under VLLM_SERVER_DEV_MODE=1
+    host_blocks: int = 0  # per replica a host-DRAM KV tier of this many blocks (0 = none)
+    host_load_us_per_token: float = 2.0  # loading one token's KV from host DRAM (µs)
+    pool_blocks: int = 0  # a shared pool of this many blocks for the whole fleet (0 = none)
+    pool_latency_ms: float = 10.0  # per request that loads from the pool (ms)
+    pool_per_token_us: float = 2.0  # per token loaded from the pool (µs)
 
 
 def fleet_config(options: SimOptions) -> FleetConfig:
@@ -56,6 +62,10 @@ def fleet_config(options: SimOptions) -> FleetConfig:
         raise ConfigError("timings must not be negative")
     if not 1.0 <= options.chars_per_token <= 16.0:
         raise ConfigError("--chars-per-token must be between 1 and 16")
+    if min(options.host_blocks, options.pool_blocks) < 0:
+        raise ConfigError("--host-blocks and --pool-blocks must not be negative")
+    if min(options.host_load_us_per_token, options.pool_latency_ms, options.pool_per_token_us) < 0:
+        raise ConfigError("tier load costs must not be negative")
     if not 0 <= options.base_port <= 65535:
         raise ConfigError("--base-port must be between 0 and 65535")
     base = ReplicaSpec(
@@ -75,6 +85,13 @@ def fleet_config(options: SimOptions) -> FleetConfig:
         seed=options.seed,
         dev_mode=options.dev_mode,
         chars_per_token=options.chars_per_token,
+        host_blocks=options.host_blocks,
+        host_per_token=options.host_load_us_per_token / 1e6,
+    )
+    pool = (
+        PoolSpec(options.pool_blocks, options.pool_latency_ms / 1e3, options.pool_per_token_us / 1e6)
+        if options.pool_blocks
+        else None
     )
     fleet = load_fleet_config(
         options.config,
@@ -82,6 +99,7 @@ def fleet_config(options: SimOptions) -> FleetConfig:
         base_port=options.base_port,
         host=options.host,
         base=base,
+        pool=pool,
     )
     if any(spec.port > 65535 for spec in fleet.replicas):
         raise ConfigError("ports run past 65535; lower --base-port")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pcache.sim.tiers import TierHit
+
 __all__ = ["RequestRecord", "VllmMetrics"]
 
 _LABELS = ("model_name", "engine")
@@ -71,6 +73,7 @@ class VllmMetrics:
         running: Callable[[], float],
         waiting: Callable[[], float],
         kv_usage: Callable[[], float],
+        num_cpu_blocks: int | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         labels = (model, "0")
@@ -112,16 +115,30 @@ class VllmMetrics:
         self.prefix_hits = counter(
             "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
         ).labels(*labels)
-        counter(
+        self.external_queries = counter(
             "vllm:external_prefix_cache_queries",
             "External prefix cache queries from KV connector cross-instance cache sharing, in terms of "
             "number of queried tokens.",
         ).labels(*labels)
-        counter(
+        self.external_hits = counter(
             "vllm:external_prefix_cache_hits",
             "External prefix cache hits from KV connector cross-instance cache sharing, in terms of "
             "number of cached tokens.",
         ).labels(*labels)
+        # vLLM 0.32's CacheHitSource (vllm/v1/metrics/cache_hit_source.py) and its help text.
+        cached_by_source = Counter(
+            "vllm:prompt_tokens_cached_by_source",
+            "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host "
+            "(offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or "
+            "external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + "
+            "vllm:external_prefix_cache_hits.",
+            (*_LABELS, "source"),
+            registry=reg,
+        )
+        self.cached_by_source = {
+            source: cached_by_source.labels(*labels, source)
+            for source in ("device", "host", "p2p", "disk", "external_unspecified")
+        }
         counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.").labels(*labels)
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(
             *labels
@@ -134,7 +151,7 @@ class VllmMetrics:
         )
         self.prompt_computed = by_source.labels(*labels, "local_compute")
         self.prompt_cache_hit = by_source.labels(*labels, "local_cache_hit")
-        by_source.labels(*labels, "external_kv_transfer")
+        self.prompt_external = by_source.labels(*labels, "external_kv_transfer")
         self.prompt_cached = counter(
             "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external)."
         ).labels(*labels)
@@ -241,20 +258,34 @@ class VllmMetrics:
             "0",
             "0.9",
             str(block_size * num_gpu_blocks),
-            "None",
+            str(num_cpu_blocks),
             str(num_gpu_blocks),
             "None",
             "xxhash",
         ).set(1)
 
-    def record_admission(self, prompt_tokens: int, cached_tokens: int) -> None:
-        """Count a request's prefix-cache lookup when it is scheduled (as vLLM does)."""
+    def record_admission(self, prompt_tokens: int, hit: TierHit, *, external: bool = False) -> None:
+        """Count a request's prefix-cache lookup when it is scheduled (as vLLM does).
+
+        The GPU's hits are local (``prefix_cache_*``, source ``device``); a configured connector is
+        asked about the tokens after them (``external_prefix_cache_queries``, as vLLM's scheduler
+        counts ``num_tokens - num_new_local_computed_tokens``) and its hits split into ``host``
+        (offloaded DRAM) and ``external_unspecified`` (the shared pool, a remote store)."""
+        device, loaded = hit.device_tokens, hit.host_tokens + hit.pool_tokens
+        cached = device + loaded
         self.prefix_queries.inc(prompt_tokens)
-        self.prefix_hits.inc(cached_tokens)
+        self.prefix_hits.inc(device)
+        if external and prompt_tokens > device:
+            self.external_queries.inc(prompt_tokens - device)
+            self.external_hits.inc(loaded)
+        self.cached_by_source["device"].inc(device)
+        self.cached_by_source["host"].inc(hit.host_tokens)
+        self.cached_by_source["external_unspecified"].inc(hit.pool_tokens)
         self.prompt_tokens.inc(prompt_tokens)
-        self.prompt_computed.inc(prompt_tokens - cached_tokens)
-        self.prompt_cache_hit.inc(cached_tokens)
-        self.prompt_cached.inc(cached_tokens)
+        self.prompt_computed.inc(prompt_tokens - cached)
+        self.prompt_cache_hit.inc(device)
+        self.prompt_external.inc(loaded)
+        self.prompt_cached.inc(cached)
 
     def record_first_token(self, ttft: float) -> None:
         """Observe a time to first token."""

@@ -14,6 +14,7 @@ from pcache.sim.config import FaultSettings, ReplicaSpec
 from pcache.sim.kv_publisher import KvEventPublisher
 from pcache.sim.metrics import RequestRecord, VllmMetrics
 from pcache.sim.scheduler import Scheduler
+from pcache.sim.tiers import BlockStore, SharedPool, TierHit, TierLookup
 from pcache.sim.tokenizer import block_hashes, count_tokens, filler_text, token_ids
 
 __all__ = ["EngineRestarted", "Generation", "SimReplica"]
@@ -27,11 +28,14 @@ class SimReplica:
     """The engine behind one simulated replica's HTTP server.
 
     ``restart()`` models a crash and restart: in-flight requests fail, the cache is empty and every
-    counter starts from zero again.
+    counter starts from zero again. Under the GPU cache an optional host-DRAM tier (the replica's,
+    emptied by a restart) and an optional ``pool`` shared with the fleet's other replicas
+    (:mod:`pcache.sim.tiers`).
     """
 
-    def __init__(self, spec: ReplicaSpec) -> None:
+    def __init__(self, spec: ReplicaSpec, pool: SharedPool | None = None) -> None:
         self.spec = spec
+        self.pool = pool
         self.faults = spec.faults
         self.restarts = 0
         self._rng = random.Random(spec.seed)
@@ -43,6 +47,8 @@ class SimReplica:
     def _boot(self) -> None:
         self.prefill_busy_until = 0.0  # perf_counter time when queued prompt compute is done
         self.cache = PrefixCache(self.spec.num_gpu_blocks, self.spec.block_size)
+        host = BlockStore(self.spec.host_blocks) if self.spec.host_blocks else None
+        self.tiers = TierLookup(host, self.spec.host_per_token, self.pool, self.spec.block_size)
         self.scheduler = Scheduler(self.cache, self.spec.max_num_seqs)
         scheduler, cache = self.scheduler, self.cache
         self.metrics = VllmMetrics(
@@ -53,15 +59,33 @@ class SimReplica:
             running=lambda: float(scheduler.running),
             waiting=lambda: float(scheduler.waiting),
             kv_usage=lambda: cache.usage,
+            num_cpu_blocks=self.spec.host_blocks or None,
         )
         if self.kv_events is not None:
             cache.on_removed = self._publish_removed
+            if host is not None:
+                host.on_removed = self._publish_removed_from_host
 
-    def _publish_removed(self, hashes: list[int]) -> None:
+    def _publish_removed(self, hashes: list[int], medium: str = "GPU") -> None:
         if self.kv_events is not None:
-            self.kv_events.publish([BlockRemoved(block_hashes=list[BlockHash](hashes), medium="GPU")])
+            self.kv_events.publish([BlockRemoved(block_hashes=list[BlockHash](hashes), medium=medium)])
 
-    def publish_stored(self, text: str, hashes: list[int], positions: list[int]) -> None:
+    def _publish_removed_from_host(self, hashes: list[int]) -> None:
+        self._publish_removed(hashes, "CPU")
+
+    def cache_sequence(self, text: str, hashes: list[int], stored_on_gpu: list[int]) -> None:
+        """Blocks of ``text`` were computed: publish the GPU's new ones, write every full block
+        through to the host tier and the pool, and publish the host's new ones (medium ``CPU``,
+        as vLLM's offloading connector does)."""
+        self.publish_stored(text, hashes, stored_on_gpu)
+        if not self.tiers.external:
+            return
+        new_on_host = set(self.tiers.write_through(hashes))
+        if new_on_host:
+            positions = [i for i, block_hash in enumerate(hashes) if block_hash in new_on_host]
+            self.publish_stored(text, hashes, positions, "CPU")
+
+    def publish_stored(self, text: str, hashes: list[int], positions: list[int], medium: str = "GPU") -> None:
         """Publish BlockStored for the newly cached blocks at ``positions`` of ``text``'s ``hashes``,
         one event per run of consecutive blocks (its parent the block before the run)."""
         if self.kv_events is None or not positions:
@@ -79,7 +103,7 @@ class SimReplica:
                     parent_block_hash=hashes[start - 1] if start else None,
                     token_ids=token_ids(text, start * size, (previous + 1) * size, self.spec.chars_per_token),
                     block_size=size,
-                    medium="GPU",
+                    medium=medium,
                 )
             )
             start = previous = position
@@ -140,6 +164,7 @@ class Generation:
         self._hashes = block_hashes(prompt, replica.spec.block_size, chars_per_token=per_token)
         self._allocation: Allocation | None = None
         self.cached_tokens = 0
+        self.tier_hit: TierHit | None = None
         self.generated = 0
         self.ttft = 0.0
         self._arrival = time.perf_counter()
@@ -200,7 +225,7 @@ class Generation:
         text = self._prompt + generated
         spec = self._replica.spec
         sequence = block_hashes(text, spec.block_size, self._hashes, spec.chars_per_token)
-        self._replica.publish_stored(text, sequence, self._cache.commit(allocation, sequence))
+        self._replica.cache_sequence(text, sequence, self._cache.commit(allocation, sequence))
 
     async def prefill(self) -> None:
         """Wait for admission, then compute the uncached prompt tokens; ends at the first token."""
@@ -209,18 +234,21 @@ class Generation:
         )
         self._allocation = allocation
         self._admitted = time.perf_counter()
-        self.cached_tokens = allocation.hit_tokens
-        self._metrics.record_admission(self.prompt_tokens, self.cached_tokens)
+        hit = self._replica.tiers.lookup(self._hashes, allocation.hit_blocks, self.prompt_tokens)
+        self.tier_hit = hit
+        self.cached_tokens = hit.tokens
+        self._metrics.record_admission(self.prompt_tokens, hit, external=self._replica.tiers.external)
         timing, slow = self._replica.spec.timing, self._replica.faults.slow_factor
         compute = (self.prompt_tokens - self.cached_tokens) * timing.per_prompt_token * slow
         # One accelerator: prompt compute is serialised across requests (a burst of cache misses
-        # delays everyone's first token, which is what cache hits save); t0 overlaps.
+        # delays everyone's first token, which is what cache hits save); t0 overlaps. KV loaded from
+        # the host tier or the pool arrives first (a transfer, not compute: it holds up no one else).
         now = time.perf_counter()
-        finish = max(now, self._replica.prefill_busy_until) + compute
+        finish = max(now + hit.load_seconds * slow, self._replica.prefill_busy_until) + compute
         self._replica.prefill_busy_until = finish
         await asyncio.sleep(finish - now + timing.t0 * slow)
         self._check_alive()
-        self._replica.publish_stored(self._prompt, self._hashes, self._cache.commit(allocation))
+        self._replica.cache_sequence(self._prompt, self._hashes, self._cache.commit(allocation))
         self._first_token = time.perf_counter()
         self.ttft = self._first_token - self._arrival
         self._metrics.record_first_token(self.ttft)

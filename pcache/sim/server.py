@@ -15,6 +15,7 @@ import uvicorn
 from pcache.sim.app import build_app, quiet_simulated_disconnects
 from pcache.sim.config import FleetConfig
 from pcache.sim.replica import SimReplica
+from pcache.sim.tiers import SharedPool
 
 __all__ = ["bind_socket", "run_fleet", "serve_fleet"]
 
@@ -65,7 +66,8 @@ async def serve_fleet(
             sock.close()
         spec = config.replicas[len(sockets)]
         raise OSError(f"cannot bind {config.host}:{spec.port} for {spec.name}: {exc.strerror}") from None
-    replicas = [SimReplica(spec) for spec in config.replicas]
+    pool = SharedPool(config.pool) if config.pool is not None else None
+    replicas = [SimReplica(spec, pool) for spec in config.replicas]
     servers: list[_SharedSignalServer] = []
     for replica in replicas:
         uv_config = uvicorn.Config(
