@@ -63,8 +63,13 @@ def _routers(sim: SimFleet, base: Path, count: int, state: str | None) -> Iterat
     started: list[RouterProcess] = []
     try:
         for index in range(count):
-            extra = {"state": state} if state is not None else {"state": "memory://"}
-            started.append(RouterProcess(replicas=sim.urls, state_dir=base / f"r{index}", **extra).start())
+            router = RouterProcess(
+                replicas=sim.urls,
+                state_dir=base / f"r{index}",
+                startup_timeout_s=90.0,  # a busy machine starts three routers slowly
+                state=state or "memory://",
+            )
+            started.append(router.start())
         yield started
     finally:
         for router in started:
@@ -143,9 +148,12 @@ def _workload(seed: int) -> Workload:
     )  # fmt: skip
 
 
-def _load(url: str, duration_s: float, seed: int) -> LoadSummary:
+def _load(
+    url: str, seed: int, *, requests: int | None = None, duration_s: float | None = None
+) -> LoadSummary:
     async def run() -> LoadSummary:
-        generator = LoadGenerator(url, _workload(seed), LoadLimits(duration_s=duration_s, max_sessions=64))
+        limits = LoadLimits(max_requests=requests, duration_s=duration_s, max_sessions=64)
+        generator = LoadGenerator(url, _workload(seed), limits)
         try:
             return await generator.run()
         finally:
@@ -154,27 +162,28 @@ def _load(url: str, duration_s: float, seed: int) -> LoadSummary:
     return asyncio.run(run())
 
 
-def hitrate(duration_s: float, seed: int) -> None:
+def hitrate(requests: int, seed: int) -> None:
     results: list[tuple[str, LoadSummary]] = []
     with tempfile.TemporaryDirectory(prefix="pcache-bench-") as tmp:
         base = Path(tmp)
         with SimFleet(replicas=4) as sim, _routers(sim, base / "one", 1, None) as routers:
-            results.append(("1 router", _load(routers[0].url, duration_s, seed)))
+            results.append(("1 router", _load(routers[0].url, seed, requests=requests)))
         with (
             SimFleet(replicas=4) as sim,
             RedisServer(base / "redis") as redis_server,
             _routers(sim, base / "three", 3, redis_server.url) as routers,
             HAProxy({f"r{i}": r.url for i, r in enumerate(routers)}, base / "haproxy") as lb,
         ):
-            results.append(("3 routers + HAProxy", _load(lb.url, duration_s, seed)))
-    print(f"\nfleet hit rate, same workload (seed {seed}, {duration_s:g}s), 4 simulated replicas")
+            results.append(("3 routers + HAProxy", _load(lb.url, seed, requests=requests)))
+    print(f"\nfleet hit rate, same workload (seed {seed}, {requests} requests), 4 simulated replicas")
     print(f"{'setup':<22}{'requests':>10}{'errors':>8}{'hit rate':>10}{'vs 1 router':>13}")
     single = results[0][1].cached_ratio or 0.0
     for label, summary in results:
         ratio = summary.cached_ratio or 0.0
         errors = sum(summary.errors.values())
         relative = ratio / single if single else 0.0
-        print(f"{label:<22}{summary.requests:>10}{errors:>8}{ratio:>10.3f}{relative:>12.3f}x")
+        kinds = f"  {summary.errors}" if summary.errors else ""
+        print(f"{label:<22}{summary.requests:>10}{errors:>8}{ratio:>10.3f}{relative:>12.3f}x{kinds}")
 
 
 def outage(outage_s: float) -> None:
@@ -186,7 +195,9 @@ def outage(outage_s: float) -> None:
             HAProxy({f"r{i}": r.url for i, r in enumerate(routers)}, base / "haproxy") as lb,
         ):
             summary: list[LoadSummary] = []
-            loader = threading.Thread(target=lambda: summary.append(_load(lb.url, outage_s + 10, 7)))
+            loader = threading.Thread(
+                target=lambda: summary.append(_load(lb.url, 7, duration_s=outage_s + 10))
+            )
             loader.start()
             time.sleep(3)  # load running before the outage (a benchmark's timeline, not a wait)
             redis_server.stop()
@@ -215,14 +226,14 @@ def outage(outage_s: float) -> None:
     print(f"\nRedis stopped {outage_s:g}s under load, 3 routers behind HAProxy")
     print(f"{'requests':>10}{'failed':>8}  {'write during outage':<26}{'pin reaches all routers':>24}")
     failed = sum(result.errors.values())
-    print(f"{result.requests:>10}{failed:>8}  {write:<26}{converged_ms:>21.0f} ms")
+    print(f"{result.requests:>10}{failed:>8}  {write:<26}{converged_ms:>21.0f} ms  {result.errors or ''}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="latency,hitrate,outage", help="comma-separated parts to run")
     parser.add_argument("--requests", type=int, default=500, help="latency: sequential requests per setup")
-    parser.add_argument("--duration", type=float, default=30.0, help="hitrate: seconds of load per setup")
+    parser.add_argument("--load-requests", type=int, default=600, help="hitrate: requests per setup")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--outage-s", type=float, default=10.0)
     args = parser.parse_args()
@@ -230,7 +241,7 @@ def main() -> None:
     if "latency" in parts:
         latency(args.requests)
     if "hitrate" in parts:
-        hitrate(args.duration, args.seed)
+        hitrate(args.load_requests, args.seed)
     if "outage" in parts:
         outage(args.outage_s)
 

@@ -149,9 +149,10 @@ class OperatorActions:
                 )
         self._records = self._records_of(state)
         self._publish_tier1()
-        for name, drain in state.drains.items():
-            if name in self.fleet and drain != "drained":
-                await self.store.set_drain(name, "drained")
+        if not self.store.shared:  # shared: the coordinator marks drained when every router is idle
+            for name, drain in state.drains.items():
+                if name in self.fleet and drain != "drained":
+                    await self.store.set_drain(name, "drained")
         log.info(
             "restored %d replicas (%d drained/draining), %d Tier-1 prefixes",
             len(self.fleet.entries()),
@@ -184,6 +185,8 @@ class OperatorActions:
 
     async def record_drained(self, name: str) -> None:
         """Persist that a draining replica finished (nothing in flight through this router)."""
+        if self.store.shared:
+            return  # other routers may still have requests on it: the coordinator decides
         async with self._writing:
             if name in self.fleet and self.fleet.get(name).drain == "drained":
                 await self.store.set_drain(name, "drained")
@@ -376,7 +379,7 @@ class OperatorActions:
             self._recheck_after_warming(name, force, "drain", "draining")
             await self.store.set_drain(name, "draining", keep_routable=self._others(name, force))
             self.fleet.set_drain(name, "draining")
-            if self.fleet.get(name).drain == "drained":
+            if self.fleet.get(name).drain == "drained" and not self.store.shared:
                 await self.store.set_drain(name, "drained")
         log.info("drain of %s started (%d in flight, %d sessions)", name, radius.in_flight, radius.sessions)
         return radius.model_copy(

@@ -32,6 +32,7 @@ from pcache.router.actions import OperatorActions
 from pcache.router.admin import build_admin_app
 from pcache.router.checks import prepare
 from pcache.router.config import ConfigError, RouterConfig, split_host_port
+from pcache.router.coordinator import Coordinator
 from pcache.router.events import EventLog
 from pcache.router.home_share import HomeShare
 from pcache.router.membership import Membership
@@ -133,6 +134,9 @@ class RouterDaemon:
         self.state_sync = StoreSync(self.actions)
         self.membership = Membership(store=self.store, fleet=self.fleet, ledger=self.ledger)
         self.homes: HomeShare | None = None
+        self.coordinator: Coordinator | None = None
+        if self.store.shared:
+            self.coordinator = Coordinator(store=self.store, fleet=self.fleet, membership=self.membership)
         if self.store.shared and isinstance(self.policy, SharesHomes):
             self.homes = HomeShare(store=self.store, policy=self.policy, origin=self.membership.id)
             self.routing.on_new_home = self.homes.note
@@ -258,6 +262,8 @@ class RouterDaemon:
         self.membership.start()
         if self.homes is not None:
             self.homes.start()
+        if self.coordinator is not None:
+            self.coordinator.start()
         self.parser.start()
         self.loop_lag.start()
         listening = [data_sock] if admin_sock is None else [data_sock, admin_sock]
@@ -286,6 +292,8 @@ class RouterDaemon:
             await asyncio.gather(*tasks)
         finally:
             self.stop()
+            if self.coordinator is not None:
+                await self.coordinator.stop()
             if self.homes is not None:
                 await self.homes.stop()
             await self.membership.stop()

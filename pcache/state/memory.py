@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
@@ -29,6 +30,7 @@ class MemoryStateStore:
         self._state = OperatorState()
         self._version = 0
         self._routers: dict[str, RouterRecord] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, expires at, monotonic)
 
     async def load(self) -> OperatorState:
         return self._state
@@ -94,6 +96,18 @@ class MemoryStateStore:
 
     async def leave(self, router_id: str) -> None:
         self._routers.pop(router_id, None)
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        current = self._leases.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._leases[name] = (holder, now + ttl_s)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        if self._leases.get(name, ("", 0.0))[0] == holder:
+            del self._leases[name]
 
     async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
         return None  # one router: nobody to tell

@@ -151,6 +151,18 @@ class StateStore(Protocol):
         """Remove a router's record (a clean shutdown)."""
         ...
 
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` (atomic); False while another holds it.
+
+        A lease makes a background job run on one router at a time; a holder that stops renewing
+        (it died) loses the lease after ``ttl_s`` and another router takes the job over.
+        """
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it."""
+        ...
+
     async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
         """Tell the other routers which sessions got which home replica (``origin``: this router)."""
         ...

@@ -15,6 +15,7 @@ URL says ``?prefix=NAME``)::
     {prefix}:changes   pub/sub channel: the new version
     {prefix}:routers   hash  router id -> JSON RouterRecord (heartbeats; not operator state)
     {prefix}:homes     pub/sub channel: JSON {"origin": id, "homes": [[session, replica], ...]}
+    {prefix}:lease:{name}  string  the holder of a background job's lease (expires unless renewed)
 
 Session homes travel only as change notices (a router that starts later learns a session's home
 from the session's next turn elsewhere, or routes it by HRW like the others): nothing on the
@@ -76,6 +77,16 @@ _DRAIN = _GUARD.replace("FIRST", "4") + "redis.call('HSET', KEYS[2], ARGV[2], AR
 _PUT_REPLICA = (
     "redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) redis.call('SREM', KEYS[4], ARGV[2]) " + _BUMP + "return 1"
 )
+# KEYS[1] = the lease; ARGV = holder, ttl in ms. Take it when free, renew it when ours.
+_HOLD_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE_LEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1"
 _REMOVE_REPLICA = (
     _GUARD.replace("FIRST", "3")
     + "redis.call('HDEL', KEYS[3], ARGV[2]) redis.call('HDEL', KEYS[2], ARGV[2]) "
@@ -140,6 +151,8 @@ class RedisStateStore:
             )
         }
         self._pubsub: PubSub | None = None
+        self._hold = self._redis.register_script(_HOLD_LEASE)
+        self._release = self._redis.register_script(_RELEASE_LEASE)
 
     def _unreachable(self, exc: Exception) -> StateError:
         return StateError(
@@ -253,6 +266,21 @@ class RedisStateStore:
     async def leave(self, *router_ids: str) -> None:
         try:
             await self._redis.hdel(self._routers_key, *router_ids)
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+
+    # ---- leases ---------------------------------------------------------------------------------
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        try:
+            held = await self._hold(keys=[f"{self.prefix}:lease:{name}"], args=[holder, int(ttl_s * 1000)])
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        return int(held) == 1
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        try:
+            await self._release(keys=[f"{self.prefix}:lease:{name}"], args=[holder])
         except RedisError as exc:
             raise self._unreachable(exc) from exc
 

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS replicas (
 CREATE TABLE IF NOT EXISTS removed (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS routers (id TEXT PRIMARY KEY, heartbeat_at REAL NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
 """
 
 _RESET_HINT = "restore it from a backup, or pass --reset-state to start over without it"
@@ -281,6 +282,31 @@ class SqliteStateStore:
 
     async def leave(self, router_id: str) -> None:
         await self._plain("DELETE FROM routers WHERE id = ?", (router_id,))
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        def take() -> bool:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                row = db.execute("SELECT holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+                if row is not None and row[0] != holder and row[1] > now:
+                    return False
+                db.execute(
+                    "INSERT OR REPLACE INTO leases (name, holder, expires_at) VALUES (?, ?, ?)",
+                    (name, holder, now + ttl_s),
+                )
+                return True
+            finally:
+                db.execute("COMMIT")
+
+        try:
+            return await self._run(take)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._plain("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     async def publish_homes(self, origin: str, homes: Sequence[tuple[str, str]]) -> None:
         return None  # workers on one file keep their own homes (HRW sends a session to one place)

@@ -152,3 +152,23 @@ async def test_session_homes_reach_the_other_stores(
         assert received == [("router-a", "s1", "r2"), ("router-a", "s2", "r3")]
     finally:
         await second.close()
+
+
+async def test_a_lease_is_held_by_one_store_at_a_time_and_expires(
+    store: RedisStateStore, redis_server: RedisServer
+) -> None:
+    second = RedisStateStore(f"{redis_server.url}?prefix={store.prefix}")
+    try:
+        assert await store.hold_lease("job", "a", ttl_s=0.2)
+        assert not await second.hold_lease("job", "b", ttl_s=0.2)
+        assert await store.hold_lease("job", "a", ttl_s=0.2)  # renewing
+        deadline = time.monotonic() + 10
+        while not await second.hold_lease("job", "b", ttl_s=5):
+            assert time.monotonic() < deadline, "the lease never expired"
+            await asyncio.sleep(0.05)
+        await store.release_lease("job", "a")  # not a's any more: nothing happens
+        assert not await store.hold_lease("job", "a", ttl_s=5)
+        await second.release_lease("job", "b")
+        assert await store.hold_lease("job", "a", ttl_s=5)
+    finally:
+        await second.close()
