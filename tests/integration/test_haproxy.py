@@ -44,7 +44,10 @@ def stack(sim: SimFleet, tmp_path: Path) -> Iterator[tuple[HAProxy, list[RouterP
             for name in ("a", "b", "c"):
                 routers.append(
                     RouterProcess(
-                        replicas=sim.urls, state_dir=tmp_path / name, state=redis_server.url
+                        replicas=sim.urls,
+                        state_dir=tmp_path / name,
+                        state=redis_server.url,
+                        startup_timeout_s=90.0,  # three routers starting on a busy 2-core machine
                     ).start()
                 )
             with HAProxy({r.state_dir.name: r.url for r in routers}, tmp_path / "haproxy") as lb:

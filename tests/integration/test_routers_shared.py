@@ -44,7 +44,12 @@ def routers(sim: SimFleet, redis_server: RedisServer, tmp_path: Path) -> Iterato
     try:
         for name in ("a", "b"):
             started.append(
-                RouterProcess(replicas=sim.urls, state_dir=tmp_path / name, state=redis_server.url).start()
+                RouterProcess(
+                    replicas=sim.urls,
+                    state_dir=tmp_path / name,
+                    state=redis_server.url,
+                    startup_timeout_s=90.0,  # two routers starting on a busy 2-core machine
+                ).start()
             )
         yield started
     finally:
