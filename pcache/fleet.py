@@ -68,6 +68,7 @@ class ReplicaEntry:
     scraped_at: float | None = None  # time.time() of the last successful scrape
     last_error: str | None = None  # cleared when the replica answers well again
     last_error_at: float | None = None  # time.time() of last_error
+    ejected_until: float = 0.0  # outlier ejection (fleet clock): checks cannot bring it back before
     detected_engine: str | None = None
     in_flight_at_scrape: int = 0  # this router's in-flight requests when ``stats`` was scraped
     peer_in_flight: int = 0  # in flight through the other routers sharing the state store
@@ -318,12 +319,25 @@ class Fleet:
             return True
         return False
 
+    def eject(self, name: str, seconds: float, error: str) -> None:
+        """Hold ``name`` out for ``seconds`` (passive outlier detection, pcache.router.outlier): it
+        is unhealthy, and good checks count towards its recovery only once the time is up."""
+        entry = self.get(name)
+        entry.ejected_until = self._clock() + seconds
+        entry.last_error, entry.last_error_at = error, self._clock()
+        entry.successes = 0
+        if entry.healthy:
+            entry.healthy = False
+            self._changed()
+
     def report_success(self, name: str) -> bool:
         """A good health check or proxied request. True when the replica just became healthy again."""
         entry = self._entries.get(name)
         if entry is None:
             return False
         entry.failures = 0
+        if self._clock() < entry.ejected_until:
+            return False
         if entry.healthy or entry.joining:
             if entry.healthy:
                 entry.last_error = entry.last_error_at = None  # it answers well: the error is history

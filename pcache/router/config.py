@@ -34,6 +34,7 @@ __all__ = [
     "HealthConfig",
     "KvConfig",
     "KvEventsConfig",
+    "OutlierConfig",
     "ReplicaConfig",
     "RouterConfig",
     "ScrapeConfig",
@@ -199,7 +200,9 @@ class HealthConfig(_Section):
 
     path: str = "/health"
     interval_s: float = Field(default=2.0, gt=0, le=3600)
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    # 5 s, not 1: on a CPU-starved machine a healthy replica's answer can take seconds, and a 1 s
+    # limit marked all 8 healthy replicas unhealthy twice in a minute.
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
     failures: int = Field(default=3, ge=1, le=100)
     recoveries: int = Field(default=2, ge=1, le=100)
 
@@ -232,6 +235,15 @@ class UpstreamConfig(_Section):
     retry_on_timeout: bool = False
     max_connections: int = Field(default=1024, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class OutlierConfig(_Section):
+    """Passive outlier detection (:mod:`pcache.router.outlier`); ``consecutive_failures: 0`` disables it."""
+
+    consecutive_failures: int = Field(default=5, ge=0, le=1000)
+    base_ejection_s: float = Field(default=30.0, gt=0, le=3600)
+    max_ejection_s: float = Field(default=300.0, gt=0, le=86400)
+    max_ejected_fraction: float = Field(default=0.5, gt=0, le=1)
 
 
 class ServerConfig(_Section):
@@ -285,6 +297,7 @@ class RouterConfig(_Section):
     scrape: ScrapeConfig = ScrapeConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     server: ServerConfig = ServerConfig()
+    outlier: OutlierConfig = OutlierConfig()
     prewarm: PrewarmConfig = PrewarmConfig()
     hot_prefixes: HotPrefixConfig = HotPrefixConfig()
     kv: KvConfig = KvConfig()

@@ -38,6 +38,7 @@ from pcache.router.home_share import HomeShare
 from pcache.router.membership import Membership
 from pcache.router.metrics import RouterMetrics
 from pcache.router.offload import LoopLag, RequestParser
+from pcache.router.outlier import OutlierDetector
 from pcache.router.proxy import ProxyApp
 from pcache.router.routing import Routing
 from pcache.router.security import AdminGuard, admin_token, open_doors
@@ -78,6 +79,18 @@ def _bind(address: str) -> socket.socket:
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _outlier_detector(config: RouterConfig) -> OutlierDetector | None:
+    outlier = config.outlier
+    if not outlier.consecutive_failures:
+        return None
+    return OutlierDetector(
+        consecutive_failures=outlier.consecutive_failures,
+        base_ejection_s=outlier.base_ejection_s,
+        max_ejection_s=outlier.max_ejection_s,
+        max_ejected_fraction=outlier.max_ejected_fraction,
+    )
 
 
 class RouterDaemon:
@@ -153,6 +166,7 @@ class RouterDaemon:
             max_body_bytes=up.max_body_bytes,
             body_timeout_s=config.server.body_timeout_s,
             parser=self.parser,
+            outlier=_outlier_detector(config),
             on_metrics=self._refresh_metrics,
         )
         self.url = ""

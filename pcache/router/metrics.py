@@ -48,6 +48,17 @@ class RouterMetrics:
             registry=r,
         )
         self.retries = Counter("pcache_retries", "Requests retried on another replica", registry=r)
+        self.outlier_ejections = Counter(
+            "pcache_outlier_ejections",
+            "Replicas held out after consecutive failed requests (passive outlier detection)",
+            ["replica"],
+            registry=r,
+        )
+        self.panic_routes = Counter(
+            "pcache_panic_routes",
+            "Requests routed to unhealthy replicas because none was healthy (panic mode)",
+            registry=r,
+        )
         self.loop_lag = Gauge(
             "pcache_event_loop_lag_seconds",
             "Worst lateness of the router's event loop over the last 10 s (timer-measured)",

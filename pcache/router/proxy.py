@@ -31,6 +31,7 @@ from pcache.policy.base import Decision, Exclusion, Outcome
 from pcache.prompt import bounded_session_key
 from pcache.router.metrics import CONTENT_TYPE, RouterMetrics
 from pcache.router.offload import BodyError, RequestParser
+from pcache.router.outlier import OutlierDetector
 from pcache.router.paths import COMPLETION_PATHS, MODELS_PATH, api_path
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError, UpstreamResponse
@@ -295,6 +296,7 @@ class ProxyApp:
         retry_on_timeout: bool = False,
         api_keys: tuple[str, ...] = (),
         parser: RequestParser | None = None,
+        outlier: OutlierDetector | None = None,
         on_metrics: Callable[[], None] | None = None,
         models_timeout_s: float = 5.0,
     ) -> None:
@@ -308,6 +310,7 @@ class ProxyApp:
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
         self.body_timeout_s = body_timeout_s
+        self.outlier = outlier
         self.parser = parser or RequestParser(threshold_bytes=max_body_bytes + 1)
         self._on_metrics = on_metrics
         self._models_timeout_s = models_timeout_s
@@ -579,6 +582,27 @@ class ProxyApp:
         self.metrics.count_upstream_error(replica, kind, mid_stream=mid_stream)
         if self.fleet.report_failure(replica, error):
             log.warning("replica %s marked unhealthy after proxied failures: %s", replica, error)
+        self._outlier_failure(replica, error)
+
+    def _outlier_failure(self, replica: str, error: str) -> None:
+        if self.outlier is None or replica not in self.fleet:
+            return
+        ejection = self.outlier.failure(replica, error, len(self.fleet.entries()))
+        if ejection is not None:
+            self.fleet.eject(replica, ejection.seconds, f"ejected for {ejection.seconds:g} s: {error}")
+            self.metrics.outlier_ejections.labels(replica).inc()
+            log.warning(
+                "replica %s ejected for %g s after %d failed requests in a row (last: %s)",
+                replica,
+                ejection.seconds,
+                ejection.failures,
+                error,
+            )
+
+    def _succeeded(self, replica: str) -> None:
+        self.fleet.report_success(replica)
+        if self.outlier is not None:
+            self.outlier.success(replica)
 
     async def _whole(
         self,
@@ -613,7 +637,9 @@ class ProxyApp:
             with contextlib.suppress(ValueError):
                 prompt, cached = _usage_of(orjson.loads(content))
         if response.status < 500:
-            self.fleet.report_success(replica)
+            self._succeeded(replica)
+        else:  # the last candidate's error status, passed on: still a failure of that replica
+            self._outlier_failure(replica, f"HTTP {response.status}")
         exchange.watch.disarm()
         head.append((b"content-length", str(len(content)).encode()))
         await exchange.send({"type": "http.response.start", "status": response.status, "headers": head})
@@ -649,7 +675,7 @@ class ProxyApp:
         exchange.watch.disarm()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if response.status < 500:
-            self.fleet.report_success(replica)
+            self._succeeded(replica)
         self._finished(replica, response.status, exchange.arrived)
         return Outcome(replica=replica, ok=response.status < 400, ttft_s=None)
 
@@ -691,7 +717,7 @@ class ProxyApp:
         if not started:
             await send({"type": "http.response.start", "status": response.status, "headers": head})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        self.fleet.report_success(replica)
+        self._succeeded(replica)
         self._finished(replica, response.status, exchange.arrived)
         return Outcome(
             replica=replica,

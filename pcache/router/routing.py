@@ -29,6 +29,7 @@ from pcache.prompt import (
     rendered_prefix,
 )
 from pcache.router.metrics import RouterMetrics
+from pcache.router.outlier import panic_view
 from pcache.router.prediction import PredictionAccuracy
 
 __all__ = ["Routing"]
@@ -162,7 +163,12 @@ class Routing:
     def route(self, fingerprint: Fingerprint) -> Decision:
         """Decide and book: the policy's memory, the ledger, the metrics."""
         started = time.perf_counter()
-        decision = self.policy.route(fingerprint, self.fleet.view())
+        view = self.fleet.view()
+        decision = self.policy.route(fingerprint, view)
+        if decision.replica is None and (panic := panic_view(view)) is not None:
+            # Every replica is marked unhealthy: try them anyway (503 only if none answers).
+            decision = self.policy.route(fingerprint, panic)
+            self.metrics.panic_routes.inc()
         self.metrics.decision.observe(time.perf_counter() - started)
         predicted = self.predicted_tokens(fingerprint, decision, decision.replica) if decision.replica else 0
         self.ledger.record_route(fingerprint, decision, predicted_tokens=predicted)

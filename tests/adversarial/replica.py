@@ -2,7 +2,8 @@
 
 A ``ThreadingHTTPServer`` on a free loopback port. It answers ``/health`` and ``/metrics`` (so the
 router's watcher keeps it healthy) and, for everything else, records the request line and answers
-with a small OpenAI-shaped JSON body, or, with ``hold=True``, never answers and records when the
+with a small OpenAI-shaped JSON body (or ``status`` with an error body; ``health_status`` for
+``/health``), or, with ``hold=True``, never answers and records when the
 router closed the connection (how a real engine learns that its client went away).
 """
 
@@ -32,7 +33,9 @@ class _QuietServer(ThreadingHTTPServer):
 class RecordingReplica:
     """A replica that records every request line it receives (other than health and metrics)."""
 
-    def __init__(self, *, hold: bool = False, metrics: bytes = b"") -> None:
+    def __init__(
+        self, *, hold: bool = False, metrics: bytes = b"", status: int = 200, health_status: int = 200
+    ) -> None:
         self.hits: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.hung_up = threading.Event()
@@ -58,7 +61,7 @@ class RecordingReplica:
                 if length:
                     self.rfile.read(length)
                 if self.path == "/health":
-                    self._answer(200, b"{}")
+                    self._answer(health_status, b"{}")
                     return
                 if self.path == "/metrics":
                     self._answer(200, metrics)
@@ -71,7 +74,7 @@ class RecordingReplica:
                     if self.connection.recv(1) == b"":  # blocks until the peer closes
                         self.owner.hung_up.set()
                     return
-                self._answer(200, _ANSWER)
+                self._answer(status, _ANSWER if status == 200 else b'{"error":{"message":"broken"}}')
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
