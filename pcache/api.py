@@ -111,6 +111,9 @@ class ReplicaStatus(_Model):
     kv_usage: float | None = None  # None while the replica is down or its scrape is stale
     load: int = 0  # in flight through this router + the engine's other running/waiting requests
     hit_rate: float | None = None  # engine prefix-cache hits / queries over the recent window
+    # hit_rate split by the KV tier that supplied the cached tokens (gpu, host, disk, peer, pool),
+    # same window: the parts sum to hit_rate. None when the engine does not report tiers.
+    hit_rate_by_tier: dict[str, float] | None = None
     # Latency over the same recent window as hit_rate (``window_s``), from the engine histograms'
     # bucket increases between scrapes, like histogram_quantile(q, rate(x_bucket[1m])).
     window_s: float | None = None

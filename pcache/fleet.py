@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pcache.engines.base import ReplicaStats
+from pcache.engines.base import TIERS, ReplicaStats
 from pcache.engines.histogram import Buckets
 from pcache.engines.window import DEFAULT_WINDOW_S, CounterWindow, HistogramWindow
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
@@ -73,6 +73,8 @@ class ReplicaEntry:
     in_flight_at_scrape: int = 0  # this router's in-flight requests when ``stats`` was scraped
     peer_in_flight: int = 0  # in flight through the other routers sharing the state store
     prefix_window: CounterWindow = field(default_factory=lambda: CounterWindow(2))  # queries, hits
+    tier_window: CounterWindow = field(default_factory=lambda: CounterWindow(len(TIERS)))  # hits per tier
+    tiers_reported: bool = False  # whether the engine's last scrape split its hits by tier
     ttft_window: HistogramWindow = field(default_factory=HistogramWindow)
     e2e_window: HistogramWindow = field(default_factory=HistogramWindow)
 
@@ -109,6 +111,21 @@ class ReplicaEntry:
         """Engine prefix-cache hits / queries over the recent window (tokens)."""
         queries, hits = self.prefix_totals(now)
         return hits / queries if queries else None
+
+    def tier_totals(self, now: float) -> dict[str, float] | None:
+        """Cached tokens per tier (``TIERS``) over the recent window; None if the engine does not
+        split its hits by tier."""
+        if not self.tiers_reported:
+            return None
+        return dict(zip(TIERS, self.tier_window.totals(now), strict=True))
+
+    def hit_rate_by_tier(self, now: float) -> dict[str, float] | None:
+        """Each tier's share of the window's queried tokens: they sum to :meth:`hit_rate`."""
+        totals = self.tier_totals(now)
+        queries, _ = self.prefix_totals(now)
+        if totals is None or not queries:
+            return None
+        return {tier: hits / queries for tier, hits in totals.items()}
 
     def ttft_recent(self, now: float) -> Buckets | None:
         """TTFT buckets of the requests the engine served in the recent window."""
@@ -360,8 +377,15 @@ class Fleet:
             entry.healthy, entry.failures, entry.successes, entry.last_error = True, 0, 0, None
         self._changed()
 
-    def apply_stats(self, name: str, stats: ReplicaStats, queries_delta: float, hits_delta: float) -> None:
-        """Record one successful scrape of ``name``."""
+    def apply_stats(
+        self,
+        name: str,
+        stats: ReplicaStats,
+        queries_delta: float,
+        hits_delta: float,
+        tier_deltas: tuple[float, ...] | None = None,
+    ) -> None:
+        """Record one successful scrape of ``name`` (``tier_deltas``: hits per tier, ``TIERS`` order)."""
         entry = self._entries.get(name)
         if entry is None:
             return
@@ -371,6 +395,9 @@ class Fleet:
         entry.detected_engine = stats.engine
         entry.in_flight_at_scrape = entry.in_flight
         entry.prefix_window.add(now, (queries_delta, hits_delta))
+        entry.tiers_reported = tier_deltas is not None
+        if tier_deltas is not None:
+            entry.tier_window.add(now, tier_deltas)
         entry.ttft_window.observe(now, stats.ttft_buckets)
         entry.e2e_window.observe(now, stats.e2e_buckets)
         self._load_changed(name)

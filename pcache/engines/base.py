@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ReplicaStats"]
+__all__ = ["TIERS", "ReplicaStats"]
+
+
+TIERS = ("gpu", "host", "disk", "peer", "pool")
+"""KV tiers a cached token can come from: the replica's GPU, its host DRAM, its disk, another
+replica (peer to peer), a shared pool (a remote store such as LMCache's or Mooncake's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +38,6 @@ class ReplicaStats:
     block_size: int | None = None
     num_blocks: int | None = None
     version_family: str | None = None  # e.g. "v1", "v0", "0.10"
+    # Cached prompt tokens by the tier that supplied them (counters, tiers named as in ``TIERS``):
+    # ``prefix_hits`` is their sum where the engine reports tiers (local + external hits).
+    hits_by_tier: tuple[tuple[str, float], ...] | None = None

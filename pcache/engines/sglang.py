@@ -2,14 +2,32 @@
 
 The prefix-cache hit rate comes from the ``cached_tokens_total`` / ``prompt_tokens_total`` counters;
 the ``cache_hit_rate`` gauge only describes the latest batch, so it is never used as a rate.
+
+With the hierarchical cache (``--enable-hierarchical-cache``, HiCache) the cached tokens include
+those loaded back from host memory, counted by ``sglang:load_back_tokens_total{pool="kv"}`` (the
+name as SGLang's own HiCache tests read it; see tests/fixtures/PROVENANCE.md): those are the host
+tier's hits, the rest the GPU's.
 """
 
 from __future__ import annotations
 
-from pcache.engines.base import ReplicaStats
+from pcache.engines.base import TIERS, ReplicaStats
 from pcache.engines.exposition import Samples
 
 __all__ = ["parse_sglang"]
+
+
+def _hits_by_tier(samples: Samples, cached: float | None) -> tuple[tuple[str, float], ...] | None:
+    """GPU and host hits of a HiCache replica (None without the hierarchical cache's counter)."""
+    host = samples.total("sglang:load_back_tokens_total", pool="kv")
+    if host is None:
+        host = samples.total("sglang:load_back_tokens_total")
+    if host is None or cached is None:
+        return None
+    host = min(host, cached)
+    totals = dict.fromkeys(TIERS, 0.0)
+    totals["gpu"], totals["host"] = cached - host, host
+    return tuple(totals.items())
 
 
 def parse_sglang(samples: Samples) -> ReplicaStats:
@@ -35,4 +53,5 @@ def parse_sglang(samples: Samples) -> ReplicaStats:
         block_size=samples.count("sglang:page_size"),
         num_blocks=None,
         version_family="with-cached-tokens" if cached is not None else "legacy",
+        hits_by_tier=_hits_by_tier(samples, cached),
     )

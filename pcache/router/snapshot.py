@@ -74,6 +74,7 @@ def replica_status(
         kv_usage=live.kv_usage if live else None,
         load=entry.load,
         hit_rate=entry.hit_rate(now),
+        hit_rate_by_tier=entry.hit_rate_by_tier(now),
         window_s=WINDOW_S,
         **_quantiles(ttft, "ttft"),
         **_quantiles(e2e, "e2e"),
@@ -99,6 +100,15 @@ def replica_status(
     )
 
 
+def _fleet_tiers(tiers: dict[str, float] | None, queries: float, hits: float) -> dict[str, float] | None:
+    """The fleet's hit rate by tier; hits of replicas that give no split are booked to the GPU,
+    so the parts still sum to the fleet's hit rate."""
+    if tiers is None or not queries:
+        return None
+    tiers["gpu"] += max(0.0, hits - sum(tiers.values()))
+    return {tier: value / queries for tier, value in tiers.items()}
+
+
 def _sum(values: Sequence[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
@@ -122,9 +132,15 @@ def all_row(
     merged windowed buckets (never an average of percentiles)."""
     kv = [r.kv_usage for r in rows if r.kv_usage is not None]
     queries = hits = 0.0
+    tiers: dict[str, float] | None = None
     for entry in entries:
         q, h = entry.prefix_totals(now)
         queries, hits = queries + q, hits + h
+        by_tier = entry.tier_totals(now)
+        if by_tier is not None:
+            tiers = tiers or dict.fromkeys(by_tier, 0.0)
+            for tier, value in by_tier.items():
+                tiers[tier] += value
     ttft = _merged([e.ttft_recent(now) for e in entries])
     e2e = _merged([e.e2e_recent(now) for e in entries])
     lifetime = _merged([e.stats.ttft_buckets if e.stats else None for e in entries])
@@ -140,6 +156,8 @@ def all_row(
         kv_usage=sum(kv) / len(kv) if kv else None,
         load=sum(r.load for r in rows),
         hit_rate=hits / queries if queries else None,
+        # over the queries of every replica, so a replica without tiers counts as all GPU
+        hit_rate_by_tier=_fleet_tiers(tiers, queries, hits),
         window_s=WINDOW_S,
         **_quantiles(ttft, "ttft"),
         **_quantiles(e2e, "e2e"),

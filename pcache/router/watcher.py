@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from pcache.engines import ENGINES, metrics_path, parse_metrics
-from pcache.engines.base import ReplicaStats
+from pcache.engines.base import TIERS, ReplicaStats
 from pcache.engines.rates import CounterRate
 from pcache.fleet import Fleet
 from pcache.ledger import Ledger
@@ -30,11 +30,19 @@ log = logging.getLogger("pcache.router.watcher")
 class _Counters:
     """Per-replica rate trackers of the prefix-cache counters."""
 
-    __slots__ = ("hits", "queries")
+    __slots__ = ("hits", "queries", "tiers")
 
     def __init__(self) -> None:
         self.queries = CounterRate()
         self.hits = CounterRate()
+        self.tiers = {tier: CounterRate() for tier in TIERS}
+
+    def tier_deltas(self, stats: ReplicaStats) -> tuple[float, ...] | None:
+        """Each tier's cached tokens since the last scrape, or None if the engine gives no split."""
+        if stats.hits_by_tier is None:
+            return None
+        values = dict(stats.hits_by_tier)
+        return tuple(self.tiers[tier].update(values.get(tier, 0.0)) or 0.0 for tier in TIERS)
 
 
 def _parse(body: bytes, engine: str | None) -> ReplicaStats:
@@ -154,7 +162,7 @@ class FleetWatcher:
         counters = self._counters.setdefault(name, _Counters())
         queries_delta = counters.queries.update(stats.prefix_queries) or 0.0
         hits_delta = min(counters.hits.update(stats.prefix_hits) or 0.0, queries_delta)
-        self.fleet.apply_stats(name, stats, queries_delta, hits_delta)
+        self.fleet.apply_stats(name, stats, queries_delta, hits_delta, counters.tier_deltas(stats))
         if queries_delta > 0:
             self.ledger.record_engine_counters(name, queries_delta, hits_delta)
         return True

@@ -1,0 +1,96 @@
+"""The shared pool end to end: a simulated fleet with a pool behind a real router, read by the CLI.
+
+``pcache status -o json`` splits each replica's hit rate by tier; the parts sum to the hit rate and
+agree with the replica's own ``vllm:prompt_tokens_cached_by_source_total`` counters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from pcache.testing.http import expect_ok
+from pcache.testing.router import RouterProcess
+from pcache.testing.sim import SimFleet
+from pcache.testing.wait import eventually
+from pcache_cli.main import app
+
+MANUAL = "The ACME manual, chapter {n}: every valve is checked twice before the pump starts. " * 8
+SOURCE_TIER = {"device": "gpu", "host": "host", "disk": "disk", "p2p": "peer", "external_unspecified": "pool"}
+
+
+def engine_counters(text: str) -> tuple[float, dict[str, float]]:
+    """A replica's prefix-cache queries and cached tokens by tier, from its /metrics."""
+    queries, tiers = 0.0, dict.fromkeys(SOURCE_TIER.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "vllm:prefix_cache_queries_total":
+                queries += sample.value
+            elif sample.name == "vllm:prompt_tokens_cached_by_source_total":
+                tiers[SOURCE_TIER[sample.labels["source"]]] += sample.value
+    return queries, tiers
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFleet, RouterProcess, Path]]:
+    home = tmp_path_factory.mktemp("tiers")
+    with (
+        SimFleet(replicas=3, pool_blocks=4096, pool_latency_ms=1.0) as sim,
+        RouterProcess(replicas=sim.urls, policy="round_robin", state_dir=home) as router,
+    ):
+        yield sim, router, home
+
+
+def cli(router: RouterProcess, home: Path, *args: str) -> Any:
+    env = {
+        "PCACHE_ROUTER": router.admin_url,
+        "PCACHE_ADMIN_TOKEN": router.token or "",
+        "NO_COLOR": "1",
+        "PCACHE_CONFIG": "",
+        "XDG_CONFIG_HOME": str(home),
+        "PCACHE_OUTPUT": "",
+    }
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_status_splits_each_replicas_hit_rate_by_tier_as_its_metrics_do(
+    stack: tuple[SimFleet, RouterProcess, Path],
+) -> None:
+    sim, router, home = stack
+    # round robin sends each document's repeats to the other replicas: their hits come from the pool
+    for n in range(3):
+        for question in range(4):
+            body = {"model": "sim-model", "max_tokens": 2, "prompt": MANUAL.format(n=n) + f"Q{question}"}
+            expect_ok(httpx.post(f"{router.url}/v1/completions", json=body, timeout=30))
+    engines = {name: engine_counters(sim.metrics(name)) for name in sim.urls}
+    assert sum(tiers["pool"] for _, tiers in engines.values()) > 0
+    assert sum(tiers["gpu"] for _, tiers in engines.values()) > 0
+
+    def scraped_everything() -> dict[str, Any] | None:
+        status = cli(router, home, "status", "-o", "json")
+        rows = {row["name"]: row for row in status["replicas"]}
+        for name, (queries, tiers) in engines.items():
+            split = rows[name]["hit_rate_by_tier"]
+            if split is None or abs(split["pool"] - tiers["pool"] / queries) > 1e-9:
+                return None
+        return status
+
+    status = eventually(scraped_everything, timeout_s=20, what="a scrape after the last request")
+    for row in status["replicas"]:
+        queries, tiers = engines[row["name"]]
+        split = row["hit_rate_by_tier"]
+        assert sum(split.values()) == pytest.approx(row["hit_rate"])
+        for tier, tokens in tiers.items():
+            assert split[tier] == pytest.approx(tokens / queries), (row["name"], tier)
+    fleet = status["all"]["hit_rate_by_tier"]
+    assert sum(fleet.values()) == pytest.approx(status["all"]["hit_rate"])
+    assert fleet["pool"] > 0
