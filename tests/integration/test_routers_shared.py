@@ -5,6 +5,7 @@ a request while operator writes are refused clearly and the state converges when
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from pcache.api import ExplainRequest, PinIn
 from pcache.client import ApiError, Refused
+from pcache_cli.main import app
 from tests.harness.redis import RedisServer
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
@@ -166,7 +169,16 @@ def test_requests_in_flight_through_one_router_count_in_the_others_load(
     assert done.is_set()
 
 
-def test_every_router_lists_every_router_and_flags_a_lost_one(routers: list[RouterProcess]) -> None:
+def _cli(tmp_path: Path, *args: str) -> str:
+    env = {"NO_COLOR": "1", "PCACHE_CONFIG": "", "XDG_CONFIG_HOME": str(tmp_path), "PCACHE_OUTPUT": ""}
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_router_lists_every_router_and_flags_a_lost_one(
+    routers: list[RouterProcess], tmp_path: Path
+) -> None:
     a, b = routers
     with a.admin() as admin_a:
         listed = eventually(
@@ -174,8 +186,12 @@ def test_every_router_lists_every_router_and_flags_a_lost_one(routers: list[Rout
         )
         assert listed[0].this_router and listed[0].url == a.url
         assert listed[1].url == b.url and not listed[1].lost and not listed[1].this_router
+        rows = json.loads(_cli(tmp_path, "--router", a.admin_url, "routers", "-o", "json"))
+        assert [(r["url"], r["lost"]) for r in rows] == [(a.url, False), (b.url, False)]
         b.kill()
         eventually(lambda: admin_a.routers()[1].lost, what="A to flag the killed router lost")
+    table = _cli(tmp_path, "--router", a.admin_url, "routers")
+    assert "LOST" in table and b.url in table
 
 
 def test_drains_of_the_last_two_replicas_through_two_routers_at_once_leave_one_routable(
