@@ -28,6 +28,7 @@ from pcache.ledger import Ledger
 from pcache.policy import make_policy
 from pcache.policy.base import Outcome
 from pcache.prompt import FingerprintConfig, prefix_blocks
+from pcache.router.error_window import ErrorWindow
 from pcache.router.metrics import RouterMetrics
 from pcache.router.routing import Routing
 from pcache.router.snapshot import status_snapshot
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             fleet,
             owners=routing.owners(),
             ledger=ledger,
+            errors=ErrorWindow(),
             sessions=policy.session_homes(),
             policy=policy.name,
             url="http://127.0.0.1:8080",

@@ -43,7 +43,7 @@ def _takes_value(command: Any, flag: str) -> bool:
     return False
 
 
-def _leaf(group: TyperGroup, ctx: typer.Context, args: list[str]) -> tuple[Any, int]:
+def _leaf(group: TyperGroup, ctx: typer._click.Context, args: list[str]) -> tuple[Any, int]:
     """The command the arguments name and the index just after its name (walking nested groups)."""
     command: Any = group
     index = 0
@@ -64,7 +64,7 @@ def _leaf(group: TyperGroup, ctx: typer.Context, args: list[str]) -> tuple[Any, 
     return (command if command is not group else None), index
 
 
-def hoist_global_flags(group: TyperGroup, ctx: typer.Context, args: list[str]) -> list[str]:
+def hoist_global_flags(group: TyperGroup, ctx: typer._click.Context, args: list[str]) -> list[str]:
     """``args`` with the global flags after the subcommand moved before it."""
     leaf, start = _leaf(group, ctx, args)
     if leaf is None:
@@ -97,5 +97,6 @@ def hoist_global_flags(group: TyperGroup, ctx: typer.Context, args: list[str]) -
 class GlobalFlagsGroup(TyperGroup):
     """The root ``pcache`` group: global flags work before or after the subcommand."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    # The base class takes the Click context typer vendors (typer.Context is its subclass).
+    def parse_args(self, ctx: typer._click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_flags(self, ctx, list(args)))

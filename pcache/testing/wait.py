@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 __all__ = ["eventually"]
 
@@ -12,10 +12,16 @@ T = TypeVar("T")
 
 
 def eventually(
-    condition: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "the condition"
+    condition: Callable[[], T | Literal[False] | None],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
+    what: str = "the condition",
 ) -> T:
     """Call ``condition`` every ``interval_s`` until it returns something truthy, and return that;
-    fail with an AssertionError naming ``what`` after ``timeout_s``."""
+    fail with an AssertionError naming ``what`` after ``timeout_s``.
+
+    The falsy ``False`` and ``None`` are never returned, so ``eventually(lambda: ready and rows)``
+    is typed as ``rows``."""
     deadline = time.monotonic() + timeout_s
     while not (value := condition()):
         if time.monotonic() > deadline:

@@ -119,7 +119,9 @@ def test_a_replica_redirect_never_shows_its_address(tmp_path: Path) -> None:
             pass
 
         def do_GET(self) -> None:
-            host, port = self.server.server_address[:2]
+            address = self.server.server_address
+            assert isinstance(address, tuple)  # an IPv4 listener: (host, port)
+            host, port = address[:2]
             self.send_response(200 if self.path in ("/health", "/metrics") else 307)
             if self.path not in ("/health", "/metrics"):
                 self.send_header("location", f"http://{host}:{port}/v1/models/x")

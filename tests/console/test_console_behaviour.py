@@ -180,7 +180,9 @@ async def test_a_body_that_does_not_parse_is_reported_not_fatal(fake_router: Fak
 
 
 @pytest.mark.parametrize("state", typing.get_args(ReplicaStateName))
-def test_every_replica_state_has_a_word_in_the_console_and_a_style_in_the_cli(state: str) -> None:
+def test_every_replica_state_has_a_word_in_the_console_and_a_style_in_the_cli(
+    state: ReplicaStateName,
+) -> None:
     from pcache_cli.output import STATE_STYLES
     from pcache_console.cells import state_label
 

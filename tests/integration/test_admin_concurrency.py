@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pcache.api import PinIn
+from pcache.api import PinIn, ReplicaStateName
 from pcache.client import ApiError, Refused
 from pcache.testing.router import RouterProcess
 from pcache.testing.sim import SimFleet
@@ -49,7 +50,9 @@ def _run_all(calls: list[Callable[[], Any]], workers: int = 8) -> list[Any]:
         return list(pool.map(guarded, calls))
 
 
-def _state(router: RouterProcess) -> tuple[dict[str, str], dict[str, tuple[str, list[str], int]]]:
+def _state(
+    router: RouterProcess,
+) -> tuple[dict[str, ReplicaStateName], dict[str, tuple[str, list[str], int]]]:
     with router.admin() as admin:
         replicas = {r.name: r.state for r in admin.replicas()}
         pins = {p.name: (p.text_head, p.replicas, p.copies) for p in admin.pins()}
@@ -68,7 +71,7 @@ def test_concurrent_drains_never_drain_the_last_routable_replica(sim: SimFleet, 
         assert all(owned.values()), f"every replica owns a Tier-1 prefix: {owned}"
         clients = [router.admin() for _ in sim.urls]
         try:
-            results = _run_all([lambda c=c, n=n: c.drain(n) for c, n in zip(clients, sim.urls, strict=True)])
+            results = _run_all([partial(c.drain, n) for c, n in zip(clients, sim.urls, strict=True)])
         finally:
             for client in clients:
                 client.close()
@@ -93,25 +96,25 @@ def test_a_storm_of_pins_unpins_drains_and_undrains_leaves_consistent_durable_st
             # Own pins: one writer per name, so the final state is known.
             for j in range(4):
                 name = f"own-{index}-{j}"
-                sequence.append(lambda c=client, n=name: c.pin(n, PinIn(text=_text(n), copies=1)))
+                sequence.append(partial(client.pin, name, PinIn(text=_text(name), copies=1)))
                 expected_own[name] = True
-            sequence.append(lambda c=client, n=f"own-{index}-0": c.unpin(n))
+            sequence.append(partial(client.unpin, f"own-{index}-0"))
             expected_own[f"own-{index}-0"] = False
             # Contested writes: everyone pins, unpins and re-pins the same names and drains r1/r2.
             for _ in range(3):
                 contested = rng.choice(["shared-a", "shared-b"])
                 tag = f"{contested}-by-{index}"
-                sequence.append(lambda c=client, n=contested, t=tag: c.pin(n, PinIn(text=_text(t), copies=1)))
-                sequence.append(lambda c=client, n=contested: c.unpin(n))
+                sequence.append(partial(client.pin, contested, PinIn(text=_text(tag), copies=1)))
+                sequence.append(partial(client.unpin, contested))
                 if rng.random() < 0.5:
-                    sequence.append(lambda c=client, n=contested, t=tag: c.pin(n, PinIn(text=_text(t))))
+                    sequence.append(partial(client.pin, contested, PinIn(text=_text(tag))))
             replica = rng.choice(["r1", "r2"])
-            sequence += [lambda c=client, r=replica: c.drain(r), lambda c=client, r=replica: c.undrain(r)]
+            sequence += [partial(client.drain, replica), partial(client.undrain, replica)]
             if rng.random() < 0.5:
-                sequence.append(lambda c=client, r=replica: c.drain(r))
+                sequence.append(partial(client.drain, replica))
             sequences.append(sequence)
         try:
-            outcomes = _run_all([lambda seq=seq: [_safe(f) for f in seq] for seq in sequences])
+            outcomes = _run_all([partial(_run_in_order, seq) for seq in sequences])
         finally:
             for client in clients:
                 client.close()
@@ -138,6 +141,11 @@ def _safe(call: Callable[[], Any]) -> Any:
         return call()
     except ApiError as exc:
         return exc
+
+
+def _run_in_order(calls: list[Callable[[], Any]]) -> list[Any]:
+    """One client's sequence: each call's result or the API error it raised, in order."""
+    return [_safe(call) for call in calls]
 
 
 def test_draining_and_removing_one_replica_at_once_never_fails_with_5xx(

@@ -168,5 +168,9 @@ def test_a_redis_outage_under_load_fails_no_request_and_refuses_writes_clearly(
         eventually(lambda: admin.status().router.state_error is None, what="the store to be back")
         admin.pin("handbook", PinIn(text=SYSTEMS[0], copies=1))
     for router in routers:
-        with router.admin() as admin:
-            eventually(lambda admin=admin: [p.name for p in admin.pins()] == ["handbook"], what="convergence")
+        _wait_for_pins(router, ["handbook"])
+
+
+def _wait_for_pins(router: RouterProcess, names: list[str]) -> None:
+    with router.admin() as admin:
+        eventually(lambda: [p.name for p in admin.pins()] == names, what=f"{router.url} to list {names}")

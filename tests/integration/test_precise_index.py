@@ -159,7 +159,7 @@ def test_an_engine_restart_is_detected_and_its_blocks_forgotten(fleet: SimFleet,
             def predicted() -> int:
                 answer = http.post("/v1/completions", json=body, headers={"x-session-id": "fox"})
                 assert answer.status_code == 200, answer.text
-                reported = answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+                reported = int(answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"])
                 assert int(answer.headers["x-pcache-predicted-cached-tokens"]) == reported
                 return reported
 

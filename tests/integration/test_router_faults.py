@@ -38,7 +38,7 @@ def _chat(router: RouterProcess, session: str, **extra: object) -> tuple[str, st
         messages=[{"role": "user", "content": f"question from {session}"}],
         max_tokens=4,
         extra_headers={"x-session-id": session},
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
     raw.parse()
     return raw.headers["x-pcache-replica"], raw.headers["x-pcache-reason"]

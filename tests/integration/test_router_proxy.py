@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,13 +17,13 @@ SYSTEM = "You are the support assistant of ACME Corp. " * 40  # ~1.7 kB: many ro
 
 
 @pytest.fixture(scope="module")
-def sim() -> SimFleet:
+def sim() -> Iterator[SimFleet]:
     with SimFleet(replicas=4) as fleet:
         yield fleet
 
 
 @pytest.fixture()
-def router(sim: SimFleet, tmp_path: Path) -> RouterProcess:
+def router(sim: SimFleet, tmp_path: Path) -> Iterator[RouterProcess]:
     with RouterProcess(replicas=sim.urls, state_dir=tmp_path) as process:
         yield process
 

@@ -86,8 +86,8 @@ def test_sigkill_with_requests_in_flight_then_restart_keeps_every_operator_decis
             assert admin.drain("r4").state == "draining"
         sim.set_faults("r1", slow_factor=30.0)
         client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, timeout=20)
-        stream = client.chat.completions.create(
-            **_body("streaming", BILLING, max_tokens=200),  # type: ignore[arg-type]
+        stream = client.chat.completions.create(  # type: ignore[call-overload]
+            **_body("streaming", BILLING, max_tokens=200),
             stream=True,
             extra_headers={"x-session-id": "streaming"},
         )
@@ -115,7 +115,7 @@ def test_sigkill_with_requests_in_flight_then_restart_keeps_every_operator_decis
             "legal": ("pin", [], 2),
             "support": ("config", [], 2),
         }
-        raw = openai.OpenAI(
+        raw = openai.OpenAI(  # type: ignore[call-overload]
             base_url=f"{restarted.url}/v1", api_key="unused", max_retries=0, timeout=10
-        ).chat.completions.with_raw_response.create(**_body("after", BILLING))  # type: ignore[arg-type]
+        ).chat.completions.with_raw_response.create(**_body("after", BILLING))
         assert (raw.headers["x-pcache-replica"], raw.headers["x-pcache-reason"]) == ("r1", "pinned")

@@ -219,16 +219,21 @@ def test_drains_of_the_last_two_replicas_through_two_routers_at_once_leave_one_r
     assert len(refused) == 1, results
     assert refused[0].status == 409 and refused[0].code == "last_routable"
     for router in (a, b):
-        with router.admin() as admin:
-            states = eventually(
-                lambda admin=admin: (
-                    (s := {r.name: r.state for r in admin.replicas()})["r3"] != "healthy"
-                    and sum(v == "healthy" for v in s.values()) == 1
-                    and s
-                ),
-                what="both routers to agree on one routable replica",
-            )
-            assert sum(v == "healthy" for v in states.values()) == 1, states
+        states = _wait_for_one_routable(router)
+        assert sum(v == "healthy" for v in states.values()) == 1, states
+
+
+def _wait_for_one_routable(router: RouterProcess) -> dict[str, str]:
+    """The router's replica states once r3 is not healthy and exactly one replica is."""
+    with router.admin() as admin:
+        return eventually(
+            lambda: (
+                (s := {r.name: str(r.state) for r in admin.replicas()})["r3"] != "healthy"
+                and sum(v == "healthy" for v in s.values()) == 1
+                and s
+            ),
+            what="both routers to agree on one routable replica",
+        )
 
 
 def test_a_store_outage_fails_no_request_refuses_writes_and_converges(

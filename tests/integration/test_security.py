@@ -133,7 +133,7 @@ def test_router_refuses_a_non_loopback_admin_listener_without_a_token(tmp_path: 
 
 
 _POST_READS = {"/api/v1/route/explain"}  # a read with a body: open unless admin.auth_reads
-_VALID_BODIES = {
+_VALID_BODIES: dict[str, dict[str, Any]] = {
     "/api/v1/replicas": {"name": "r9", "url": "http://127.0.0.1:9"},
     "/api/v1/pins/{name}": {"text": "You are a helpful assistant. " * 20, "copies": 1},
     "/api/v1/prewarm": {"prefixes": [{"text": "You are a helpful assistant. " * 20}]},
@@ -143,7 +143,7 @@ _VALID_BODIES = {
 def _write_operations(router: RouterProcess) -> list[tuple[str, str, dict[str, Any] | None]]:
     """Every non-GET operation of the admin API (from its own OpenAPI document) with a valid body."""
     document = httpx.get(f"{router.admin_url}/openapi.json", timeout=5).json()
-    operations = []
+    operations: list[tuple[str, str, dict[str, Any] | None]] = []
     for path, methods in document["paths"].items():
         for method in methods:
             if method.upper() != "GET" and path not in _POST_READS:
@@ -357,8 +357,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 class _Server:
     def __init__(self, target: str = "") -> None:
-        handler = type("Handler", (_Recorder,), {"target": target, "hits": []})
-        self.hits: list[str] = handler.hits
+        self.hits: list[str] = []
+        handler = type("Handler", (_Recorder,), {"target": target, "hits": self.hits})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -109,7 +109,8 @@ class FakeRouter:
                 404, json={"error": {"message": f"no route {request.url.path}", "type": "not_found"}}
             )
         if callable(answer):
-            return answer(request)
+            response: httpx.Response = answer(request)
+            return response
         if isinstance(answer, httpx.Response):
             return answer
         payload = (

@@ -80,7 +80,9 @@ def _cumulative(raw: dict[float, int]) -> tuple[tuple[float, float], ...]:
 
 
 @given(st.lists(histograms, min_size=1, max_size=4))
-def test_merged_histogram_is_cumulative_and_keeps_every_observation(sets: list[tuple]) -> None:
+def test_merged_histogram_is_cumulative_and_keeps_every_observation(
+    sets: list[tuple[tuple[float, float], ...]],
+) -> None:
     merged = merge_buckets(sets)
     counts = [count for _, count in merged]
     assert counts == sorted(counts)
@@ -88,7 +90,7 @@ def test_merged_histogram_is_cumulative_and_keeps_every_observation(sets: list[t
 
 
 @given(histograms, st.floats(0, 1))
-def test_quantile_is_monotonic_in_q(buckets: tuple, q: float) -> None:
+def test_quantile_is_monotonic_in_q(buckets: tuple[tuple[float, float], ...], q: float) -> None:
     low, high = quantile(buckets, q * 0.5), quantile(buckets, q)
     if low is not None and high is not None:
         assert low <= high or math.isclose(low, high)

@@ -150,7 +150,7 @@ def test_cache_aware_spreads_unmatched_prompts_to_the_smallest_index() -> None:
     policy = CacheAwarePolicy()
     view = fleet(4)
     chosen = [policy.route(fp((100 * i + 1, 100 * i + 2)), view).replica for i in range(4)]
-    assert sorted(chosen) == ["r1", "r2", "r3", "r4"]
+    assert sorted(chosen, key=str) == ["r1", "r2", "r3", "r4"]
 
 
 def test_cache_aware_takes_the_shortest_queue_when_imbalanced() -> None:
@@ -221,7 +221,8 @@ def test_tiered_reports_drift_with_the_cause_when_the_home_cannot_serve(
     policy = TieredPolicy()
     home = policy.route(fp((1,), "bob"), fleet(4)).replica
     assert home is not None
-    decision = policy.route(fp((1,), "bob"), fleet(4, **{home: state}))
+    states: dict[str, ReplicaState] = {home: state}
+    decision = policy.route(fp((1,), "bob"), fleet(4, None, **states))
     assert decision.replica != home
     assert decision.drift is not None
     assert (decision.drift.old_home, decision.drift.new_home, decision.drift.cause) == (

@@ -105,7 +105,7 @@ async def test_errors_are_openai_style(daemon: RouterDaemon) -> None:
 async def test_explain_returns_the_decision_without_booking_it(
     admin: AdminClient, daemon: RouterDaemon
 ) -> None:
-    body = {
+    body: dict[str, object] = {
         "model": "m",
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}],
     }
