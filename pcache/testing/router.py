@@ -51,7 +51,7 @@ class RouterProcess:
         *,
         policy_params: Mapping[str, Any] | None = None,
         replica_options: Mapping[str, Mapping[str, Any]] | None = None,
-        startup_timeout_s: float = 20.0,
+        startup_timeout_s: float = 60.0,  # a start can take tens of seconds on a loaded machine
         **config: Any,
     ) -> None:
         if state_dir is None:

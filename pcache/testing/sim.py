@@ -51,7 +51,7 @@ class SimFleet:
         replicas: int | None = 1,
         *,
         config: str | Path | None = None,
-        startup_timeout: float = 20.0,
+        startup_timeout: float = 60.0,  # a start can take tens of seconds on a loaded machine
         extra_args: tuple[str, ...] = (),
         **options: Any,
     ) -> None:
