@@ -190,7 +190,10 @@ def test_route_explain_and_status_wide_say_which_index_each_replica_uses(
     with _router(fleet, tmp_path / "router", precise=True) as router:
         eventually(lambda: set(_precise(router).values()) == {"precise"}, what="both replicas precise")
         _chat_workload(router.url, sessions=2, turns=2, seed=3)
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "explain me " * 40}]}
+        body: dict[str, object] = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "explain me " * 40}],
+        }
         with router.admin() as admin:
             decision = admin.explain(ExplainRequest(body=body))
         assert decision.engine_tokens is not None and decision.engine_tokens > 0
