@@ -76,7 +76,7 @@ def test_status_splits_each_replicas_hit_rate_by_tier_as_its_metrics_do(
     assert sum(tiers["gpu"] for _, tiers in engines.values()) > 0
 
     def scraped_everything() -> dict[str, Any] | None:
-        status = cli(router, home, "status", "-o", "json")
+        status: dict[str, Any] = cli(router, home, "status", "-o", "json")
         rows = {row["name"]: row for row in status["replicas"]}
         for name, (queries, tiers) in engines.items():
             split = rows[name]["hit_rate_by_tier"]
