@@ -143,9 +143,30 @@ def fleet_document(fleet: DemoFleet) -> dict[str, Any]:
             "per_token_us": fleet.per_token_us,
             "inter_token_ms": fleet.inter_token_ms,
             "default_max_tokens": 64,
+            # Each replica publishes its KV-cache events like vLLM, binding a free loopback port.
+            "kv_events": {
+                "endpoint": "tcp://127.0.0.1:*",
+                "replay_endpoint": "tcp://127.0.0.1:*",
+                "topic": "kv-events",
+            },
         },
         "replicas": [{"name": f"r{index}"} for index in range(1, fleet.size + 1)],
     }
+
+
+def kv_events_entry(source: dict[str, Any]) -> dict[str, Any]:
+    """A router's ``kv_events`` entry for an engine that bound ``source`` (its ``/kv_event_sources``
+    answer for one rank): the host written as ``*``, as in the engine's own config, so the router
+    connects to the replica's host."""
+
+    def wildcard(endpoint: str) -> str:
+        scheme, _, address = endpoint.partition("://")
+        return f"{scheme}://*:{address.rsplit(':', 1)[1]}" if scheme == "tcp" else endpoint
+
+    entry: dict[str, Any] = {"endpoint": wildcard(str(source["endpoint"])), "topic": source.get("topic", "")}
+    if source.get("replay_endpoint"):
+        entry["replay_endpoint"] = wildcard(str(source["replay_endpoint"]))
+    return entry
 
 
 def router_document(
@@ -157,11 +178,12 @@ def router_document(
     listen: str = "127.0.0.1:0",
     admin_listen: str = "127.0.0.1:0",
     prompt_dir: str = "prompts",
+    kv_events: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The router config: the routed replicas with their groups and one Tier-1 prefix per prompt.
 
     Each shared prompt is kept on every replica of its task group (``copies`` = group size); the
-    policy runs with its default parameters.
+    policy runs with its default parameters. ``kv_events`` (per replica) turns on the precise index.
     """
     tier1: list[dict[str, Any]] = []
     for prompt in prompts:
@@ -174,7 +196,15 @@ def router_document(
         "listen": listen,
         "admin": {"listen": admin_listen, "token_env": TOKEN_ENV},
         "policy": {"name": policy},
-        "replicas": [{"name": name, "url": urls[name], "group": group} for name, group in fleet.routed],
+        "replicas": [
+            {
+                "name": name,
+                "url": urls[name],
+                "group": group,
+                **({"kv_events": kv_events[name]} if kv_events and name in kv_events else {}),
+            }
+            for name, group in fleet.routed
+        ],
         "tier1": tier1,
         "health": {"interval_s": 0.5, "timeout_s": 1.0, "failures": 2, "recoveries": 2},
         "scrape": {"interval_s": 1.0, "timeout_s": 1.0},
@@ -358,6 +388,8 @@ class DemoRun:
 
     Use as ``async with DemoRun(...) as demo: result = await demo.run(stop)``; leaving the block
     stops every child whatever happened. ``on_event`` receives one-line progress messages.
+    ``precise`` (the default) routes on the replicas' own KV-cache events, the approximate index
+    standing in only where a replica's events are not live.
     """
 
     def __init__(
@@ -366,6 +398,7 @@ class DemoRun:
         fleet: DemoFleet | None = None,
         workload: Workload | None = None,
         policy: str = "tiered",
+        precise: bool = True,
         duration_s: float | None = 60.0,
         scenario: bool = True,
         scenario_span_s: float = 60.0,
@@ -378,6 +411,7 @@ class DemoRun:
         self.fleet = fleet or DemoFleet()
         self.workload = workload or demo_workload()
         self.policy = policy
+        self.precise = precise
         self.duration_s = duration_s
         self.scenario = scenario
         self.warmup_s = warmup_s
@@ -442,6 +476,7 @@ class DemoRun:
             policy=self.policy,
             listen=self.listen,
             admin_listen=self.admin_listen,
+            kv_events=await self._kv_event_sources() if self.precise else None,
         )
         router_path = self.work_dir / "router.yaml"
         router_path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -459,6 +494,16 @@ class DemoRun:
                 self.admin_url = value
         if not self.router_url or not self.admin_url:
             raise DemoError("the router did not announce its data and admin URLs")
+
+    async def _kv_event_sources(self) -> dict[str, dict[str, Any]]:
+        """Each routed replica's KV-event endpoints, from its ``/kv_event_sources``."""
+        entries: dict[str, dict[str, Any]] = {}
+        for name, _ in self.fleet.routed:
+            response = await self._http.get(f"{self.replica_urls[name]}/kv_event_sources")
+            sources = response.json() if response.status_code == 200 else {}
+            if isinstance(sources, dict) and isinstance(sources.get("0"), dict):
+                entries[name] = kv_events_entry(sources["0"])
+        return entries
 
     async def _start_child(self, child: ChildProcess) -> list[str]:
         self._reaper.watch(await child.spawn())  # before anything can go wrong in the demo
