@@ -67,6 +67,7 @@ class FleetWatcher:
         self.health = health
         self.scrape = scrape
         self._counters: dict[str, _Counters] = {}
+        self._scrape_errors: dict[str, str] = {}  # the last failed scrape's error, until one works
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -80,6 +81,14 @@ class FleetWatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    def _scrape_failed(self, name: str, error: str) -> None:
+        """Record a failed scrape; log it when it differs from the replica's previous one (a good
+        health check clears the replica's last error, so the log is where a bad page stays seen)."""
+        self.fleet.scrape_failed(name, error)
+        if self._scrape_errors.get(name) != error:
+            self._scrape_errors[name] = error
+            log.warning("replica %s: %s", name, error)
 
     def forget(self, name: str) -> None:
         """Drop the counter state of a removed replica."""
@@ -144,21 +153,23 @@ class FleetWatcher:
                     entry.url + path, self.scrape.timeout_s, self.scrape.max_bytes
                 )
             except UpstreamError as exc:
-                self.fleet.scrape_failed(name, f"scrape failed: {exc}")
+                self._scrape_failed(name, f"scrape failed: {exc}")
                 return False
             if result.status == 200:
                 break
             error = f"{path} answered HTTP {result.status}"
         else:
-            self.fleet.scrape_failed(name, error)
+            self._scrape_failed(name, error)
             return False
         try:
             # Parsing is pure Python: in a thread the GIL still changes hands every few ms, so the
             # event loop keeps serving while a large (but bounded) page is read.
             stats = await asyncio.to_thread(_parse, result.body, engine)
         except ValueError as exc:
-            self.fleet.scrape_failed(name, f"unreadable {path}: {exc}")
+            self._scrape_failed(name, f"unreadable {path}: {exc}")
             return False
+        if self._scrape_errors.pop(name, None) is not None:
+            log.info("replica %s: /metrics readable again", name)
         counters = self._counters.setdefault(name, _Counters())
         queries_delta = counters.queries.update(stats.prefix_queries) or 0.0
         hits_delta = min(counters.hits.update(stats.prefix_hits) or 0.0, queries_delta)

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.adversarial.raw import raw_request
-from tests.adversarial.replica import RecordingReplica
+from pcache.testing.raw_http import raw_request
+from pcache.testing.replica import RecordingReplica
 from tests.harness.router import RouterProcess
 from tests.harness.sim import SimFleet
 

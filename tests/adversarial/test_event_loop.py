@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from pcache.prompt import MAX_SESSION_KEY_CHARS, fingerprint_request
-from tests.adversarial.replica import RecordingReplica
+from pcache.testing.replica import RecordingReplica
 from tests.harness.router import RouterProcess
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView
 from pcache.router.outlier import OutlierDetector, panic_view
-from tests.adversarial.replica import RecordingReplica
+from pcache.testing.replica import RecordingReplica
 from tests.harness.router import RouterProcess
 from tests.harness.wait import eventually
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pcache.router.paths import api_path, normalise
-from tests.adversarial.raw import raw_request
-from tests.adversarial.replica import RecordingReplica
+from pcache.testing.raw_http import raw_request
+from pcache.testing.replica import RecordingReplica
 from tests.harness.router import RouterProcess
 
 pytestmark = pytest.mark.integration
