@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pcache.calibration import Calibration
+from pcache.calibration import Calibration, TokenModel
 from pcache.fingerprint import Fingerprint
 from pcache.fleet import Fleet
 from pcache.fleet_view import FleetView, Tier1Prefix
@@ -68,6 +68,7 @@ class Routing:
         # which counts exactly); the fingerprint config follows the fleet's estimate.
         self.calibration = Calibration(config.chars_per_token)
         self._counting = config
+        self._model: TokenModel | None = None  # the calibrated token model ``_counting`` uses
 
     async def with_engine_tokens(self, fingerprint: Fingerprint, body: Mapping[str, Any]) -> Fingerprint:
         """``fingerprint`` with the prompt in the engine's token ids, when a precise index is live:
@@ -156,9 +157,20 @@ class Routing:
         if self.config.tokenizer is not None or not fingerprint.prompt_chars or not outcome.prompt_tokens:
             return
         self.calibration.observe(outcome.replica, fingerprint.prompt_chars, outcome.prompt_tokens)
-        estimate = self.calibration.chars_per_token()
-        if abs(estimate - self._counting.chars_per_token) > _RECALIBRATE * self._counting.chars_per_token:
-            self._counting = dataclasses.replace(self.config, chars_per_token=estimate)
+        if not self.calibration.calibrated():
+            return
+        model = self.calibration.model()
+        current = self._model
+        moved = current is None or abs(model.chars_per_token - current.chars_per_token) > (
+            _RECALIBRATE * current.chars_per_token
+        )
+        if moved or (current is not None and abs(model.overhead - current.overhead) >= 1.0):
+            self._model = model
+            self._counting = dataclasses.replace(
+                self.config,
+                chars_per_token=model.chars_per_token,
+                tokenizer=lambda text: model.tokens(len(text)),
+            )
 
     def route(self, fingerprint: Fingerprint) -> Decision:
         """Decide and book: the policy's memory, the ledger, the metrics."""
