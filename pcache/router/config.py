@@ -235,6 +235,9 @@ class UpstreamConfig(_Section):
     retry_on_timeout: bool = False
     max_connections: int = Field(default=1024, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # A non-streamed answer up to this size is buffered (retry on a mid-body failure, usage read);
+    # a larger one is passed through as it arrives.
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
 class OutlierConfig(_Section):

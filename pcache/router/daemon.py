@@ -164,6 +164,7 @@ class RouterDaemon:
             retry_on_timeout=up.retry_on_timeout,
             api_keys=config.api_keys(),
             max_body_bytes=up.max_body_bytes,
+            max_response_bytes=up.max_response_bytes,
             body_timeout_s=config.server.body_timeout_s,
             parser=self.parser,
             outlier=_outlier_detector(config),

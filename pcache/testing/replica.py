@@ -2,7 +2,7 @@
 
 A ``ThreadingHTTPServer`` on a free loopback port. It answers ``/health`` and ``/metrics`` (so the
 router's watcher keeps it healthy) and, for everything else, records the request line and answers
-with a small OpenAI-shaped JSON body (or ``status`` with an error body; ``health_status`` for
+with a small OpenAI-shaped JSON body (or ``answer``, or ``status`` with an error body; ``health_status`` for
 ``/health``), or, with ``hold=True``, never answers and records when the
 router closed the connection (how a real engine learns that its client went away).
 """
@@ -34,7 +34,13 @@ class RecordingReplica:
     """A replica that records every request line it receives (other than health and metrics)."""
 
     def __init__(
-        self, *, hold: bool = False, metrics: bytes = b"", status: int = 200, health_status: int = 200
+        self,
+        *,
+        hold: bool = False,
+        metrics: bytes = b"",
+        status: int = 200,
+        health_status: int = 200,
+        answer: bytes | None = None,
     ) -> None:
         self.hits: list[str] = []
         self.headers: list[dict[str, str]] = []
@@ -74,7 +80,8 @@ class RecordingReplica:
                     if self.connection.recv(1) == b"":  # blocks until the peer closes
                         self.owner.hung_up.set()
                     return
-                self._answer(status, _ANSWER if status == 200 else b'{"error":{"message":"broken"}}')
+                ok = answer if answer is not None else _ANSWER
+                self._answer(status, ok if status == 200 else b'{"error":{"message":"broken"}}')
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 

@@ -154,3 +154,19 @@ def test_a_websocket_upgrade_gets_a_clean_400(sim_router: RouterProcess, target:
     )
     assert response.status == 400, response
     assert json.loads(response.body)["error"]["code"] == "upgrade_not_supported"
+
+
+def test_a_large_non_streamed_answer_is_passed_through_not_buffered(tmp_path: Path) -> None:
+    answer = b'{"id":"big","choices":[],"padding":"' + b"p" * (3 * 1024 * 1024) + b'"}'
+    with (
+        RecordingReplica(answer=answer) as big,
+        RouterProcess(
+            replicas={"r1": big.url}, state_dir=tmp_path, upstream={"max_response_bytes": 1024 * 1024}
+        ) as router,
+    ):
+        body = json.dumps(CHAT).encode()
+        response = raw_request(router.url, "/v1/chat/completions", method="POST", body=body)
+        assert response.status == 200, response
+        assert response.body == answer
+        assert response.headers["content-length"] == str(len(answer))
+        assert response.headers["x-pcache-replica"] == "r1"
