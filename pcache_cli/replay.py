@@ -55,6 +55,20 @@ def replay(
     block_tokens: Annotated[
         int, typer.Option("--block-tokens", min=1, help="Tokens per trace block (hash_id).")
     ] = 512,
+    pool_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--pool-ms",
+            min=0.0,
+            help="Give the fleet a shared KV pool with this round trip (ms); adds tier-aware 'tiered+tiers'.",
+        ),
+    ] = None,
+    pool_tokens: Annotated[
+        int, typer.Option("--pool-tokens", min=1, help="Shared pool capacity (tokens), with --pool-ms.")
+    ] = 4_000_000,
+    pool_load_tps: Annotated[
+        float, typer.Option("--pool-load-tps", min=1.0, help="Pool transfer speed, tokens per second.")
+    ] = 200_000.0,
     output: OutputOpt = None,
 ) -> None:
     """Replay a trace through routing policies and compare hit rate, TTFT and load balance.
@@ -63,11 +77,13 @@ def replay(
     a prefill queue per replica); the trace is streamed once.
     """
     from pcache.policy import POLICY_NAMES
-    from pcache.replay import ScaleEvent, ServiceModel, TraceError, run_replay
+    from pcache.replay import TIER_AWARE, ScaleEvent, ServiceModel, TraceError, run_replay
 
     cli = get_context(ctx)
     fmt = cli.output_for(output)
-    names = list(POLICY_NAMES) if policy.strip().lower() == "all" else _policy_names(policy, POLICY_NAMES)
+    valid = (*POLICY_NAMES, "tiered" + TIER_AWARE) if pool_ms is not None else POLICY_NAMES
+    everything = [*POLICY_NAMES, "tiered" + TIER_AWARE] if pool_ms is not None else list(POLICY_NAMES)
+    names = everything if policy.strip().lower() == "all" else _policy_names(policy, valid)
     scale = None
     if scale_at is not None:
         try:
@@ -84,6 +100,9 @@ def replay(
         decode_s_per_token=decode_ms / 1000.0,
         cache_tokens=cache_tokens,
         block_tokens=block_tokens,
+        pool_tokens=pool_tokens if pool_ms is not None else 0,
+        pool_latency_s=(pool_ms or 0.0) / 1000.0,
+        pool_tokens_per_s=pool_load_tps,
     )
     err = cli.err_console()
     try:
@@ -128,7 +147,8 @@ def _policy_names(spec: str, valid: tuple[str, ...]) -> list[str]:
     unknown = [name for name in names if name not in valid]
     if unknown or not names:
         bad = ", ".join(unknown) if unknown else "(none)"
-        fail(f"unknown policy {bad}; valid policies: all, {', '.join(valid)}", ExitCode.USAGE)
+        hint = " (tiered+tiers needs --pool-ms)" if any(name.endswith("+tiers") for name in unknown) else ""
+        fail(f"unknown policy {bad}; valid policies: all, {', '.join(valid)}{hint}", ExitCode.USAGE)
     return list(dict.fromkeys(names))
 
 
@@ -155,9 +175,13 @@ def _print_table(console: Console, report: ReplayReport, *, wide: bool) -> None:
     title = f"{Path(report.trace).name}: {report.requests:,} requests, {report.replicas} replicas"
     if scaled:
         title += f", scale {report.scale} at request {report.scale_at_request:,}"
+    pooled = any(r.pool_hit_rate is not None for r in report.results)
+    if pooled:
+        title += ", shared KV pool"
     table = Table(title=title, title_justify="left")
     table.add_column("POLICY")
-    for column in ("HIT RATE", "TTFT P50", "TTFT P90", "TTFT P99", "IMBALANCE P90"):
+    columns = ("HIT RATE", "GPU HIT", "POOL HIT") if pooled else ("HIT RATE",)
+    for column in (*columns, "TTFT P50", "TTFT P90", "TTFT P99", "IMBALANCE P90"):
         table.add_column(column, justify="right")
     if scaled:
         table.add_column("SESSIONS MOVED", justify="right")
@@ -171,7 +195,19 @@ def _print_table(console: Console, report: ReplayReport, *, wide: bool) -> None:
         hit = f"{result.hit_rate:.1%}" + (" *" if result.hit_rate == best_hit else "")
         p90 = _fmt_s(result.ttft_p90_s) + (" *" if result.ttft_p90_s == best_p90 else "")
         imbalance = "-" if math.isnan(result.imbalance_p90) else f"{result.imbalance_p90:.2f}"
-        row = [result.policy, hit, _fmt_s(result.ttft_p50_s), p90, _fmt_s(result.ttft_p99_s), imbalance]
+        tiers: list[str] = []
+        if pooled:
+            pool = result.pool_hit_rate or 0.0
+            tiers = [f"{result.hit_rate - pool:.1%}", f"{pool:.1%}"]
+        row = [
+            result.policy,
+            hit,
+            *tiers,
+            _fmt_s(result.ttft_p50_s),
+            p90,
+            _fmt_s(result.ttft_p99_s),
+            imbalance,
+        ]
         if scaled:
             row += [_fmt_fraction(result.sessions_moved), _fmt_fraction(result.prefix_keys_moved)]
         if wide:

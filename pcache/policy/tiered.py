@@ -28,6 +28,16 @@ replica that would be clearly slower to produce the first token.
    leaving would recompute.
 4. The chosen replica becomes the session's home; a change of home is drift, with its cause.
 
+With a shared KV pool under the replicas (``pool_tokens`` > 0: LMCache, Mooncake Store, the
+simulator's ``--pool-blocks``), every block the fleet computed is also in the pool until the pool's
+LRU drops it, and any replica loads it from there instead of recomputing. The cost then credits
+the blocks the pool holds beyond a candidate's own match: they are not computed (no ``miss_weight``
+on them) but loaded, for ``pool_latency_tokens`` (the pool's round trip, in prefill-token
+equivalents) plus ``1 - pool_weight`` per token. The home's history is then cheap elsewhere too, so
+a session leaves a busy home sooner. The pool's content is predicted from what this router sent
+(an LRU of the pool's capacity), like the per-replica index. With ``pool_tokens`` 0 the policy is
+blind to the pool.
+
 So a prefix every request shares (the Mooncake trace's first block) costs the same everywhere and
 sessions, queues and the bound do the balancing, while a session stays home unless its home is over
 the bound or its queue costs far more than its cache saves. Weighing cached overlap against queued work
@@ -48,7 +58,38 @@ from pcache.policy.cache_aware import correct_index
 from pcache.policy.cache_index import ApproximateCacheIndex, CacheMatch, PreciseSource, match_sources
 from pcache.policy.common import BasePolicy, excluded_by_state
 
-__all__ = ["TieredPolicy"]
+__all__ = ["PoolIndex", "TieredPolicy"]
+
+
+class PoolIndex:
+    """The blocks a shared KV pool probably holds: an LRU of the pool's capacity over every block
+    routed to any replica (the engines write each computed block through to the pool)."""
+
+    def __init__(self, capacity_tokens: int) -> None:
+        self.capacity_tokens = capacity_tokens
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+
+    def depth(self, blocks: tuple[int, ...] | list[int]) -> int:
+        """Leading blocks the pool holds."""
+        held = self._blocks
+        count = 0
+        for block in blocks:
+            if block not in held:
+                break
+            count += 1
+        return count
+
+    def insert(self, blocks: tuple[int, ...] | list[int], block_tokens: int) -> None:
+        """Book ``blocks`` as written through, evicting the least recently used beyond capacity."""
+        held = self._blocks
+        for block in blocks:
+            if block in held:
+                held.move_to_end(block)
+            else:
+                held[block] = None
+        excess = len(held) - max(1, self.capacity_tokens // max(1, block_tokens))
+        for _ in range(max(0, excess)):
+            held.popitem(last=False)
 
 
 class TieredPolicy(BasePolicy):
@@ -70,6 +111,9 @@ class TieredPolicy(BasePolicy):
         everywhere_fraction: float = 0.5,
         hot_copy_factor: float = 2.0,
         detector: HotPrefixDetector | None = None,
+        pool_tokens: int = 0,
+        pool_weight: float = 0.9,
+        pool_latency_tokens: float = 500.0,
     ) -> None:
         """``eps``: the load bound's slack. 0.75, not the 0.25 of plain bounded-load hashing: load
         counts requests in flight, mostly decoding, a few per replica, so a 25% bound is one request,
@@ -86,13 +130,23 @@ class TieredPolicy(BasePolicy):
         moved in the demo's measured window, 9 with the floor at 3, same hit rate and TTFT); the
         replays (bench/routing.py) do not change. ``home_history_tokens``: history only the home
         holds that earns it one request over the bound (4096: more than the 2k-token group prefixes
-        of the gsp traces, whose balance the bound keeps; a long conversation's history)."""
+        of the gsp traces, whose balance the bound keeps; a long conversation's history).
+        ``pool_tokens``: capacity of a KV pool the replicas share (0: none, or the policy ignores
+        it). ``pool_weight``: a pool-held token's credit against a GPU-held one (0.9: the
+        simulator's 2 µs per token loaded against 20 µs per token computed). ``pool_latency_tokens``:
+        the pool's per-request round trip in prompt tokens of prefill (500: the simulator's 10 ms at
+        20 µs per token)."""
         if eps < 0:
             raise ValueError("eps must be >= 0")
         if max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
         if min_bound < 1:
             raise ValueError("min_bound must be >= 1")
+        if pool_tokens < 0 or not 0.0 <= pool_weight <= 1.0 or pool_latency_tokens < 0:
+            raise ValueError("pool_tokens and pool_latency_tokens must be >= 0, pool_weight within 0..1")
+        self.pool = PoolIndex(pool_tokens) if pool_tokens else None
+        self.pool_weight = pool_weight
+        self.pool_latency_tokens = pool_latency_tokens
         self.eps = eps
         self.max_sessions = max_sessions
         self.hot_copy_factor = hot_copy_factor
@@ -187,14 +241,14 @@ class TieredPolicy(BasePolicy):
         else:
             route_key = blocks[-1] if blocks else 0
         scores = hrw_scores(route_key, inside)
-        tokens, bt, miss_weight = fingerprint.prompt_tokens, fingerprint.block_tokens, self.miss_weight
+        pooled = self.pool.depth(blocks) if self.pool is not None else 0
         # The order replicas are tried in: the home, then the least loaded, HRW breaking ties.
         ranked = sorted(
             (
                 r.name != old_home,
                 r.load,
                 -score,  # distinct for distinct replicas, so no two tuples compare further
-                r.pending_tokens + miss_weight * max(0, tokens - (m if m > everywhere else everywhere) * bt),
+                r.pending_tokens + self._prefill_cost(fingerprint, max(m, everywhere), pooled),
                 m,
                 r,
             )
@@ -216,9 +270,9 @@ class TieredPolicy(BasePolicy):
                 None if r.load + 1 <= bound else Exclusion.OVER_LOAD_BOUND,
                 match_of[r.name].source,
                 match_of[r.name].cached_tokens,
-                tuple(sorted(match_of[r.name].tokens_by_medium.items())),
+                self._media(match_of[r.name], fingerprint, m, pooled),
             )
-            for _, _, _, cost, _, r in ranked
+            for _, _, _, cost, m, r in ranked
         ]
         replica: ReplicaView
         predicted = 0
@@ -262,6 +316,8 @@ class TieredPolicy(BasePolicy):
         if book:
             if self.index is not None:
                 self.index.insert(replica, blocks, fingerprint.block_tokens)
+            if self.pool is not None:  # the engines write every computed block through to the pool
+                self.pool.insert(blocks, fingerprint.block_tokens)
             if session is not None:
                 homes, counts = self._homes, self._home_counts
                 if old_home != replica.name:
@@ -288,6 +344,30 @@ class TieredPolicy(BasePolicy):
             ),
         )
 
+    def _prefill_cost(self, fingerprint: Fingerprint, matched: int, pooled: int) -> float:
+        """What serving the request costs a replica holding ``matched`` leading blocks, in prompt
+        tokens: ``miss_weight`` per token computed, and for the blocks the pool holds beyond the
+        match, its round trip plus ``1 - pool_weight`` per token loaded."""
+        tokens, bt = fingerprint.prompt_tokens, fingerprint.block_tokens
+        missing = max(0, tokens - matched * bt)
+        loaded = min(missing, max(0, pooled - matched) * bt)
+        cost = self.miss_weight * (missing - loaded)
+        if loaded:
+            cost += self.pool_latency_tokens + (1.0 - self.pool_weight) * loaded
+        return cost
+
+    def _media(
+        self, match: CacheMatch, fingerprint: Fingerprint, matched: int, pooled: int
+    ) -> tuple[tuple[str, int], ...]:
+        """A candidate's predicted cached tokens by medium, with the pool's share beyond its own."""
+        media = dict(match.tokens_by_medium)
+        if pooled > matched:
+            tokens, bt = fingerprint.prompt_tokens, fingerprint.block_tokens
+            loaded = min(max(0, tokens - matched * bt), (pooled - matched) * bt)
+            if loaded:
+                media["pool"] = media.get("pool", 0) + loaded
+        return tuple(sorted(media.items()))
+
     def _stays_home(
         self,
         ranked: list[tuple[bool, int, float, float, int, ReplicaView]],
@@ -310,15 +390,18 @@ class TieredPolicy(BasePolicy):
         if old_home is None or not ranked or ranked[0][5].name != old_home:
             return False
         home, home_match = ranked[0][5], ranked[0][4]
-        tokens, bt, weight = fingerprint.prompt_tokens, fingerprint.block_tokens, self.miss_weight
+        bt = fingerprint.block_tokens
         floor = fingerprint.tier1_blocks if tier1 else 0
+        pooled = self.pool.depth(fingerprint.blocks) if self.pool is not None else 0
         held_elsewhere = max((max(item[4], floor) for item in ranked[1:]), default=floor)
+        if pooled:  # what the pool holds is cheap anywhere: only the rest is the home's own history
+            held_elsewhere = max(held_elsewhere, min(pooled, home_match))
         slack = 1 if (home_match - held_elsewhere) * bt >= self.home_history_tokens else 0
         if home.load + 1 > bound + slack:
             return False
 
         def miss(matched: int) -> float:
-            return weight * max(0, tokens - max(matched, floor) * bt)
+            return self._prefill_cost(fingerprint, max(matched, floor), pooled)
 
         others = [item[5].pending_tokens + miss(item[4]) for item in ranked[1:] if item[5].load + 1 <= bound]
         if not others:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pcache.replay.runner import PolicyResult, ReplayReport, ScaleEvent, run_replay
+from pcache.replay.runner import TIER_AWARE, PolicyResult, ReplayReport, ScaleEvent, run_replay
 from pcache.replay.simfleet import ServiceModel, SimulatedFleet
 from pcache.replay.trace import TraceError, TraceFingerprinter, TraceReader, TraceRecord
 
 __all__ = [
+    "TIER_AWARE",
     "PolicyResult",
     "ReplayReport",
     "ScaleEvent",

@@ -29,7 +29,7 @@ from pcache.replay.metrics import LogHistogram, MinutePoint, MinuteWindows
 from pcache.replay.simfleet import ServiceModel, SimulatedFleet
 from pcache.replay.trace import TraceFingerprinter, TraceReader, TraceRecord, count_lines
 
-__all__ = ["PolicyResult", "ReplayReport", "ScaleEvent", "run_replay"]
+__all__ = ["TIER_AWARE", "PolicyResult", "ReplayReport", "ScaleEvent", "run_replay"]
 
 _SCALE = re.compile(r"^\s*(\d+(?:\.\d+)?)(%?)\s*:\s*([+-]\d+)\s*$")
 _TRACKED_KEYS = 100_000  # sessions / prefix keys probed at a scale event (the most recent)
@@ -76,6 +76,7 @@ class PolicyResult:
     ttft_p99_s: float
     imbalance_p90: float
     unrouted: int = 0
+    pool_hit_rate: float | None = None  # of hit_rate, tokens loaded from the shared pool (None: no pool)
     sessions_moved: float | None = None
     prefix_keys_moved: float | None = None
     reasons: dict[str, int] = field(default_factory=dict)
@@ -140,6 +141,7 @@ class _Lane:
         self.policy = policy
         self.fleet = SimulatedFleet(replicas, model)
         self.hits = 0
+        self.pool_hits = 0
         self.tokens = 0
         self.requests = 0
         self.unrouted = 0
@@ -170,6 +172,7 @@ class _Lane:
         )
         self.requests += 1
         self.hits += served.cached_tokens
+        self.pool_hits += served.pool_tokens
         self.tokens += record.input_length
         self.ttft.add(served.ttft_s)
         members = tuple(r.name for r in view.replicas)
@@ -223,12 +226,30 @@ class _Lane:
             ttft_p99_s=self.ttft.quantile(0.99),
             imbalance_p90=self.minutes.imbalance_p90(),
             unrouted=self.unrouted,
+            pool_hit_rate=(
+                (self.pool_hits / self.tokens if self.tokens else 0.0)
+                if self.fleet.pool is not None
+                else None
+            ),
             sessions_moved=self.sessions_moved,
             prefix_keys_moved=self.prefixes_moved,
             reasons=dict(self.reasons),
             drift=dict(self.drift),
             timeline=self.minutes.points,
         )
+
+
+TIER_AWARE = "+tiers"  # a policy name with this suffix is told the fleet's pool (``tiered+tiers``)
+
+
+def _policy(name: str, params: Mapping[str, Mapping[str, Any]], model: ServiceModel) -> Policy:
+    """The lane's policy; ``NAME+tiers`` is NAME given the pool's parameters (tier-aware)."""
+    if name.endswith(TIER_AWARE):
+        base = name.removesuffix(TIER_AWARE)
+        return make_policy(
+            base, **{**model.tier_aware_params(), **params.get(base, {}), **params.get(name, {})}
+        )
+    return make_policy(name, **params.get(name, {}))
 
 
 def run_replay(
@@ -251,7 +272,7 @@ def run_replay(
         raise ValueError("replicas must be >= 1")
     model = model or ServiceModel()
     params = policy_params or {}
-    lanes = [_Lane(name, make_policy(name, **params.get(name, {})), replicas, model) for name in policies]
+    lanes = [_Lane(name, _policy(name, params, model), replicas, model) for name in policies]
     recent = _Recent()
     if scale is not None and scale.delta < 0 and replicas + scale.delta < 1:
         raise ValueError(f"cannot scale {replicas} replicas by {scale.delta}")

@@ -5,6 +5,12 @@ per request, room for about 450k tokens of KV cache, and decode at about 50 toke
 A request's time to first token is its wait in the replica's FIFO prefill queue plus the prefill of
 its uncached tokens. Load, as a router sees it, is the requests in flight (queued, prefilling or
 decoding) at the moment a new one arrives.
+
+Optionally a KV pool the replicas share (``pool_tokens`` > 0), as LMCache or Mooncake Store give a
+vLLM fleet: every block a replica computes is written through to it (LRU at its capacity), and a
+request loads the blocks it holds beyond the replica's own cache instead of prefilling them, for the
+pool's round trip (``pool_latency_s``) plus ``pool_tokens_per_s`` of transfer. The transfer is not
+compute: it delays only its own request (which starts prefill once its KV arrived), not the queue.
 """
 
 from __future__ import annotations
@@ -27,10 +33,26 @@ class ServiceModel:
     decode_s_per_token: float = 0.020
     cache_tokens: int = 450_000
     block_tokens: int = 512
+    pool_tokens: int = 0  # a KV pool shared by the replicas (0 = none)
+    pool_latency_s: float = 0.010
+    pool_tokens_per_s: float = 200_000.0
 
     @property
     def cache_blocks(self) -> int:
         return max(1, self.cache_tokens // self.block_tokens)
+
+    @property
+    def pool_blocks(self) -> int:
+        return self.pool_tokens // self.block_tokens
+
+    def tier_aware_params(self) -> dict[str, float]:
+        """``tiered``'s pool parameters for this fleet: the pool's capacity, its per-token load cost
+        against prefill as the credit, its round trip in prompt tokens of prefill."""
+        return {
+            "pool_tokens": self.pool_tokens,
+            "pool_weight": max(0.0, 1.0 - self.prefill_tokens_per_s / self.pool_tokens_per_s),
+            "pool_latency_tokens": self.pool_latency_s * self.prefill_tokens_per_s,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +62,18 @@ class Served:
     cached_tokens: int
     ttft_s: float
     finish_s: float  # when the request leaves the replica (last output token)
+    pool_tokens: int = 0  # of ``cached_tokens``, those loaded from the shared pool
 
 
 class SimulatedReplica:
     """One replica: an LRU cache of block hashes, a FIFO prefill queue, and requests in flight."""
 
-    __slots__ = ("_cache", "_capacity", "_in_flight", "_prefill_free_at", "model", "name")
+    __slots__ = ("_cache", "_capacity", "_in_flight", "_pool", "_prefill_free_at", "model", "name")
 
-    def __init__(self, name: str, model: ServiceModel) -> None:
+    def __init__(self, name: str, model: ServiceModel, pool: OrderedDict[int, None] | None = None) -> None:
         self.name = name
         self.model = model
+        self._pool = pool
         self._capacity = model.cache_blocks
         self._cache: OrderedDict[int, None] = OrderedDict()
         self._prefill_free_at = 0.0
@@ -80,8 +104,20 @@ class SimulatedReplica:
         model = self.model
         cached_blocks = self.cached_prefix(blocks)
         cached = min(cached_blocks * model.block_tokens, input_tokens)
-        start = max(now, self._prefill_free_at)
-        done = start + model.fixed_s + (input_tokens - cached) / model.prefill_tokens_per_s
+        pool = self._pool
+        pooled = 0
+        load_s = 0.0
+        if pool is not None:
+            depth = cached_blocks
+            for block in blocks[cached_blocks:]:
+                if block not in pool:
+                    break
+                depth += 1
+            pooled = min(depth * model.block_tokens, input_tokens) - cached
+            if pooled > 0:
+                load_s = model.pool_latency_s + pooled / model.pool_tokens_per_s
+        start = max(now + load_s, self._prefill_free_at)
+        done = start + model.fixed_s + (input_tokens - cached - pooled) / model.prefill_tokens_per_s
         self._prefill_free_at = done
         finish = done + output_tokens * model.decode_s_per_token
         heapq.heappush(self._in_flight, finish)
@@ -94,7 +130,15 @@ class SimulatedReplica:
                 cache[block] = None
         while len(cache) > self._capacity:
             cache.popitem(last=False)
-        return Served(cached, done - now, finish)
+        if pool is not None:
+            for block in blocks:
+                if block in pool:
+                    pool.move_to_end(block)
+                else:
+                    pool[block] = None
+            while len(pool) > model.pool_blocks:
+                pool.popitem(last=False)
+        return Served(cached + pooled, done - now, finish, pooled)
 
 
 class SimulatedFleet:
@@ -102,6 +146,7 @@ class SimulatedFleet:
 
     def __init__(self, replicas: int, model: ServiceModel | None = None) -> None:
         self.model = model or ServiceModel()
+        self.pool: OrderedDict[int, None] | None = OrderedDict() if self.model.pool_blocks else None
         self.replicas: dict[str, SimulatedReplica] = {}
         self.removed: dict[str, SimulatedReplica] = {}
         self._next = 1
@@ -112,7 +157,7 @@ class SimulatedFleet:
         """Add a replica with an empty cache; returns its name."""
         name = f"r{self._next}"
         self._next += 1
-        self.replicas[name] = SimulatedReplica(name, self.model)
+        self.replicas[name] = SimulatedReplica(name, self.model, self.pool)
         return name
 
     def remove(self) -> str:
