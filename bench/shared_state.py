@@ -186,6 +186,18 @@ def hitrate(requests: int, seed: int) -> None:
         print(f"{label:<22}{summary.requests:>10}{errors:>8}{ratio:>10.3f}{relative:>12.3f}x{kinds}")
 
 
+def _propagation_ms(routers: list[RouterProcess], name: str) -> float:
+    """Milliseconds from a pin's acknowledgement by the first router until every router lists it."""
+    with routers[0].admin() as admin:
+        admin.pin(name, PinIn(text=SYSTEM, copies=1))
+    pinned_at = time.monotonic()
+    for router in routers:
+        with router.admin() as admin:
+            while name not in [p.name for p in admin.pins()]:
+                time.sleep(0.01)
+    return (time.monotonic() - pinned_at) * 1e3
+
+
 def outage(outage_s: float) -> None:
     with tempfile.TemporaryDirectory(prefix="pcache-bench-") as tmp, SimFleet(replicas=3) as sim:
         base = Path(tmp)
@@ -200,6 +212,7 @@ def outage(outage_s: float) -> None:
             )
             loader.start()
             time.sleep(3)  # load running before the outage (a benchmark's timeline, not a wait)
+            before_ms = _propagation_ms(routers, "before-outage")
             redis_server.stop()
             stopped = time.monotonic()
             time.sleep(outage_s / 2)
@@ -214,19 +227,14 @@ def outage(outage_s: float) -> None:
             with routers[0].admin() as admin:
                 while admin.status().router.state_error is not None:
                     time.sleep(0.05)
-                admin.pin("after-outage", PinIn(text=SYSTEM, copies=1))
-            pinned_at = time.monotonic()
-            for router in routers:
-                with router.admin() as admin:
-                    while "after-outage" not in [p.name for p in admin.pins()]:
-                        time.sleep(0.01)
-            converged_ms = (time.monotonic() - pinned_at) * 1e3
+            converged_ms = _propagation_ms(routers, "after-outage")
             loader.join()
     result = summary[0]
     print(f"\nRedis stopped {outage_s:g}s under load, 3 routers behind HAProxy")
-    print(f"{'requests':>10}{'failed':>8}  {'write during outage':<26}{'pin reaches all routers':>24}")
+    print(f"{'requests':>10}{'failed':>8}  {'write during outage':<24}{'pin reaches all routers':>26}")
     failed = sum(result.errors.values())
-    print(f"{result.requests:>10}{failed:>8}  {write:<26}{converged_ms:>21.0f} ms  {result.errors or ''}")
+    spread = f"{before_ms:.0f} ms before / {converged_ms:.0f} ms after"
+    print(f"{result.requests:>10}{failed:>8}  {write:<24}{spread:>26}  {result.errors or ''}")
 
 
 def main() -> None:

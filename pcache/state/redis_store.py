@@ -21,9 +21,10 @@ Session homes travel only as change notices (a router that starts later learns a
 from the session's next turn elsewhere, or routes it by HRW like the others): nothing on the
 request path waits for Redis, and the store holds nothing that grows with the number of sessions.
 
-A store that cannot be reached raises :class:`StateError` (503, ``state_unavailable``) at once:
-there are no client-side retries, so an operator's write fails fast and clearly rather than being
-acknowledged and lost, and the router keeps serving with the state it last read.
+A store that cannot be reached raises :class:`StateError` (503, ``state_unavailable``) at once
+(one immediate retry on a fresh connection, no back-off), so an operator's write fails fast and
+clearly rather than being acknowledged and lost, and the router keeps serving with the state it
+last read.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class RedisStateStore:
                 decode_responses=True,
                 socket_timeout=_TIMEOUT_S,
                 socket_connect_timeout=_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 0),
+                # One immediate retry: after a Redis restart a pooled connection is stale, and the
+                # retry takes a fresh one; with Redis down both attempts fail fast (refused).
+                retry=Retry(NoBackoff(), 1),
                 retry_on_timeout=False,
             )
         except ValueError as exc:
