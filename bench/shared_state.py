@@ -131,6 +131,7 @@ def latency(requests: int) -> None:
     ):
         urls = [alone[0].url, shared_one[0].url, shared_two[0].url]
         timings = _interleaved_latency(urls, requests)
+        spreads = [_propagation_ms(shared_two, f"idle-{i}") for i in range(5)]
     baseline = statistics.median(timings[0]) * 1e3
     print(f"\nshared state on the request path ({requests} sequential requests per setup, interleaved,")
     print("each a new session home)")
@@ -139,6 +140,8 @@ def latency(requests: int) -> None:
         p50 = statistics.median(values) * 1e3
         print(f"{label:<32}{p50:>10.3f}{_percentile(values, 0.95) * 1e3:>10.3f}{p50 - baseline:>14.3f}")
     print(f"in-process: queueing a new home for the write-behind publisher costs {_note_cost_us():.2f} us")
+    listed = ", ".join(f"{s:.0f}" for s in spreads)
+    print(f"a pin made through one router is listed by both (idle routers), ms: {listed}")
 
 
 def _workload(seed: int) -> Workload:
