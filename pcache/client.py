@@ -17,7 +17,8 @@ Exceptions::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -55,7 +56,7 @@ __all__ = [
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 API = "/api/v1"
 
-M = TypeVar("M")
+R = TypeVar("R")
 
 
 class AdminError(Exception):
@@ -127,10 +128,9 @@ def _raise_for(response: httpx.Response) -> None:
     raise ApiError(status, message, code)
 
 
-def _parse(response: httpx.Response, model: type[M] | Any) -> M:
+def _parse(response: httpx.Response, result: TypeAdapter[R]) -> R:
     _raise_for(response)
-    adapter: TypeAdapter[M] = TypeAdapter(model)
-    return adapter.validate_python(response.json())
+    return result.validate_python(response.json())
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
@@ -141,84 +141,95 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[R]):
+    """One admin API request and the type its answer parses into."""
+
+    method: str
+    path: str
+    result: TypeAdapter[R]
+    params: Mapping[str, Any]
+    body: Any
+
+
 class _Calls:
-    """The admin API as (method, path, params, json, result model) tuples, shared by both clients."""
+    """The admin API as typed :class:`_Call` values, shared by both clients."""
 
     @staticmethod
-    def status() -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/status", {}, None, StatusSnapshot
+    def status() -> _Call[StatusSnapshot]:
+        return _Call("GET", f"{API}/status", TypeAdapter(StatusSnapshot), {}, None)
 
     @staticmethod
-    def replicas() -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/replicas", {}, None, list[ReplicaStatus]
+    def replicas() -> _Call[list[ReplicaStatus]]:
+        return _Call("GET", f"{API}/replicas", TypeAdapter(list[ReplicaStatus]), {}, None)
 
     @staticmethod
-    def routers() -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/routers", {}, None, list[RouterStatus]
+    def routers() -> _Call[list[RouterStatus]]:
+        return _Call("GET", f"{API}/routers", TypeAdapter(list[RouterStatus]), {}, None)
 
     @staticmethod
-    def add_replica(replica: ReplicaIn) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "POST", f"{API}/replicas", {}, _dump(replica), ReplicaStatus
+    def add_replica(replica: ReplicaIn) -> _Call[ReplicaStatus]:
+        return _Call("POST", f"{API}/replicas", TypeAdapter(ReplicaStatus), {}, _dump(replica))
 
     @staticmethod
-    def remove_replica(name: str, force: bool = False) -> tuple[str, str, dict[str, Any], Any, Any]:
+    def remove_replica(name: str, force: bool = False) -> _Call[BlastRadius]:
         params = {"force": "true"} if force else {}
-        return "DELETE", f"{API}/replicas/{name}", params, None, BlastRadius
+        return _Call("DELETE", f"{API}/replicas/{name}", TypeAdapter(BlastRadius), params, None)
 
     @staticmethod
-    def drain(name: str, dry_run: bool, force: bool = False) -> tuple[str, str, dict[str, Any], Any, Any]:
+    def drain(name: str, dry_run: bool, force: bool = False) -> _Call[BlastRadius]:
         params = {"dry_run": "true"} if dry_run else {}
         if force:  # needed to drain the last routable replica
             params["force"] = "true"
-        return "POST", f"{API}/replicas/{name}/drain", params, None, BlastRadius
+        return _Call("POST", f"{API}/replicas/{name}/drain", TypeAdapter(BlastRadius), params, None)
 
     @staticmethod
-    def events(after: int, limit: int) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/events", {"after": after, "limit": limit}, None, EventList
+    def events(after: int, limit: int) -> _Call[EventList]:
+        return _Call("GET", f"{API}/events", TypeAdapter(EventList), {"after": after, "limit": limit}, None)
 
     @staticmethod
-    def blast_radius(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/replicas/{name}/blast-radius", {}, None, BlastRadius
+    def blast_radius(name: str) -> _Call[BlastRadius]:
+        return _Call("GET", f"{API}/replicas/{name}/blast-radius", TypeAdapter(BlastRadius), {}, None)
 
     @staticmethod
-    def undrain(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "POST", f"{API}/replicas/{name}/undrain", {}, None, ReplicaStatus
+    def undrain(name: str) -> _Call[ReplicaStatus]:
+        return _Call("POST", f"{API}/replicas/{name}/undrain", TypeAdapter(ReplicaStatus), {}, None)
 
     @staticmethod
-    def prefixes(top: int) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/prefixes", {"top": top}, None, PrefixHeat
+    def prefixes(top: int) -> _Call[PrefixHeat]:
+        return _Call("GET", f"{API}/prefixes", TypeAdapter(PrefixHeat), {"top": top}, None)
 
     @staticmethod
-    def pins() -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/pins", {}, None, list[PinOut]
+    def pins() -> _Call[list[PinOut]]:
+        return _Call("GET", f"{API}/pins", TypeAdapter(list[PinOut]), {}, None)
 
     @staticmethod
-    def pin(name: str, pin: PinIn) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "PUT", f"{API}/pins/{name}", {}, _dump(pin), PinOut
+    def pin(name: str, pin: PinIn) -> _Call[PinOut]:
+        return _Call("PUT", f"{API}/pins/{name}", TypeAdapter(PinOut), {}, _dump(pin))
 
     @staticmethod
-    def unpin(name: str) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "DELETE", f"{API}/pins/{name}", {}, None, PinOut
+    def unpin(name: str) -> _Call[PinOut]:
+        return _Call("DELETE", f"{API}/pins/{name}", TypeAdapter(PinOut), {}, None)
 
     @staticmethod
-    def explain(request: ExplainRequest) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "POST", f"{API}/route/explain", {}, _dump(request), DecisionOut
+    def explain(request: ExplainRequest) -> _Call[DecisionOut]:
+        return _Call("POST", f"{API}/route/explain", TypeAdapter(DecisionOut), {}, _dump(request))
 
     @staticmethod
-    def prewarm(request: PrewarmIn) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "POST", f"{API}/prewarm", {}, _dump(request), PrewarmJob
+    def prewarm(request: PrewarmIn) -> _Call[PrewarmJob]:
+        return _Call("POST", f"{API}/prewarm", TypeAdapter(PrewarmJob), {}, _dump(request))
 
     @staticmethod
-    def prewarm_job(job_id: str) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/prewarm/{job_id}", {}, None, PrewarmJob
+    def prewarm_job(job_id: str) -> _Call[PrewarmJob]:
+        return _Call("GET", f"{API}/prewarm/{job_id}", TypeAdapter(PrewarmJob), {}, None)
 
     @staticmethod
-    def prewarm_jobs() -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/prewarm", {}, None, list[PrewarmJob]
+    def prewarm_jobs() -> _Call[list[PrewarmJob]]:
+        return _Call("GET", f"{API}/prewarm", TypeAdapter(list[PrewarmJob]), {}, None)
 
     @staticmethod
-    def drift(since_s: float) -> tuple[str, str, dict[str, Any], Any, Any]:
-        return "GET", f"{API}/drift", {"since": since_s}, None, DriftSeries
+    def drift(since_s: float) -> _Call[DriftSeries]:
+        return _Call("GET", f"{API}/drift", TypeAdapter(DriftSeries), {"since": since_s}, None)
 
 
 class AdminClient:
@@ -246,69 +257,69 @@ class AdminClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, call: tuple[str, str, Mapping[str, Any], Any, Any]) -> Any:
-        method, path, params, body, model = call
+    async def _call(self, call: _Call[R]) -> R:
+        method, path, params, body = call.method, call.path, call.params, call.body
         try:
             response = await self._http.request(method, path, params=dict(params), json=body)
         except httpx.TransportError as exc:
             raise _transport_error(self.base_url, exc) from exc
-        return _parse(response, model)
+        return _parse(response, call.result)
 
     async def status(self) -> StatusSnapshot:
-        return await self._call(_Calls.status())  # type: ignore[no-any-return]
+        return await self._call(_Calls.status())
 
     async def replicas(self) -> list[ReplicaStatus]:
-        return await self._call(_Calls.replicas())  # type: ignore[no-any-return]
+        return await self._call(_Calls.replicas())
 
     async def routers(self) -> list[RouterStatus]:
-        return await self._call(_Calls.routers())  # type: ignore[no-any-return]
+        return await self._call(_Calls.routers())
 
     async def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
-        return await self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
+        return await self._call(_Calls.add_replica(replica))
 
     async def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
-        return await self._call(_Calls.remove_replica(name, force))  # type: ignore[no-any-return]
+        return await self._call(_Calls.remove_replica(name, force))
 
     async def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
-        return await self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
+        return await self._call(_Calls.drain(name, dry_run, force))
 
     async def events(self, *, after: int = 0, limit: int = 200) -> EventList:
         """The router's events with an id above ``after``, oldest first."""
-        return await self._call(_Calls.events(after, limit))  # type: ignore[no-any-return]
+        return await self._call(_Calls.events(after, limit))
 
     async def blast_radius(self, name: str) -> BlastRadius:
         """What draining ``name`` would affect; a read, so it needs no write token."""
-        return await self._call(_Calls.blast_radius(name))  # type: ignore[no-any-return]
+        return await self._call(_Calls.blast_radius(name))
 
     async def undrain(self, name: str) -> ReplicaStatus:
-        return await self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
+        return await self._call(_Calls.undrain(name))
 
     async def prefixes(self, top: int = 20) -> PrefixHeat:
-        return await self._call(_Calls.prefixes(top))  # type: ignore[no-any-return]
+        return await self._call(_Calls.prefixes(top))
 
     async def pins(self) -> list[PinOut]:
-        return await self._call(_Calls.pins())  # type: ignore[no-any-return]
+        return await self._call(_Calls.pins())
 
     async def pin(self, name: str, pin: PinIn) -> PinOut:
-        return await self._call(_Calls.pin(name, pin))  # type: ignore[no-any-return]
+        return await self._call(_Calls.pin(name, pin))
 
     async def unpin(self, name: str) -> PinOut:
-        return await self._call(_Calls.unpin(name))  # type: ignore[no-any-return]
+        return await self._call(_Calls.unpin(name))
 
     async def explain(self, request: ExplainRequest) -> DecisionOut:
-        return await self._call(_Calls.explain(request))  # type: ignore[no-any-return]
+        return await self._call(_Calls.explain(request))
 
     async def prewarm(self, request: PrewarmIn) -> PrewarmJob:
-        return await self._call(_Calls.prewarm(request))  # type: ignore[no-any-return]
+        return await self._call(_Calls.prewarm(request))
 
     async def prewarm_job(self, job_id: str) -> PrewarmJob:
-        return await self._call(_Calls.prewarm_job(job_id))  # type: ignore[no-any-return]
+        return await self._call(_Calls.prewarm_job(job_id))
 
     async def prewarm_jobs(self) -> list[PrewarmJob]:
-        return await self._call(_Calls.prewarm_jobs())  # type: ignore[no-any-return]
+        return await self._call(_Calls.prewarm_jobs())
 
     async def drift(self, since_s: float = 900.0) -> DriftSeries:
-        return await self._call(_Calls.drift(since_s))  # type: ignore[no-any-return]
+        return await self._call(_Calls.drift(since_s))
 
 
 class SyncAdminClient:
@@ -336,66 +347,66 @@ class SyncAdminClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, call: tuple[str, str, Mapping[str, Any], Any, Any]) -> Any:
-        method, path, params, body, model = call
+    def _call(self, call: _Call[R]) -> R:
+        method, path, params, body = call.method, call.path, call.params, call.body
         try:
             response = self._http.request(method, path, params=dict(params), json=body)
         except httpx.TransportError as exc:
             raise _transport_error(self.base_url, exc) from exc
-        return _parse(response, model)
+        return _parse(response, call.result)
 
     def status(self) -> StatusSnapshot:
-        return self._call(_Calls.status())  # type: ignore[no-any-return]
+        return self._call(_Calls.status())
 
     def replicas(self) -> list[ReplicaStatus]:
-        return self._call(_Calls.replicas())  # type: ignore[no-any-return]
+        return self._call(_Calls.replicas())
 
     def routers(self) -> list[RouterStatus]:
-        return self._call(_Calls.routers())  # type: ignore[no-any-return]
+        return self._call(_Calls.routers())
 
     def add_replica(self, replica: ReplicaIn) -> ReplicaStatus:
-        return self._call(_Calls.add_replica(replica))  # type: ignore[no-any-return]
+        return self._call(_Calls.add_replica(replica))
 
     def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
-        return self._call(_Calls.remove_replica(name, force))  # type: ignore[no-any-return]
+        return self._call(_Calls.remove_replica(name, force))
 
     def drain(self, name: str, *, dry_run: bool = False, force: bool = False) -> BlastRadius:
-        return self._call(_Calls.drain(name, dry_run, force))  # type: ignore[no-any-return]
+        return self._call(_Calls.drain(name, dry_run, force))
 
     def events(self, *, after: int = 0, limit: int = 200) -> EventList:
         """The router's events with an id above ``after``, oldest first."""
-        return self._call(_Calls.events(after, limit))  # type: ignore[no-any-return]
+        return self._call(_Calls.events(after, limit))
 
     def blast_radius(self, name: str) -> BlastRadius:
         """What draining ``name`` would affect; a read, so it needs no write token."""
-        return self._call(_Calls.blast_radius(name))  # type: ignore[no-any-return]
+        return self._call(_Calls.blast_radius(name))
 
     def undrain(self, name: str) -> ReplicaStatus:
-        return self._call(_Calls.undrain(name))  # type: ignore[no-any-return]
+        return self._call(_Calls.undrain(name))
 
     def prefixes(self, top: int = 20) -> PrefixHeat:
-        return self._call(_Calls.prefixes(top))  # type: ignore[no-any-return]
+        return self._call(_Calls.prefixes(top))
 
     def pins(self) -> list[PinOut]:
-        return self._call(_Calls.pins())  # type: ignore[no-any-return]
+        return self._call(_Calls.pins())
 
     def pin(self, name: str, pin: PinIn) -> PinOut:
-        return self._call(_Calls.pin(name, pin))  # type: ignore[no-any-return]
+        return self._call(_Calls.pin(name, pin))
 
     def unpin(self, name: str) -> PinOut:
-        return self._call(_Calls.unpin(name))  # type: ignore[no-any-return]
+        return self._call(_Calls.unpin(name))
 
     def explain(self, request: ExplainRequest) -> DecisionOut:
-        return self._call(_Calls.explain(request))  # type: ignore[no-any-return]
+        return self._call(_Calls.explain(request))
 
     def prewarm(self, request: PrewarmIn) -> PrewarmJob:
-        return self._call(_Calls.prewarm(request))  # type: ignore[no-any-return]
+        return self._call(_Calls.prewarm(request))
 
     def prewarm_job(self, job_id: str) -> PrewarmJob:
-        return self._call(_Calls.prewarm_job(job_id))  # type: ignore[no-any-return]
+        return self._call(_Calls.prewarm_job(job_id))
 
     def prewarm_jobs(self) -> list[PrewarmJob]:
-        return self._call(_Calls.prewarm_jobs())  # type: ignore[no-any-return]
+        return self._call(_Calls.prewarm_jobs())
 
     def drift(self, since_s: float = 900.0) -> DriftSeries:
-        return self._call(_Calls.drift(since_s))  # type: ignore[no-any-return]
+        return self._call(_Calls.drift(since_s))
