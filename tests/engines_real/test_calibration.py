@@ -28,8 +28,10 @@ def _messages(seed: str, system_chars: int, user_chars: int) -> list[dict[str, s
 def test_prompt_token_estimate_is_within_10_percent_of_the_engines_after_warm_up(
     router: RouterProcess, fleet: EnginePair
 ) -> None:
+    # Ordinary traffic: distinct conversations of varied length (word salad from one vocabulary, so
+    # its characters per token vary by a few percent from text to text, as real prose does).
     for n in range(WARM_UP):
-        chat(router.url, _messages(str(n % 8), 300 + 40 * (n % 8), 60 + 25 * (n % 11)), session=f"cal-{n}")
+        chat(router.url, _messages(str(n), 300 + 40 * (n % 8), 60 + 25 * (n % 11)), session=f"cal-{n}")
     with router.admin() as admin:
         for n in range(5):
             messages = _messages(f"unseen-{n}", 900 + 200 * n, 150)
