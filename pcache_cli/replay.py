@@ -69,6 +69,14 @@ def replay(
     pool_load_tps: Annotated[
         float, typer.Option("--pool-load-tps", min=1.0, help="Pool transfer speed, tokens per second.")
     ] = 200_000.0,
+    precise: Annotated[
+        bool,
+        typer.Option(
+            "--precise",
+            help="Also run each cache-indexed policy (as NAME+precise) on a precise index: the "
+            "replayed fleet's own caches, as the engines' KV events report them.",
+        ),
+    ] = False,
     output: OutputOpt = None,
 ) -> None:
     """Replay a trace through routing policies and compare hit rate, TTFT and load balance.
@@ -115,6 +123,7 @@ def replay(
                 scale=scale,
                 strict=strict,
                 progress=lambda n: status.update(f"replaying {trace.name}: {n:,} requests ..."),
+                precise=precise,
             )
     except TraceError as exc:
         fail(f"{trace}: {exc} (--strict)")

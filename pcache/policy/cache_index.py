@@ -21,17 +21,28 @@ from typing import Protocol
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import ReplicaView
-from pcache.kv.index import ReplicaBlocks
+from pcache.kv.index import PreciseMatch
 
-__all__ = ["ApproximateCacheIndex", "CacheMatch", "PreciseSource", "match_sources"]
+__all__ = ["ApproximateCacheIndex", "CacheMatch", "PreciseBlocks", "PreciseSource", "match_sources"]
+
+
+class PreciseBlocks(Protocol):
+    """One replica's precise index (:class:`pcache.kv.index.ReplicaBlocks`, or a replayed
+    replica's own cache)."""
+
+    @property
+    def block_size(self) -> int | None: ...
+
+    def match(self, keys: Sequence[int], weights: Mapping[str, float]) -> PreciseMatch: ...
 
 
 class PreciseSource(Protocol):
     """Where live per-replica precise indexes come from (:class:`pcache.kv.hub.KvEventsHub`)."""
 
-    medium_weights: Mapping[str, float]
+    @property
+    def medium_weights(self) -> Mapping[str, float]: ...
 
-    def live(self, name: str) -> ReplicaBlocks | None:
+    def live(self, name: str) -> PreciseBlocks | None:
         """The replica's precise index while its events are live, else None."""
         ...
 

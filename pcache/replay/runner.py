@@ -23,9 +23,11 @@ from typing import Any
 
 from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView
+from pcache.kv.tokens import EngineTokens
 from pcache.policy import make_policy
 from pcache.policy.base import Outcome, Policy
 from pcache.replay.metrics import LogHistogram, MinutePoint, MinuteWindows
+from pcache.replay.precise import FleetCaches
 from pcache.replay.simfleet import ServiceModel, SimulatedFleet
 from pcache.replay.trace import TraceFingerprinter, TraceReader, TraceRecord, count_lines
 
@@ -262,6 +264,7 @@ def run_replay(
     strict: bool = False,
     policy_params: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int], None] | None = None,
+    precise: bool = False,
 ) -> ReplayReport:
     """Replay ``trace`` through each named policy over ``replicas`` simulated replicas.
 
@@ -273,6 +276,13 @@ def run_replay(
     model = model or ServiceModel()
     params = policy_params or {}
     lanes = [_Lane(name, _policy(name, params, model), replicas, model) for name in policies]
+    if precise:  # beside each policy with a cache index, the same policy on the fleet's own caches
+        for name in policies:
+            policy = _policy(name, params, model)
+            if hasattr(policy, "precise"):
+                lane = _Lane(f"{name}+precise", policy, replicas, model)
+                policy.precise = FleetCaches(lane.fleet)
+                lanes.append(lane)
     recent = _Recent()
     if scale is not None and scale.delta < 0 and replicas + scale.delta < 1:
         raise ValueError(f"cannot scale {replicas} replicas by {scale.delta}")
@@ -288,6 +298,9 @@ def run_replay(
                 lane.scale(now, scale.delta, recent)
             recent = _Recent(0)
         fingerprint, prefix_key = fingerprinter.fingerprint(record)
+        if precise:
+            tokens = EngineTokens.from_keys(fingerprint.blocks, model.block_tokens, record.input_length)
+            fingerprint = dataclasses.replace(fingerprint, engine_tokens=tokens)
         for lane in lanes:
             lane.step(now, fingerprint, record)
         if scale_index is not None and index < scale_index:
