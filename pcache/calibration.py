@@ -1,8 +1,8 @@
 """Characters per token, learned online from the engines' own prompt-token counts.
 
-The router estimates a prompt's tokens from its rendered characters. A fixed 4.0 characters per
-token overstated real tokenizers by 1.3-1.6x (a byte-level BPE of 2k tokens gave 2.4-3.2), and with
-it every predicted hit and cache capacity. Each response the router relays already carries the
+The router estimates a prompt's tokens from its rendered characters. A fixed characters-per-token
+ratio overstated real tokenizers' counts (docs/decisions.md), and with it every predicted hit and
+cache capacity. Each response the router relays already carries the
 engine's ``usage.prompt_tokens``: :class:`Calibration` divides the characters the router rendered
 by those tokens, per replica and for the fleet, so nothing extra is ever sent.
 

@@ -117,8 +117,8 @@ class TieredPolicy(BasePolicy):
     ) -> None:
         """``eps``: the load bound's slack. 0.75, not the 0.25 of plain bounded-load hashing: load
         counts requests in flight, mostly decoding, a few per replica, so a 25% bound is one request,
-        less than the load's own noise, and it sent requests away from their cache on noise alone (see
-        bench/routing.py). ``everywhere_fraction``: share of the candidates that must hold a prefix for
+        less than the load's own noise, and it sent requests away from their cache on noise alone
+        (docs/decisions.md). ``everywhere_fraction``: share of the candidates that must hold a prefix for
         it to count as cached everywhere. ``hot_copy_factor``: a Tier-1 prefix carrying a share s of
         requests is cached on ``ceil(s * N * hot_copy_factor)`` replicas (at least its registered
         copies). ``detector`` measures those shares (a bounded :class:`HotPrefixDetector` by
@@ -126,9 +126,8 @@ class TieredPolicy(BasePolicy):
         (its queue against the history elsewhere recomputed) before the session leaves it.
         ``min_bound``: the bound's floor, in requests in flight. Below about one request per replica
         ``ceil((1 + eps) * mean)`` is 1 or 2, so a home with a request or two decoding counted as
-        overloaded and an idle fleet scattered sessions off their caches (57-85 of ~1,050 requests
-        moved in the demo's measured window, 9 with the floor at 3, same hit rate and TTFT); the
-        replays (bench/routing.py) do not change. ``home_history_tokens``: history only the home
+        overloaded and an idle fleet scattered sessions off their caches (measurements in
+        docs/decisions.md). ``home_history_tokens``: history only the home
         holds that earns it one request over the bound (4096: more than the 2k-token group prefixes
         of the gsp traces, whose balance the bound keeps; a long conversation's history).
         ``pool_tokens``: capacity of a KV pool the replicas share (0: none, or the policy ignores
