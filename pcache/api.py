@@ -349,6 +349,9 @@ class PrewarmIn(_Input):
     verify: bool = False
     concurrency: int = Field(default=8, ge=1, le=256)
     dry_run: bool = False
+    # "pool": warm each prefix once, into the KV pool the replicas share (LMCache, Mooncake, the
+    # simulator's --pool-blocks), and verify on another replica from its external-hit counters.
+    tier: Literal["gpu", "pool"] = "gpu"
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -365,6 +368,10 @@ class PrewarmPair(_Model):
     ok: bool | None = None  # None while pending
     cached_tokens: int | None = None
     verified: bool | None = None  # with verify: a second probe hit the cache
+    # tier pool: the replica the probe went to (not the warmed one) and the tokens its engine
+    # counted as loaded from outside its GPU (external hits) for the probe
+    verified_on: str | None = None
+    external_hit_tokens: int | None = None
     error: str | None = None
     duration_s: float | None = None
 

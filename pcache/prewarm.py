@@ -4,7 +4,9 @@ A prewarm request has the shape real traffic will have (the prefix as a chat sys
 completion text) with ``max_tokens: 1``, so the engine prefills and caches the prefix and does
 almost nothing else. :class:`PrewarmJobs` runs jobs in the background with bounded concurrency and
 keeps per-(prefix, replica) results; with ``verify``, a second identical probe must report cached
-tokens in its usage. Prompt texts are never logged.
+tokens in its usage. A prewarm into a KV pool the replicas share is sent to one replica and probed on
+another (``probe_on``): the probe must report cached tokens and its engine must count them as
+external hits (loaded, not held on its GPU). Prompt texts are never logged.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 from pcache.api import PrewarmJob, PrewarmPair, PrewarmPlanEntry
 
-__all__ = ["PrewarmJobs", "PrewarmTarget", "prewarm_body"]
+__all__ = ["ExternalHits", "PrewarmJobs", "PrewarmTarget", "prewarm_body"]
 
 log = logging.getLogger("pcache.prewarm")
 
@@ -37,6 +39,7 @@ class PrewarmTarget:
     as_: As
     replicas: tuple[str, ...]
     why: str
+    probe_on: str | None = None  # verify on this replica instead (a shared pool's prewarm)
 
 
 def prewarm_body(text: str, as_: As, model: str | None) -> tuple[str, dict[str, Any]]:
@@ -53,6 +56,8 @@ def prewarm_body(text: str, as_: As, model: str | None) -> tuple[str, dict[str, 
 
 # (replica, path, body) -> (HTTP status, response body); raises on transport failure
 SendPrewarm = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, bytes]]]
+# replica -> its engine's cumulative external (not GPU) cache-hit tokens, None if unknown
+ExternalHits = Callable[[str], Awaitable[float | None]]
 
 
 def _cached_tokens(content: bytes) -> int | None:
@@ -79,9 +84,16 @@ class PrewarmJobs:
     """Background prewarm jobs with per-(prefix, replica) results, newest kept (bounded history)."""
 
     def __init__(
-        self, send: SendPrewarm, model_of: Callable[[str], Awaitable[str | None]], history: int = 100
+        self,
+        send: SendPrewarm,
+        model_of: Callable[[str], Awaitable[str | None]],
+        history: int = 100,
+        external_hits: ExternalHits | None = None,
     ):
         self._send = send
+        self._external_hits = external_hits
+        # one pool probe at a time per replica, so its counters' growth is that probe's own
+        self._probe_locks: dict[str, asyncio.Lock] = {}
         self._model_of = model_of
         self._history = history
         self._jobs: OrderedDict[str, PrewarmJob] = OrderedDict()
@@ -150,12 +162,15 @@ class PrewarmJobs:
         self, job: PrewarmJob, targets: Sequence[PrewarmTarget], concurrency: int, verify: bool
     ) -> None:
         semaphore = asyncio.Semaphore(concurrency)
-        texts = {t.prefix: (t.text, t.as_) for t in targets}
+        texts = {t.prefix: (t.text, t.as_, t.probe_on) for t in targets}
 
         async def one(index: int, pair: PrewarmPair) -> None:
-            text, as_ = texts[pair.prefix]
+            text, as_, probe_on = texts[pair.prefix]
             async with semaphore:
-                result = await self._warm(pair, text, as_, verify)
+                if probe_on is not None and verify:
+                    result = await self._warm_pool(pair, text, as_, probe_on)
+                else:
+                    result = await self._warm(pair, text, as_, verify)
             job.results[index] = result
             job.done += 1
             if result.ok is False:
@@ -165,6 +180,38 @@ class PrewarmJobs:
         job.state = "failed" if job.total and job.failed == job.total else "done"
         job.finished_at = time.time()
         log.info("prewarm job %s: %d pairs, %d failed", job.id, job.total, job.failed)
+
+    async def _warm_pool(self, pair: PrewarmPair, text: str, as_: As, probe_on: str) -> PrewarmPair:
+        """Warm through ``pair.replica`` (its engine writes the KV through to the pool), then probe
+        ``probe_on``: verified when the probe reports cached tokens that its engine's external-hit
+        counter grew by (they came from the pool, not its GPU)."""
+        warmed = await self._warm(pair, text, as_, verify=False)
+        if not warmed.ok:
+            return warmed
+        started = time.perf_counter()
+        try:
+            async with self._probe_locks.setdefault(probe_on, asyncio.Lock()):
+                before = await self._external(probe_on)
+                model = await self._model_of(probe_on)
+                path, body = prewarm_body(text, as_, model)
+                status, content = await self._send(probe_on, path, body)
+                probe = _cached_tokens(content) if status == 200 else None
+                after = await self._external(probe_on)
+        except Exception as exc:  # the probe's replica vanished or failed: the warm is not verified
+            return warmed.model_copy(update={"verified": False, "verified_on": probe_on, "error": str(exc)})
+        external = None if before is None or after is None else max(0, round(after - before))
+        return warmed.model_copy(
+            update={
+                "verified": bool(probe) and bool(external),
+                "verified_on": probe_on,
+                "cached_tokens": probe,
+                "external_hit_tokens": external,
+                "duration_s": (warmed.duration_s or 0.0) + time.perf_counter() - started,
+            }
+        )
+
+    async def _external(self, replica: str) -> float | None:
+        return None if self._external_hits is None else await self._external_hits(replica)
 
     async def _warm(self, pair: PrewarmPair, text: str, as_: As, verify: bool) -> PrewarmPair:
         started = time.perf_counter()

@@ -59,9 +59,12 @@ def _result(pair: PrewarmPair) -> Text:
 def results_table(job: PrewarmJob, verify: bool = False) -> Table:
     """One row per (prefix, replica) pair, sorted, with the outcome (and verification)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
+    pooled = any(p.verified_on for p in job.results)
     headers = ["PREFIX", "REPLICA", "RESULT", "CACHED TOKENS"]
     if verify:
         headers.append("VERIFIED")
+    if pooled:
+        headers += ["PROBED ON", "EXTERNAL HITS"]
     headers += ["TIME", "ERROR"]
     for header in headers:
         table.add_column(
@@ -72,6 +75,9 @@ def results_table(job: PrewarmJob, verify: bool = False) -> Table:
         cells.append("-" if pair.cached_tokens is None else str(pair.cached_tokens))
         if verify:
             cells.append(_verified(pair))
+        if pooled:
+            cells.append(pair.verified_on or "-")
+            cells.append("-" if pair.external_hit_tokens is None else str(pair.external_hit_tokens))
         cells += [seconds(pair.duration_s), Text(pair.error or "", style="red")]
         table.add_row(*cells)
     return table
@@ -176,6 +182,14 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Prewarm requests in flight at once.", min=1, max=256)
         ] = 8,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
+        tier: Annotated[
+            Literal["gpu", "pool"],
+            typer.Option(
+                "--tier",
+                help="gpu: warm each prefix on its replicas. pool: once, into the KV pool the replicas "
+                "share (with --verify, probed on another replica and checked in its external-hit counters).",
+            ),
+        ] = "gpu",
         timeout: Annotated[
             float, typer.Option(help="Seconds to wait for the job (exit 4 after).", min=0)
         ] = 600.0,
@@ -197,6 +211,7 @@ def register(app: typer.Typer) -> None:
             verify=verify,
             concurrency=concurrency,
             dry_run=dry_run,
+            tier=tier,
         )
         with cli.admin() as client:
             job = client.prewarm(request)

@@ -28,7 +28,8 @@ from typing import Any, Literal
 import xxhash
 
 from pcache.api import BlastRadius, HandoverPrewarm, PinIn, PinOut, PrewarmIn, PrewarmJob
-from pcache.fleet import Fleet
+from pcache.engines import UnknownEngine, metrics_path, parse_metrics
+from pcache.fleet import Fleet, UnknownReplica
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView, Tier1Prefix
 from pcache.prewarm import PrewarmJobs, PrewarmTarget
 from pcache.router.config import (
@@ -112,7 +113,7 @@ class OperatorActions:
         # before one of this router's writes can never undo that write locally.
         self._writing = asyncio.Lock()
         self._seen_version: int | None = None
-        self.jobs = PrewarmJobs(self._send_prewarm, self._model_of)
+        self.jobs = PrewarmJobs(self._send_prewarm, self._model_of, external_hits=self._external_hits)
 
     # ---- start-up -------------------------------------------------------------------------------
 
@@ -572,7 +573,37 @@ class OperatorActions:
 
     # ---- prewarm --------------------------------------------------------------------------------
 
+    def _pool_plan(self, request: PrewarmIn) -> list[PrewarmTarget]:
+        """Each prefix once, for the fleet's shared pool: sent to the least loaded routable replica
+        (or the first one named), verified on another."""
+        view = self.fleet.view()
+        routable = sorted(
+            (r for r in view.replicas if r.state is ReplicaState.HEALTHY), key=lambda r: (r.load, r.name)
+        )
+        targets = []
+        for index, prefix in enumerate(request.prefixes):
+            name = prefix.name or f"prefix-{xxhash.xxh3_64_hexdigest(prefix.text.encode())[:12]}"
+            named = prefix.replicas if prefix.replicas is not None else request.replicas
+            if named:
+                self._check_replicas(named)
+                order = list(named) + [r.name for r in routable if r.name not in named]
+            else:
+                order = [r.name for r in routable]
+            if not order:
+                raise ActionError(409, "no healthy replica to warm the pool through", "no_replica")
+            via = order[index % len(order)] if not named else order[0]
+            probe = next((r for r in order if r != via), None)
+            why = "once for the shared pool" + (f", verified on {probe}" if probe else "")
+            targets.append(PrewarmTarget(name, prefix.text, request.as_, (via,), why, probe_on=probe))
+        return targets
+
     def _plan(self, request: PrewarmIn) -> tuple[list[PrewarmTarget], list[Tier1Record]]:
+        if request.tier == "pool":
+            if request.pin:
+                raise ActionError(
+                    422, "pin does not apply to tier pool (every replica reads the pool)", "pin_with_pool"
+                )
+            return self._pool_plan(request), []
         view = self.fleet.view()
         targets: list[PrewarmTarget] = []
         pins: list[Tier1Record] = []
@@ -636,7 +667,14 @@ class OperatorActions:
         targets, pins = self._plan(request)
         if request.dry_run:
             return self.jobs.plan(targets)
-        registered = pins if request.pin else self._steering_records(request, targets)
+        # a prefix in the shared pool is cheap on every replica: traffic need not follow it
+        registered = (
+            []
+            if request.tier == "pool"
+            else pins
+            if request.pin
+            else self._steering_records(request, targets)
+        )
         async with self._writing:
             for record in registered:
                 await self.store.put_tier1(record)
@@ -665,6 +703,25 @@ class OperatorActions:
             self._models[replica] = model
             return model
         return None
+
+    async def _external_hits(self, replica: str) -> float | None:
+        """The replica's engine-counted cache hits from outside its GPU (host, pool...), read from
+        its /metrics now (not the last scrape: a prewarm's verification needs the probe's own)."""
+        try:
+            entry = self.fleet.get(replica)
+            result = await self.upstream.fetch(
+                entry.url + metrics_path(entry.detected_engine or "vllm"),
+                self.config.scrape.timeout_s,
+                self.config.scrape.max_bytes,
+            )
+        except (UpstreamError, UnknownReplica, UnknownEngine):
+            return None
+        if result.status != 200:
+            return None
+        stats = await asyncio.to_thread(parse_metrics, result.body.decode("utf-8", "replace"))
+        if stats.hits_by_tier is None:
+            return None
+        return sum(tokens for tier, tokens in stats.hits_by_tier if tier != "gpu")
 
     async def _send_prewarm(self, replica: str, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
         url = self.fleet.url(replica) + path

@@ -94,3 +94,60 @@ def test_status_splits_each_replicas_hit_rate_by_tier_as_its_metrics_do(
     fleet = status["all"]["hit_rate_by_tier"]
     assert sum(fleet.values()) == pytest.approx(status["all"]["hit_rate"])
     assert fleet["pool"] > 0
+
+
+def cli_run(router: RouterProcess, home: Path, *args: str) -> Any:
+    env = {
+        "PCACHE_ROUTER": router.admin_url,
+        "PCACHE_ADMIN_TOKEN": router.token or "",
+        "NO_COLOR": "1",
+        "PCACHE_CONFIG": "",
+        "XDG_CONFIG_HOME": str(home),
+        "PCACHE_OUTPUT": "",
+        "COLUMNS": "200",
+    }
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_prewarm_into_the_pool_once_serves_the_prefix_cached_on_every_replica(
+    stack: tuple[SimFleet, RouterProcess, Path],
+) -> None:
+    sim, router, home = stack
+    prefixes = [
+        f"Runbook {name}: restart the service, drain the queue, page the owner. " * 6 for name in "ABC"
+    ]
+    file = home / "runbooks.txt"
+    file.write_text("\n".join(prefixes) + "\n", encoding="utf-8")
+    result = cli_run(router, home, "prewarm", str(file), "--tier", "pool", "--verify", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["total"] == 3  # once per prefix, not once per replica
+    for pair in job["results"]:
+        assert pair["verified"] is True and pair["verified_on"] not in (None, pair["replica"]), pair
+        assert pair["external_hit_tokens"] > 0 and pair["cached_tokens"] >= pair["external_hit_tokens"]
+    # the next request of each prefix, on any replica, reports the prefix cached
+    for text in prefixes:
+        for name, url in sim.urls.items():
+            before = engine_counters(sim.metrics(name))[1]
+            body = {
+                "model": "sim-model",
+                "max_tokens": 2,
+                "messages": [
+                    {"role": "system", "content": text},
+                    {"role": "user", "content": f"status of {name}?"},
+                ],
+            }
+            response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+            expect_ok(response)
+            cached = response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+            assert cached >= len(text) // 4 - 16, (name, cached)
+            after = engine_counters(sim.metrics(name))[1]
+            assert after["gpu"] + after["pool"] - before["gpu"] - before["pool"] == cached
+
+
+def test_prewarm_into_the_pool_refuses_pin(stack: tuple[SimFleet, RouterProcess, Path]) -> None:
+    _, router, home = stack
+    file = home / "one.txt"
+    file.write_text("A runbook line long enough to fill more than one routing block of text. " * 4 + "\n")
+    result = cli_run(router, home, "prewarm", str(file), "--tier", "pool", "--pin")
+    assert result.exit_code != 0 and "pin does not apply" in result.stderr
