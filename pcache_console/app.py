@@ -46,6 +46,7 @@ ROUTER_ACTIONS = frozenset({"drain", "undrain", "pin", "unpin", "prewarm"})
 # Keys of the main screen, off while a dialog is up (so space or / cannot act behind it).
 _MAIN_SCREEN_ACTIONS = ROUTER_ACTIONS | {
     "events",
+    "sort_heat",
     "help",
     "filter",
     "clear_filter",
@@ -97,6 +98,7 @@ class TopApp(App[None]):
         Binding("u", "unpin", "Unpin"),
         Binding("w", "prewarm", "Prewarm"),
         Binding("e", "events", "Events"),
+        Binding("o", "sort_heat", "Sort heat map", show=False),
         *(Binding(s.key, f"sort('{s.sort}')", f"Sort {s.sort}", show=False) for s in _SORT_KEYS),
     ]
 
@@ -154,7 +156,7 @@ class TopApp(App[None]):
 
     def on_mount(self) -> None:
         self.fleet.focus()
-        self.query_one("#heat-panel").border_title = "prefix heat map (o owner, P pinned)"
+        self.query_one("#heat-panel").border_title = "prefix heat map: % of requests (o owner, P pinned)"
         self.query_one("#drift").border_title = "affinity drift"
         self.query_one("#detail", PrefixDetail).show(None)
         self._render_header()
@@ -283,6 +285,10 @@ class TopApp(App[None]):
         screen = EventsScreen()
         self.push_screen(screen)
         screen.show(self.frame.events if self.frame is not None else ())
+
+    def action_sort_heat(self) -> None:
+        self.heat.sort_by_heat()
+        self.flash("heat map sorted by requests (rows then keep their places)")
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

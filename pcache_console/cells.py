@@ -20,6 +20,7 @@ __all__ = [
     "SPARK_GLYPHS",
     "error_rate",
     "heat_level",
+    "heat_number",
     "heat_strip",
     "kv_bar",
     "number",
@@ -34,7 +35,7 @@ KV_WARNING = KV_WARN  # the thresholds of `pcache status`'s KV bar, so both colo
 ERROR_RATE_WARNING = 0.05  # the router's error call-out threshold
 SPARK_GLYPHS = " ▁▂▃▄▅▆▇█"
 _SHADES = (" ", "░", "▒", "▓", "█")
-_SHADE_STYLES = ("", "blue", "cyan", "yellow", "bold red")
+_CELL_STYLES = ("", "on blue", "black on cyan", "black on yellow", "bold white on red")
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -121,16 +122,26 @@ def heat_level(share: float) -> int:
     return 0 if share <= 0 else min(len(_SHADES) - 1, 1 + int(share * (len(_SHADES) - 1)))
 
 
-def heat_strip(cells: Sequence[tuple[int, str]]) -> Text:
-    """A heat-map row: per replica two shade glyphs for the level, then ``P`` (pinned), ``o``
-    (owner) or a blank. One Text per row keeps a 200 x 64 map cheap to update and paint."""
+def heat_number(share: float) -> str:
+    """A share of traffic as two characters: ``45`` (percent), ``██`` for all of it, blank for none."""
+    if share <= 0:
+        return "  "
+    percent_ = round(share * 100)
+    return "██" if percent_ >= 100 else f"{max(percent_, 1):2d}"
+
+
+def heat_strip(cells: Sequence[tuple[int, str, float]]) -> Text:
+    """A heat-map row: per replica its share of the prefix's traffic as a two-digit percent on a
+    background shaded by level, then ``P`` (pinned), ``o`` (owner) or a blank. The number carries
+    the meaning; the shade only makes hot spots easy to find. One Text per row keeps a 200 x 64
+    map cheap to update and paint."""
     parts: list[str] = []
     spans: list[Span] = []
-    for index, (level, mark) in enumerate(cells):
-        parts.append(_SHADES[level] * 2 + mark)
+    for index, (level, mark, share) in enumerate(cells):
+        parts.append(heat_number(share) + mark)
         start = index * 3
         if level:
-            spans.append(Span(start, start + 2, _SHADE_STYLES[level]))
+            spans.append(Span(start, start + 2, _CELL_STYLES[level]))
         if mark != " ":
             spans.append(Span(start + 2, start + 3, "bold"))
     return Text("".join(parts), spans=spans)

@@ -29,6 +29,7 @@ KEYS: tuple[tuple[str, str, str | None], ...] = (
     ("u", "unpin the selected prefix", "unpin"),
     ("w", "prewarm the prefixes in a file", "prewarm"),
     ("e", "the router's event log (Esc returns)", None),
+    ("o", "re-sort the heat map by requests (rows otherwise keep their places)", None),
     ("ctrl+p", "command palette", None),
     ("q", "quit", None),
 )
@@ -61,8 +62,9 @@ class HelpScreen(ModalScreen[None]):
             yield Static(table)
             yield Static(
                 Text(
-                    "KV bar: green, yellow 'high' from 65%, red 'FULL' from 85%.  Heat map: shade = "
-                    "share of the prefix's requests; o = owner, P = pinned.",
+                    "KV bar: green, yellow 'high' from 65%, red 'FULL' from 85%.  Heat map: each "
+                    "cell is the replica's % of the prefix's requests (██ all), shaded by level; "
+                    "o = owner, P = pinned.",
                     style="dim",
                 )
             )

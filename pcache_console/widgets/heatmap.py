@@ -1,5 +1,9 @@
-"""The prefix heat map: top prefixes x replicas, each cell shaded by that replica's share of the
-prefix's traffic in the window, marked ``o`` (owner) or ``P`` (pinned); and the detail of one row.
+"""The prefix heat map: top prefixes x replicas, each cell the replica's share of the prefix's
+traffic in the window (a two-digit percent, shaded by level), marked ``o`` (owner) or ``P``
+(pinned); and the detail of one row.
+
+Rows keep their place across refreshes (new prefixes join at the bottom, gone ones leave), so the
+row under the cursor does not move while the operator reads or acts on it; ``o`` re-sorts by heat.
 
 A row is one line of text (three characters per replica under a header of replica names), built
 only when it is painted: of a 200 x 64 map, a refresh pays for the rows on screen.
@@ -26,17 +30,17 @@ def prefix_label(row: PrefixRow) -> str:
     return row.name or f"#{row.key[:10]}"
 
 
-def _marks(row: PrefixRow, replicas: list[str]) -> tuple[tuple[int, str], ...]:
+def _marks(row: PrefixRow, replicas: list[str]) -> tuple[tuple[int, str, float], ...]:
     owners = set(row.owners)
     cells = row.by_replica
     marks = []
     for replica in replicas:
         cell = cells.get(replica)
         if cell is None:
-            marks.append((0, "o" if replica in owners else " "))
+            marks.append((0, "o" if replica in owners else " ", 0.0))
         else:
             mark = "P" if cell.pinned else ("o" if cell.owner or replica in owners else " ")
-            marks.append((heat_level(cell.share), mark))
+            marks.append((heat_level(cell.share), mark, cell.share))
     return tuple(marks)
 
 
@@ -61,6 +65,7 @@ class HeatMap(RowTable):
         super().__init__(fixed_width=CELLS_AT, id=id)
         self.prefixes: dict[str, PrefixRow] = {}
         self._replicas: list[str] = []
+        self._order: list[str] = []
         self.set_header(Text(_head("prefix", "kind", "req")))
 
     @property
@@ -92,8 +97,14 @@ class HeatMap(RowTable):
             # Built when painted: of 200 prefixes x 64 replicas only the visible rows cost anything.
             self.set_row(row.key, partial(_row_text, row, self._replicas))
         self.set_width(CELLS_AT + 3 * len(self._replicas))
-        # The router sends rows hottest first; keep its order.
-        self.set_order(row.key for row in heat.prefixes)
+        self._order = [row.key for row in heat.prefixes]  # the router's: hottest first
+        if not shown:
+            self.set_order(self._order)  # the first fill; after it, rows keep their places
+        self.commit()
+
+    def sort_by_heat(self) -> None:
+        """Put the rows in the router's order (hottest first); the cursor stays on its prefix."""
+        self.set_order(self._order)
         self.commit()
 
 

@@ -152,3 +152,28 @@ async def test_the_event_view_lists_the_router_s_events_and_keeps_up() -> None:
         await until(pilot, lambda: "r4 undrained" in text_of(screen.query_one("#events-body", Static)))
         await pilot.press("escape")
         await until(pilot, lambda: screen_name(app) != "EventsScreen")
+
+
+async def test_heat_map_rows_keep_their_places_and_show_numbers_until_o_re_sorts() -> None:
+    from pcache_console.widgets.heatmap import HeatMap
+
+    fake = FakeRouter()
+    app = fake_app(fake)
+    async with app.run_test(size=(150, 44)) as pilot:
+        await until(pilot, lambda: app.polls >= 1)
+        heat = app.query_one(HeatMap)
+        first = heat.keys
+        heat.focus()
+        await pilot.press("down", "down")
+        chosen = heat.selected_key
+        assert chosen == first[2]
+        row = heat.prefixes[first[0]]
+        share = row.by_replica[row.owners[0]].share
+        assert f"{round(share * 100):2d}o" in heat.cells_of(first[0])  # a number, not only a shade
+        fake.heat = fake.heat.model_copy(update={"prefixes": list(reversed(fake.heat.prefixes))})
+        polls = app.polls
+        app.poll_now()
+        await until(pilot, lambda: app.polls > polls)
+        assert heat.keys == first and heat.selected_key == chosen  # nothing moved under the cursor
+        await pilot.press("o")
+        assert heat.keys == list(reversed(first)) and heat.selected_key == chosen
