@@ -6,7 +6,8 @@ over the request's blocks (:class:`~pcache.policy.cache_index.ApproximateCacheIn
 follows sgl-router's ``cache_aware`` policy: when the fleet is
 imbalanced (max - min load > ``balance_abs_threshold`` and max > min * ``balance_rel_threshold``)
 take the least loaded replica; otherwise the longest match if its match ratio exceeds
-``cache_threshold``, else the replica with the smallest index (the most room).
+``cache_threshold``, else the replica with the smallest index (the most room). A replica whose
+engine's KV events are live is matched on them instead (``precise``, set by the daemon).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pcache.fingerprint import Fingerprint
 from pcache.fleet_view import FleetView, ReplicaView
 from pcache.hashing import hrw_score_bytes, key_bytes
 from pcache.policy.base import Candidate, Decision, Outcome, Reason
-from pcache.policy.cache_index import ApproximateCacheIndex
+from pcache.policy.cache_index import ApproximateCacheIndex, PreciseSource, match_sources
 from pcache.policy.common import BasePolicy, excluded_by_state
 from pcache.policy.keys import request_key
 
@@ -38,6 +39,8 @@ class CacheAwarePolicy(BasePolicy):
         self.balance_abs_threshold = balance_abs_threshold
         self.balance_rel_threshold = balance_rel_threshold
         self.index = ApproximateCacheIndex(default_capacity_tokens)
+        # The engines' own account, per replica while its KV events are live (set by the daemon).
+        self.precise: PreciseSource | None = None
 
     def matched_blocks(self, blocks: tuple[int, ...], replicas: tuple[ReplicaView, ...]) -> list[int]:
         """Predicted cached leading blocks on each replica, in the order given."""
@@ -47,7 +50,8 @@ class CacheAwarePolicy(BasePolicy):
         self, fingerprint: Fingerprint, fleet: FleetView, routable: tuple[ReplicaView, ...], book: bool
     ) -> Decision:
         blocks = fingerprint.blocks
-        matches = self.index.matched_blocks(blocks, routable)
+        found = match_sources(self.index, self.precise, fingerprint, routable)[0]
+        matches = [match.blocks for match in found]
         loads = [r.load for r in routable]
         max_load, min_load = max(loads), min(loads)
         kb = key_bytes(request_key(fingerprint))
@@ -70,7 +74,17 @@ class CacheAwarePolicy(BasePolicy):
                 order.sort(key=lambda i: (sizes[i], loads[i], -tie[i]))
                 reason = Reason.FALLBACK
         chosen = routable[order[0]]
-        candidates = [Candidate(routable[i].name, float(matches[i]), loads[i]) for i in order]
+        candidates = [
+            Candidate(
+                routable[i].name,
+                float(matches[i]),
+                loads[i],
+                cache_source=found[i].source,
+                cached_tokens=found[i].cached_tokens,
+                tokens_by_medium=tuple(sorted(found[i].tokens_by_medium.items())),
+            )
+            for i in order
+        ]
         candidates.extend(excluded_by_state(fleet))
         if book:
             self.index.insert(chosen, blocks, fingerprint.block_tokens)
@@ -81,6 +95,7 @@ class CacheAwarePolicy(BasePolicy):
             candidates=tuple(candidates),
             session=fingerprint.session,
             predicted_cached_blocks=matches[order[0]],
+            predicted_cached_tokens=found[order[0]].cached_tokens,
         )
 
     def observe(self, fingerprint: Fingerprint, decision: Decision, outcome: Outcome) -> None:

@@ -216,3 +216,57 @@ def test_route_explain_and_status_wide_say_which_index_each_replica_uses(
         )
         explained = CliRunner().invoke(app, ["route", "explain", "--help"], env=env)
         assert explained.exit_code == 0
+
+
+def _streamed_turns(base_url: str, sessions: int, turns: int) -> tuple[int, int]:
+    """Streamed chat turns with the usage chunk; (exact predictions, requests)."""
+    exact = total = 0
+    histories = {s: [{"role": "system", "content": f"Streamed helper {s}. " * 30}] for s in range(sessions)}
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for turn in range(turns):
+            for session, messages in histories.items():
+                messages.append({"role": "user", "content": f"turn {turn} of {session}: " + "words " * 40})
+                body = {
+                    "model": MODEL,
+                    "messages": messages,
+                    "max_tokens": 20,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+                with http.stream(
+                    "POST", "/v1/chat/completions", json=body, headers={"x-session-id": f"st{session}"}
+                ) as response:
+                    assert response.status_code == 200, f"{response.status_code} {response.read()!r}"
+                    predicted = int(response.headers["x-pcache-predicted-cached-tokens"])
+                    text, usage = "", None
+                    for line in response.iter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        chunk = json.loads(line[6:])
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                        for choice in chunk.get("choices", []):
+                            text += choice.get("delta", {}).get("content") or ""
+                assert usage is not None, "no usage chunk"
+                exact += predicted == usage["prompt_tokens_details"]["cached_tokens"]
+                total += 1
+                messages.append({"role": "assistant", "content": text})
+    return exact, total
+
+
+def test_cache_aware_streams_predict_exactly_too_and_the_router_counts_the_usage_chunk(
+    fleet: SimFleet, tmp_path: Path
+) -> None:
+    router = RouterProcess(
+        fleet.urls,
+        policy="cache_aware",
+        state_dir=tmp_path / "router",
+        replica_options=_engine_endpoints(fleet),
+        health={"interval_s": HEALTH_INTERVAL_S},
+    )
+    with router:
+        eventually(lambda: set(_precise(router).values()) == {"precise"}, what="both replicas precise")
+        exact, total = _streamed_turns(router.url, sessions=4, turns=3)
+        assert exact / total >= 0.95, f"{exact}/{total}"
+        status = _status(router)
+        assert status.all.predictions == total
