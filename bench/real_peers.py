@@ -318,7 +318,11 @@ def main() -> None:
 
     def pcache() -> tuple[str, Callable[[], None]]:
         router = RouterProcess(replicas={e.name: e.url for e in engines}, state_dir=work / "router").start()
-        return router.url, lambda: router.stop()
+
+        def stop() -> None:
+            router.stop()
+
+        return router.url, stop
 
     def sglang() -> tuple[str, Callable[[], None]]:
         router = SglangRouter([e.url for e in engines])

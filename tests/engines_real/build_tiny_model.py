@@ -65,8 +65,9 @@ def training_text() -> list[str]:
 
 
 def build_tokenizer(out: Path) -> None:
+    # tokenizers, transformers and torch come from the vLLM environment this script runs in.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # type: ignore[import-not-found]
 
     bos, eos, pad = SPECIALS
     tokenizer = Tokenizer(models.BPE())
@@ -91,8 +92,12 @@ def build_tokenizer(out: Path) -> None:
 
 
 def build_model(out: Path) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    import torch  # type: ignore[import-not-found, unused-ignore]
+    from transformers import (  # type: ignore[import-not-found, unused-ignore]
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
     config = LlamaConfig(

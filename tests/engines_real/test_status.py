@@ -101,6 +101,7 @@ def test_hit_rate_and_ttft_p95_per_replica_equal_the_engines_metrics_over_the_sa
         return rows
 
     rows = eventually(agrees, timeout_s=30, what=f"status to show {expected}")
+    assert rows is not None
     assert all(0 < rows[name]["hit_rate"] < 1 for name in expected)
 
 
