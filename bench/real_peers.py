@@ -7,7 +7,8 @@
 Two real vLLM engines (CPU build, the real-engine suite's tiny local model, 48 KV blocks of 128
 tokens each so the fleet cannot hold the whole workload) serve every run. Each run starts from
 empty prefix caches (``/reset_prefix_cache``, a dev-mode endpoint), starts one router in front of
-both engines -- pcache (``tiered``, the default config) or sglang-router 0.3 (``cache_aware``) --
+both engines -- pcache (``tiered``, the default config; then with the engines' KV events and the
+model's tokenizer, the precise index) or sglang-router 0.3 (``cache_aware``) --
 and replays the same multi-session chat workload through it: sessions of a few apps sharing their
 system prompt (Zipf popularity), several turns each, with their history resent every turn, a fixed
 number in flight. Reported per run: the engine-reported prefix-cache hit rate (token-weighted
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -252,13 +254,13 @@ def measure(
 
 def _table(results: list[Result]) -> str:
     header = (
-        f"{'router':<26} {'reqs':>5} {'err':>4} {'hit rate':>9} {'TTFT p50':>9} {'TTFT p95':>9} "
+        f"{'router':<28} {'reqs':>5} {'err':>4} {'hit rate':>9} {'TTFT p50':>9} {'TTFT p95':>9} "
         f"{'wall s':>7}  split"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r.router:<26} {r.requests:>5} {r.errors:>4} {r.hit_rate:>9.1%} {r.ttft_p50_ms:>7.0f}ms "
+            f"{r.router:<28} {r.requests:>5} {r.errors:>4} {r.hit_rate:>9.1%} {r.ttft_p50_ms:>7.0f}ms "
             f"{r.ttft_p95_ms:>7.0f}ms {r.wall_s:>7.1f}  {r.split}"
         )
     return "\n".join(lines)
@@ -278,12 +280,13 @@ def _summary(results: list[Result]) -> str:
         f"mean of {name}: hit rate {hit:.1%}, TTFT p50 {p50:.0f} ms, p95 {p95:.0f} ms"
         for name, (hit, p50, p95) in means.items()
     ]
-    ours, peer = (means.get(n) for n in ("pcache (tiered)", "sglang-router (cache_aware)"))
-    if ours and peer:
-        lines.append(
-            f"pcache / sglang-router: hit rate {ours[0] / peer[0]:.3f}x, TTFT p50 {ours[1] / peer[1]:.2f}x, "
-            f"p95 {ours[2] / peer[2]:.2f}x"
-        )
+    peer = means.get("sglang-router (cache_aware)")
+    for name, ours in means.items():
+        if peer and name.startswith("pcache"):
+            lines.append(
+                f"{name} / sglang-router: hit rate {ours[0] / peer[0]:.3f}x, "
+                f"TTFT p50 {ours[1] / peer[1]:.2f}x, p95 {ours[2] / peer[2]:.2f}x"
+            )
     return "\n".join(lines)
 
 
@@ -316,19 +319,46 @@ def main() -> None:
     ]
     sessions = plan(args.sessions, args.turns, args.apps, args.seed)
 
-    def pcache() -> tuple[str, Callable[[], None]]:
-        router = RouterProcess(replicas={e.name: e.url for e in engines}, state_dir=work / "router").start()
+    def pcache_with(**options: Any) -> Callable[[], tuple[str, Callable[[], None]]]:
+        def start() -> tuple[str, Callable[[], None]]:
+            router = RouterProcess(
+                replicas={e.name: e.url for e in engines},
+                state_dir=Path(tempfile.mkdtemp(prefix="router-", dir=work)),
+                startup_timeout_s=120,
+                **options,
+            ).start()
 
-        def stop() -> None:
-            router.stop()
+            def stop() -> None:
+                router.stop()
 
-        return router.url, stop
+            return router.url, stop
+
+        return start
+
+    # The precise index: the engines' KV events and the model's own tokenizer (issue 14).
+    precise = pcache_with(
+        replica_options={
+            e.name: {
+                "kv_events": {
+                    "endpoint": e.kv_events.endpoint,
+                    "replay_endpoint": e.kv_events.replay_endpoint,
+                    "topic": e.kv_events.topic,
+                }
+            }
+            for e in engines
+        },
+        tokenizers={MODEL_NAME: str(model)},
+    )
 
     def sglang() -> tuple[str, Callable[[], None]]:
         router = SglangRouter([e.url for e in engines])
         return router.url, router.stop
 
-    targets = [("pcache (tiered)", pcache), ("sglang-router (cache_aware)", sglang)]
+    targets = [
+        ("pcache (tiered)", pcache_with()),
+        ("pcache (tiered, KV events)", precise),
+        ("sglang-router (cache_aware)", sglang),
+    ]
     results: list[Result] = []
     try:
         for engine in engines:

@@ -59,6 +59,7 @@ def make_router(fleet: EnginePair, state_dir: Path, **config: Any) -> RouterProc
     settings: dict[str, Any] = {
         "health": {"interval_s": 0.5, "timeout_s": 2.0, "failures": 2, "recoveries": 1},
         "scrape": {"interval_s": 0.5, "timeout_s": 3.0},
+        "startup_timeout_s": 90.0,  # a router starts in seconds, but the engines load the cores
         **config,
     }
     return RouterProcess(replicas=fleet.urls, state_dir=state_dir, **settings)
