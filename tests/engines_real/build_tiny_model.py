@@ -67,7 +67,7 @@ def training_text() -> list[str]:
 def build_tokenizer(out: Path) -> None:
     # tokenizers, transformers and torch come from the vLLM environment this script runs in.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast  # type: ignore[import-not-found]
+    from transformers import PreTrainedTokenizerFast
 
     bos, eos, pad = SPECIALS
     tokenizer = Tokenizer(models.BPE())
@@ -92,8 +92,8 @@ def build_tokenizer(out: Path) -> None:
 
 
 def build_model(out: Path) -> None:
-    import torch  # type: ignore[import-not-found, unused-ignore]
-    from transformers import (  # type: ignore[import-not-found, unused-ignore]
+    import torch
+    from transformers import (
         LlamaConfig,
         LlamaForCausalLM,
         PreTrainedTokenizerFast,
