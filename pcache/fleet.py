@@ -410,6 +410,10 @@ class Fleet:
             _forget_gauges(entry)
             self._load_changed(name)
 
+    def now(self) -> float:
+        """The fleet's clock (what the replicas' recent windows are kept in)."""
+        return self._clock()
+
     def prefix_totals(self, now: float | None = None) -> tuple[float, float]:
         """Fleet prefix-cache ``(queries, hits)`` over the same window as each replica's hit rate."""
         at = self._clock() if now is None else now

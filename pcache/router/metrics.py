@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pcache.engines.base import TIERS
 from pcache.fleet import Fleet
 from pcache.fleet_view import ReplicaState
 from pcache.ledger import Ledger
@@ -123,6 +124,13 @@ class RouterMetrics:
         self.replica_in_flight = Gauge(
             "pcache_replica_in_flight", "Requests in flight through this router", ["replica"], registry=r
         )
+        self.replica_tier_hit_rate = Gauge(
+            "pcache_replica_hit_rate_by_tier",
+            "Engine-reported cache hit rate by the KV tier that supplied the tokens (gpu, host, disk, "
+            "peer, pool), recent window; a replica's tiers sum to its hit rate",
+            ["replica", "tier"],
+            registry=r,
+        )
         self._known: set[str] = set()
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -162,6 +170,7 @@ class RouterMetrics:
     def refresh(self, fleet: Fleet, ledger: Ledger) -> None:
         """Bring the fleet-level gauges up to date (called before each exposition)."""
         names = set()
+        now = fleet.now()
         for entry in fleet.entries():
             names.add(entry.name)
             state = entry.state
@@ -171,9 +180,15 @@ class RouterMetrics:
             if kv is not None:
                 self.replica_kv.labels(entry.name).set(kv)
             self.replica_in_flight.labels(entry.name).set(entry.in_flight)
+            by_tier = entry.hit_rate_by_tier(now)
+            for tier, rate in (by_tier or {}).items():
+                self.replica_tier_hit_rate.labels(entry.name, tier).set(rate)
         for gone in self._known - names:
             for candidate in ReplicaState:
                 self.replica_state.remove(gone, candidate.value)
+            for tier in TIERS:
+                with contextlib.suppress(KeyError):
+                    self.replica_tier_hit_rate.remove(gone, tier)
             for gauge in (self.replica_kv, self.replica_in_flight):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)

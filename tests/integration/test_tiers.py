@@ -94,6 +94,16 @@ def test_status_splits_each_replicas_hit_rate_by_tier_as_its_metrics_do(
     fleet = status["all"]["hit_rate_by_tier"]
     assert sum(fleet.values()) == pytest.approx(status["all"]["hit_rate"])
     assert fleet["pool"] > 0
+    # the router's own /metrics carries the same split per replica
+    exposed = {
+        (sample.labels["replica"], sample.labels["tier"]): sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{router.url}/metrics", timeout=5).text)
+        for sample in family.samples
+        if sample.name == "pcache_replica_hit_rate_by_tier"
+    }
+    for name, (queries, tiers) in engines.items():
+        assert exposed[(name, "pool")] == pytest.approx(tiers["pool"] / queries)
+        assert exposed[(name, "gpu")] == pytest.approx(tiers["gpu"] / queries)
 
 
 def cli_run(router: RouterProcess, home: Path, *args: str) -> Any:
