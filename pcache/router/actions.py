@@ -42,7 +42,7 @@ from pcache.router.config import (
 from pcache.router.routing import Routing
 from pcache.router.upstream import Upstream, UpstreamError
 from pcache.router.watcher import FleetWatcher
-from pcache.state import OperatorState, ReplicaRecord, StateStore, Tier1Record
+from pcache.state import OperatorState, ReplicaRecord, StateError, StateStore, Tier1Record
 
 __all__ = ["ActionError", "OperatorActions"]
 
@@ -217,8 +217,12 @@ class OperatorActions:
                     source="runtime",
                     joining=True,
                 )
-                self.fleet.finish_joining(record.name, routable=False)  # routable once it answers
+                if not record.joining:  # else held out until the adding router says it is prewarmed
+                    self.fleet.finish_joining(record.name, routable=False)  # routable once it answers
                 changes.append(f"added {record.name}")
+            elif not record.joining and self.fleet.get(record.name).joining:
+                self.fleet.finish_joining(record.name, routable=False)
+                changes.append(f"{record.name} joined")
         for entry in self.fleet.entries():
             wanted = state.drains.get(entry.name)
             if wanted is None and entry.drain is not None:
@@ -419,7 +423,9 @@ class OperatorActions:
             check_engine(engine)
         except ValueError as exc:
             raise ActionError(422, str(exc), "unknown_engine") from None
-        record = ReplicaRecord(name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight)
+        record = ReplicaRecord(
+            name=name, url=url.rstrip("/"), engine=engine, group=group, weight=weight, joining=True
+        )
         async with self._writing:
             await self.store.put_replica(record)
             # Not routable until it answered a health check and holds the Tier-1 prefixes it will own.
@@ -427,7 +433,7 @@ class OperatorActions:
                 name, record.url, engine=engine, group=group, weight=weight, source="runtime", joining=True
             )
         if not await self.watcher.check(name):
-            self.fleet.finish_joining(name, routable=False)
+            await self._joined(record, routable=False)
             log.warning("new replica %s failed its first health check; it joins when it recovers", name)
             return None
         await self.watcher.scrape_one(name)
@@ -444,9 +450,19 @@ class OperatorActions:
                         )
                     )
         handover = await self._handover(targets) if targets else None
-        self.fleet.finish_joining(name, routable=True)
+        await self._joined(record, routable=True)
         log.info("replica %s added (%d Tier-1 prefixes prewarmed)", name, len(targets))
         return handover
+
+    async def _joined(self, record: ReplicaRecord, *, routable: bool) -> None:
+        """End the joining phase here and in the store (the other routers admit it then)."""
+        async with self._writing:
+            try:
+                await self.store.put_replica(dataclasses.replace(record, joining=False))
+            except StateError as exc:  # it serves here; a restart or the next write repairs the store
+                log.warning("could not record that %s joined: %s", record.name, exc.message)
+            if record.name in self.fleet:
+                self.fleet.finish_joining(record.name, routable=routable)
 
     async def remove_replica(self, name: str, *, force: bool = False) -> BlastRadius:
         if name not in self.fleet:

@@ -69,13 +69,15 @@ class Tier1Record:
 
 @dataclass(frozen=True)
 class ReplicaRecord:
-    """A replica added at run time."""
+    """A replica added at run time. ``joining`` while the router adding it prewarms its Tier-1
+    share: the other routers then hold it out too, so scale-out costs no cold misses anywhere."""
 
     name: str
     url: str
     engine: str = "auto"
     group: str | None = None
     weight: float = 1.0
+    joining: bool = False
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,9 @@ def _open_checked(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(replicas)")}
+        if "joining" not in columns:  # a state file from before replicas could be joining
+            db.execute("ALTER TABLE replicas ADD COLUMN joining INTEGER NOT NULL DEFAULT 0")
     except sqlite3.DatabaseError as exc:
         db.close()
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
@@ -233,11 +236,13 @@ class SqliteStateStore:
         await self._write(write)
 
     async def put_replica(self, record: ReplicaRecord) -> None:
-        row = (record.name, record.url, record.engine, record.group, record.weight)
+        row = (record.name, record.url, record.engine, record.group, record.weight, int(record.joining))
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT OR REPLACE INTO replicas (name, url, engine, grp, weight) VALUES (?, ?, ?, ?, ?)", row
+                "INSERT OR REPLACE INTO replicas (name, url, engine, grp, weight, joining) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                row,
             )
             db.execute("DELETE FROM removed WHERE name = ?", (record.name,))
 
@@ -337,8 +342,10 @@ def _read_state(db: sqlite3.Connection) -> OperatorState:
     }
     drains = dict(db.execute("SELECT replica, state FROM drains ORDER BY replica").fetchall())
     replicas = {
-        row[0]: ReplicaRecord(name=row[0], url=row[1], engine=row[2], group=row[3], weight=row[4])
-        for row in db.execute("SELECT name, url, engine, grp, weight FROM replicas ORDER BY name")
+        row[0]: ReplicaRecord(
+            name=row[0], url=row[1], engine=row[2], group=row[3], weight=row[4], joining=bool(row[5])
+        )
+        for row in db.execute("SELECT name, url, engine, grp, weight, joining FROM replicas ORDER BY name")
     }
     removed = frozenset(row[0] for row in db.execute("SELECT name FROM removed"))
     return OperatorState(tier1=tier1, drains=drains, replicas=replicas, removed=removed)

@@ -221,3 +221,20 @@ async def test_a_write_while_another_process_holds_the_lock_is_a_503_and_never_b
     await store.put_tier1(Tier1Record(name="sys", text="x"))  # the store works once the lock is gone
     assert list((await store.load()).tier1) == ["sys"]
     await store.close()
+
+
+async def test_a_state_file_from_before_joining_replicas_opens_and_keeps_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE replicas (name TEXT PRIMARY KEY, url TEXT NOT NULL, engine TEXT NOT NULL, grp TEXT, "
+        "weight REAL NOT NULL);"
+        "INSERT INTO replicas VALUES ('r9', 'http://127.0.0.1:9', 'auto', NULL, 1.0);"
+    )
+    old.commit()
+    old.close()
+    store = SqliteStateStore(path)
+    assert (await store.load()).replicas["r9"] == ReplicaRecord(name="r9", url="http://127.0.0.1:9")
+    await store.put_replica(ReplicaRecord(name="r8", url="http://127.0.0.1:8", joining=True))
+    assert (await store.load()).replicas["r8"].joining
+    await store.close()
