@@ -77,6 +77,7 @@ class ReplicaBlocks:
         self.block_size: int | None = None
         self._media: dict[int, frozenset[str]] = {}  # chain key -> media holding the block
         self._keys: dict[BlockHash, int] = {}  # engine block hash -> chain key
+        self._hashes: dict[int, BlockHash] = {}  # chain key -> engine block hash (to trim both)
         self._held: Counter[str] = Counter()  # blocks per medium
         self.unplaced = 0  # stored blocks not indexed (unknown parent, extra keys)
         self.trimmed = 0  # blocks dropped to stay within max_blocks
@@ -101,7 +102,7 @@ class ReplicaBlocks:
 
     def clear(self) -> None:
         """Forget everything (the engine restarted or cleared its cache)."""
-        self._media, self._keys, self._held = {}, {}, Counter()
+        self._media, self._keys, self._hashes, self._held = {}, {}, {}, Counter()
 
     def match(self, keys: Sequence[int], weights: Mapping[str, float]) -> PreciseMatch:
         """The leading ``keys`` this replica holds; each block credited at its best medium's weight."""
@@ -145,6 +146,7 @@ class ReplicaBlocks:
                 continue
             key = chain_keys(block_tokens, size, parent)[0]
             self._keys[block_hash] = key
+            self._hashes[key] = block_hash
             held = self._media.get(key, frozenset())
             if medium not in held:
                 self._media[key] = held | {medium}
@@ -168,14 +170,15 @@ class ReplicaBlocks:
             else:
                 del self._media[key]
                 del self._keys[block_hash]
+                self._hashes.pop(key, None)
 
     def _trim(self) -> None:
-        excess = len(self._media) - self.max_blocks
-        if excess <= 0:
-            return
-        for key in list(self._media)[:excess]:
-            for medium in self._media.pop(key):
+        media = self._media
+        while len(media) > self.max_blocks:
+            key = next(iter(media))  # the oldest stored
+            for medium in media.pop(key):
                 self._held[medium] -= 1
+            block_hash = self._hashes.pop(key, None)
+            if block_hash is not None:
+                self._keys.pop(block_hash, None)
             self.trimmed += 1
-        live = self._media
-        self._keys = {block_hash: key for block_hash, key in self._keys.items() if key in live}
