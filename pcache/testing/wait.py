@@ -13,12 +13,13 @@ T = TypeVar("T")
 
 def eventually(
     condition: Callable[[], T | Literal[False] | None],
-    timeout_s: float = 10.0,
+    timeout_s: float = 30.0,
     interval_s: float = 0.05,
     what: str = "the condition",
 ) -> T:
     """Call ``condition`` every ``interval_s`` until it returns something truthy, and return that;
-    fail with an AssertionError naming ``what`` after ``timeout_s``.
+    fail with an AssertionError naming ``what`` after ``timeout_s`` (30 s by default: generous,
+    because it only costs time when something is wrong, and a loaded machine is slow).
 
     The falsy ``False`` and ``None`` are never returned, so ``eventually(lambda: ready and rows)``
     is typed as ``rows``."""

@@ -20,8 +20,9 @@ from pcache_console.app import TopApp
 from pcache_console.source import RouterSource
 
 
-async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Let the app run until ``condition()`` holds; fail with a clear message at the deadline."""
+async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 30.0) -> None:
+    """Let the app run until ``condition()`` holds; fail with a clear message at the deadline (30 s:
+    a real router polled on a loaded 2-core machine can take several seconds per round)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
