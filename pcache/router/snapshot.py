@@ -278,7 +278,11 @@ def with_cache_index(
             ),
         }
     )
-    return snapshot.model_copy(update={"replicas": rows, "all": totals})
+    quiet = sorted(r.name for r in rows if r.kv_events is not None and r.cache_index != "precise")
+    callouts = list(snapshot.callouts)
+    if quiet:
+        callouts.append(f"{', '.join(quiet)}: KV events not live, routed on the approximate index")
+    return snapshot.model_copy(update={"replicas": rows, "all": totals, "callouts": callouts})
 
 
 def with_calibration(

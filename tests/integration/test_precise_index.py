@@ -141,6 +141,7 @@ def test_a_replica_whose_events_stop_is_back_on_the_approximate_index_within_a_h
                 what="both replicas back on the approximate index",
             )
             assert stopped
+            assert any("KV events not live" in line for line in _status(router).callouts)
         finally:
             os.kill(fleet.process.pid, signal.SIGCONT)
         eventually(lambda: set(_precise(router).values()) == {"precise"}, what="precise again")
