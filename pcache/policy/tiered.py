@@ -112,8 +112,8 @@ class TieredPolicy(BasePolicy):
         hot_copy_factor: float = 2.0,
         detector: HotPrefixDetector | None = None,
         pool_tokens: int = 0,
-        pool_weight: float = 0.9,
-        pool_latency_tokens: float = 500.0,
+        pool_weight: float = 0.7,
+        pool_latency_tokens: float = 1500.0,
     ) -> None:
         """``eps``: the load bound's slack. 0.75, not the 0.25 of plain bounded-load hashing: load
         counts requests in flight, mostly decoding, a few per replica, so a 25% bound is one request,
@@ -131,10 +131,10 @@ class TieredPolicy(BasePolicy):
         holds that earns it one request over the bound (4096: more than the 2k-token group prefixes
         of the gsp traces, whose balance the bound keeps; a long conversation's history).
         ``pool_tokens``: capacity of a KV pool the replicas share (0: none, or the policy ignores
-        it). ``pool_weight``: a pool-held token's credit against a GPU-held one (0.9: the
-        simulator's 2 µs per token loaded against 20 µs per token computed). ``pool_latency_tokens``:
-        the pool's per-request round trip in prompt tokens of prefill (500: the simulator's 10 ms at
-        20 µs per token)."""
+        it). ``pool_weight``: a pool-held token's credit against a GPU-held one, and
+        ``pool_latency_tokens``: the pool's per-request round trip in prompt tokens of prefill. The
+        defaults are the simulator's default costs (2 µs per token loaded against 20 µs computed;
+        10 ms at 20 µs per token) times the replayer's ``POOL_COST_FACTOR`` 3: 0.7 and 1500."""
         if eps < 0:
             raise ValueError("eps must be >= 0")
         if max_sessions < 1:

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 from pcache.fleet_view import FleetView, ReplicaState, ReplicaView
 
-__all__ = ["Served", "ServiceModel", "SimulatedFleet", "SimulatedReplica"]
+__all__ = ["POOL_COST_FACTOR", "Served", "ServiceModel", "SimulatedFleet", "SimulatedReplica"]
+
+# A load from the pool is on its request's critical path in full, while ``tiered`` takes any candidate
+# within ``1 + cost_eps`` of the cheapest (and the least loaded first): at the load's bare cost it
+# traded GPU hits for pool loads and lost TTFT p90 on the gsp traces at 4 replicas (47 ms against
+# 36 and 45 ms). Three times the bare cost keeps every measured p90 at or below tier-blind's
+# (bench/tiers.py; x2 still lost 1 ms on gsp_default).
+POOL_COST_FACTOR = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +53,13 @@ class ServiceModel:
         return self.pool_tokens // self.block_tokens
 
     def tier_aware_params(self) -> dict[str, float]:
-        """``tiered``'s pool parameters for this fleet: the pool's capacity, its per-token load cost
-        against prefill as the credit, its round trip in prompt tokens of prefill."""
+        """``tiered``'s pool parameters for this fleet: the pool's capacity, and its load costs (per
+        token against prefill, the round trip in prompt tokens of prefill) times ``POOL_COST_FACTOR``."""
+        per_token = min(1.0, POOL_COST_FACTOR * self.prefill_tokens_per_s / self.pool_tokens_per_s)
         return {
             "pool_tokens": self.pool_tokens,
-            "pool_weight": max(0.0, 1.0 - self.prefill_tokens_per_s / self.pool_tokens_per_s),
-            "pool_latency_tokens": self.pool_latency_s * self.prefill_tokens_per_s,
+            "pool_weight": 1.0 - per_token,
+            "pool_latency_tokens": POOL_COST_FACTOR * self.pool_latency_s * self.prefill_tokens_per_s,
         }
 
 
