@@ -29,6 +29,7 @@ __all__ = [
     "seconds",
     "spark",
     "state_label",
+    "tier_bar",
 ]
 
 KV_WARNING = KV_WARN  # the thresholds of `pcache status`'s KV bar, so both colour alike
@@ -86,6 +87,26 @@ def kv_bar(usage: float | None, width: int = 10) -> Text:
     text.append("░" * (width - filled), style="dim")
     text.append(f" {usage * 100:3.0f}% ")
     text.append(f"{word:<4}", style=style)
+    return text
+
+
+_TIER_STYLES = {"gpu": "green", "host": "cyan", "disk": "magenta", "peer": "yellow", "pool": "blue"}
+
+
+def tier_bar(by_tier: dict[str, float] | None, width: int = 20) -> Text:
+    """The hit rate split by KV tier as one bar (GPU green, host cyan, pool blue, ...), then each
+    tier's share in words; ``-`` when the engine does not report tiers."""
+    if by_tier is None:
+        return Text("-", style="dim")
+    text = Text()
+    used = 0
+    for tier, style in _TIER_STYLES.items():
+        cells = min(width - used, round(by_tier.get(tier, 0.0) * width))
+        text.append("█" * cells, style=style)
+        used += cells
+    text.append("░" * (width - used), style="dim")
+    words = [f"{tier} {share * 100:.0f}%" for tier, share in by_tier.items() if share > 0]
+    text.append(" " + (" ".join(words) if words else "no hits"))
     return text
 
 

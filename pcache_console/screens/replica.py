@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from pcache.api import ReplicaStatus
-from pcache_console.cells import kv_bar, number, percent, rate, seconds, spark, state_label
+from pcache_console.cells import kv_bar, number, percent, rate, seconds, spark, state_label, tier_bar
 from pcache_console.history import History
 from pcache_console.source import Frame
 from pcache_console.widgets.heatmap import prefix_label
@@ -34,6 +34,7 @@ def _stats(replica: ReplicaStatus) -> Table:
         ("running / waiting", f"{number(replica.running)} / {number(replica.waiting)}"),
         ("in flight (router)", str(replica.in_flight)),
         ("prefix-cache hit rate", percent(replica.hit_rate)),
+        ("hit rate by tier", tier_bar(replica.hit_rate_by_tier)),
         ("TTFT p50 / p95", f"{seconds(replica.ttft_p50)} / {seconds(replica.ttft_p95)}"),
         ("requests/s  total", f"{rate(replica.requests_per_s)}  {replica.requests_total}"),
         ("sessions homed", str(replica.sessions)),
