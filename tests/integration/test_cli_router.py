@@ -537,7 +537,7 @@ def test_config_check_accepts_the_router_config_and_names_bad_fields(stack: Stac
     bad = tmp_path / "router.yaml"
     bad.write_text("listen: 127.0.0.1:8080\nreplicas:\n  - name: r1\n    url: nope\n", encoding="utf-8")
     result = stack.cli("config", "check", str(bad))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, the same code as `pcache router check-config`
     assert f"{bad}:4: replicas[0].url: must start with http:// or https://" in one_line(result)
 
 
