@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.output import OutputOpt, emit
 from pcache_cli.settings import FILE_KEYS
 
 __all__ = ["register"]
@@ -30,7 +31,14 @@ def register(app: typer.Typer) -> None:
 
     @group.command("show")
     def show(ctx: typer.Context, output: OutputOpt = None) -> None:
-        """Print effective settings and where each came from (flag, PCACHE_* env, config file, default)."""
+        """Print effective settings and where each came from (flag, PCACHE_* env, config file, default).
+
+        Examples:
+
+          pcache config show
+
+          pcache --router http://10.0.0.5:8081 config show -o json
+        """
         cli = get_context(ctx)
         values = {
             "router": cli.router,
@@ -45,17 +53,22 @@ def register(app: typer.Typer) -> None:
             for key in FILE_KEYS
         ]
         fmt = cli.output_for(output)
-        if fmt is OutputFormat.JSON:
-            print_json({"config_file": cli.config_file, "settings": rows})
-        elif fmt is OutputFormat.JSONL:
-            print_jsonl(rows)
-        else:
+
+        def settings_table(_wide: bool) -> Table:
             table = Table(box=None, pad_edge=False, header_style="bold")
             for header in ("KEY", "VALUE", "SOURCE"):
                 table.add_column(header, no_wrap=True)
             for row in rows:
                 table.add_row(row["key"], "-" if row["value"] is None else str(row["value"]), row["source"])
-            cli.console().print(table)
+            return table
+
+        emit(
+            cli,
+            fmt,
+            document={"config_file": cli.config_file, "settings": rows},
+            items=rows,
+            render=settings_table,
+        )
 
     @group.command("check")
     def check(
@@ -63,7 +76,12 @@ def register(app: typer.Typer) -> None:
         file: Annotated[Path, typer.Argument(help="A router config (router.yaml).")],
         output: OutputOpt = None,
     ) -> None:
-        """Validate a router config: every error names its field and line."""
+        """Validate a router config: every error names its field and line.
+
+        Examples:
+
+          pcache config check router.yaml
+        """
         from pcache.router.checks import check_config_file
         from pcache.router.config import ConfigError
 
@@ -85,10 +103,8 @@ def register(app: typer.Typer) -> None:
             "admin_listen": config.admin.listen,
         }
         fmt = cli.output_for(output)
-        if fmt.is_machine:
-            print_json(summary) if fmt is OutputFormat.JSON else print_jsonl([summary])
-            return
-        cli.console().print(
+        line = (
             f"{file}: ok (policy {config.policy.name}, {len(config.replicas)} replicas, "
             f"{len(config.tier1)} tier-1 prefixes, data plane {config.listen}, admin {config.admin.listen})"
         )
+        emit(cli, fmt, document=summary, items=[summary], render=lambda _wide: Text(line))

@@ -31,7 +31,7 @@ from pcache.client import (
 )
 from pcache.credentials import local_token_for
 from pcache_cli.common import ExitCode, fail
-from pcache_cli.output import OutputFormat
+from pcache_cli.output import Column, OutputFormat, OutputSpec
 
 __all__ = ["CliContext", "get_context"]
 
@@ -46,6 +46,8 @@ class CliContext:
     token: str | None = None
     no_color: bool = False
     output: OutputFormat = OutputFormat.TABLE
+    columns: tuple[Column, ...] = ()  # with -o custom-columns=...
+    headers: bool = True  # False with --no-headers
     timeout: float = 5.0
     prometheus: str | None = None  # Prometheus URL for the console's history
     sources: dict[str, str] = field(default_factory=dict)
@@ -56,9 +58,14 @@ class CliContext:
     def color(self) -> bool:
         return not self.no_color and "NO_COLOR" not in os.environ
 
-    def output_for(self, override: OutputFormat | None) -> OutputFormat:
-        """A command's own ``-o`` wins over the global one."""
-        return override or self.output
+    def output_for(self, override: OutputSpec | OutputFormat | None) -> OutputFormat:
+        """A command's own ``-o`` wins over the global one (and brings its custom columns)."""
+        if override is None:
+            return self.output
+        if isinstance(override, OutputFormat):
+            return override
+        self.columns = override.columns
+        return override.format
 
     def console(self) -> Console:
         """Console for data (stdout)."""

@@ -194,7 +194,14 @@ def demo(
     ] = 0,
     output: Annotated[OutputFormat | None, typer.Option("--output", "-o", help="table or json.")] = None,
 ) -> None:
-    """Start a simulated fleet, the router and live traffic; watch cache-aware routing work."""
+    """Start a simulated fleet, the router and live traffic; watch cache-aware routing work.
+
+    Examples:
+
+      pcache demo
+
+      pcache demo --no-tui -d 30 --compare
+    """
     import asyncio
     import sys
 

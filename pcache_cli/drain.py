@@ -17,7 +17,7 @@ from pcache.drain_capacity import DrainCapacity, drain_capacity
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl, state_text
+from pcache_cli.output import OutputFormat, OutputOpt, emit, state_text
 
 __all__ = [
     "confirm_or_fail",
@@ -110,12 +110,9 @@ def fail_on_handover(what: str, handover: HandoverPrewarm | None) -> None:
 def emit_blast_radius(
     cli: CliContext, radius: BlastRadius, fmt: OutputFormat, capacity: DrainCapacity | None = None
 ) -> None:
-    if fmt is OutputFormat.JSON:
-        print_json(radius)
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl([radius])
-    else:
-        cli.console().print(render_blast_radius(radius, capacity))
+    emit(
+        cli, fmt, document=radius, items=[radius], render=lambda _wide: render_blast_radius(radius, capacity)
+    )
 
 
 def confirm_or_fail(cli: CliContext, verb: str, name: str, yes: bool) -> None:
@@ -246,7 +243,12 @@ def register(app: typer.Typer) -> None:
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {replica}") as client:
             status = client.undrain(replica)
-        if fmt.is_machine:
-            print_json(status) if fmt is OutputFormat.JSON else print_jsonl([status])
-            return
-        cli.console().print(Text.assemble("replica ", (status.name, "bold"), " ", state_text(status.state)))
+        emit(
+            cli,
+            fmt,
+            document=status,
+            items=[status],
+            render=lambda _wide: Text.assemble(
+                "replica ", (status.name, "bold"), " ", state_text(status.state)
+            ),
+        )

@@ -14,7 +14,7 @@ from rich.text import Text
 from pcache.api import DriftSeries
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, OutputOpt, percent, print_json, print_jsonl
+from pcache_cli.output import OutputOpt, emit, percent
 
 __all__ = ["drift_chart", "parse_duration", "register", "render_drift"]
 
@@ -105,7 +105,16 @@ def register(app: typer.Typer) -> None:
         chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Draw the chart.")] = True,
         output: OutputOpt = None,
     ) -> None:
-        """Drift ratio and session home moves by cause, with a chart over time."""
+        """Drift ratio and session home moves by cause, with a chart over time.
+
+        Examples:
+
+          pcache drift
+
+          pcache drift --since 1h
+
+          pcache drift -o jsonl | jq .drift_ratio
+        """
         cli = get_context(ctx)
         try:
             since_s = parse_duration(since)
@@ -114,9 +123,10 @@ def register(app: typer.Typer) -> None:
         with cli.admin() as client:
             series = client.drift(since_s=since_s)
         fmt = cli.output_for(output)
-        if fmt is OutputFormat.JSON:
-            print_json(series)
-        elif fmt is OutputFormat.JSONL:
-            print_jsonl(series.points)
-        else:
-            cli.console().print(render_drift(series, since_s, chart=chart, color=cli.color))
+        emit(
+            cli,
+            fmt,
+            document=series,
+            items=series.points,
+            render=lambda _wide: render_drift(series, since_s, chart=chart, color=cli.color),
+        )

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from pcache.api import RouterEvent
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.output import OutputFormat, OutputOpt, emit
 
 __all__ = ["event_table", "register"]
 
@@ -52,12 +52,14 @@ def event_table(events: Sequence[RouterEvent], *, headers: bool = True) -> Table
 
 
 def _emit(cli: CliContext, events: Sequence[RouterEvent], fmt: OutputFormat, headers: bool) -> None:
-    if fmt is OutputFormat.JSON:
-        print_json(list(events))
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl(events)
-    elif events or headers:
-        cli.console().print(event_table(events, headers=headers))
+    if events or headers or fmt.is_machine:
+        emit(
+            cli,
+            fmt,
+            document=list(events),
+            items=list(events),
+            render=lambda _wide: event_table(events, headers=headers and cli.headers),
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -107,6 +109,8 @@ def register(app: typer.Typer) -> None:
                     last = page.last_id
                     fresh = keep(page.events)
                     if fresh:
-                        _emit(cli, fresh, OutputFormat.JSONL if fmt.is_machine else fmt, headers=False)
+                        # One document per poll would not parse as a stream: jsonl lines instead.
+                        again = OutputFormat.JSONL if fmt in (OutputFormat.JSON, OutputFormat.YAML) else fmt
+                        _emit(cli, fresh, again, headers=False)
             except KeyboardInterrupt:
                 return

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup, TyperOption
 
-__all__ = ["GLOBAL_FLAGS", "GlobalFlagsGroup", "hoist_global_flags"]
+__all__ = ["GLOBAL_FLAGS", "GlobalFlagsGroup", "hide_flag_types", "hoist_global_flags"]
 
 # Flag -> whether it takes a value. Keep in step with the root callback in pcache_cli.main.
 GLOBAL_FLAGS: dict[str, bool] = {
@@ -25,6 +25,7 @@ GLOBAL_FLAGS: dict[str, bool] = {
     "--output": True,
     "-o": True,
     "--no-color": False,
+    "--no-headers": False,
 }
 
 
@@ -94,8 +95,28 @@ def hoist_global_flags(group: TyperGroup, ctx: typer._click.Context, args: list[
     return [*hoisted, *args[:start], *rest]
 
 
+def hide_flag_types(command: Any) -> None:
+    """Show on/off flags as bare flags in ``--help`` (Typer prints a ``<bool>`` value for them,
+    as if ``--watch`` took one), in ``command`` and every command under it."""
+    help_option = command.get_help_option(typer.Context(command))  # made lazily, then cached
+    for option in [*_options(command), *([help_option] if help_option else [])]:
+        if option.is_flag and option.metavar is None:
+            option.metavar = ""  # an empty metavar: Typer prints no type column for the option
+    for sub in getattr(command, "commands", {}).values():
+        hide_flag_types(sub)
+
+
 class GlobalFlagsGroup(TyperGroup):
-    """The root ``pcache`` group: global flags work before or after the subcommand."""
+    """The root ``pcache`` group: global flags work before or after the subcommand, and on/off
+    flags show as flags in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hide_flag_types(self)
+
+    def format_help(self, ctx: typer._click.Context, formatter: typer._click.HelpFormatter) -> None:
+        hide_flag_types(self)  # again: Typer adds --install-completion after __init__
+        super().format_help(ctx, formatter)
 
     # The base class takes the Click context typer vendors (typer.Context is its subclass).
     def parse_args(self, ctx: typer._click.Context, args: list[str]) -> list[str]:

@@ -121,7 +121,14 @@ def loadgen(
     ] = None,
     output: Annotated[OutputFormat | None, typer.Option("--output", "-o", help="table or json.")] = None,
 ) -> None:
-    """Send multi-turn chat sessions over shared system prompts; print a summary at the end."""
+    """Send multi-turn chat sessions over shared system prompts; print a summary at the end.
+
+    Examples:
+
+      pcache loadgen --router http://127.0.0.1:8080 -n 200
+
+      pcache loadgen --url http://127.0.0.1:8080 -d 60 --concurrency 8 -o json
+    """
     import asyncio
 
     from pcache.loadgen import LoadGenerator, LoadLimits

@@ -32,7 +32,7 @@ from pcache_cli import (
 )
 from pcache_cli.context import CliContext
 from pcache_cli.global_flags import GlobalFlagsGroup
-from pcache_cli.output import OutputFormat
+from pcache_cli.output import OUTPUT_HELP, OutputSpec, parse_output
 from pcache_cli.settings import resolve
 
 __all__ = ["app", "main"]
@@ -82,9 +82,14 @@ def root(
         bool, typer.Option("--no-color", help="Monochrome output (also when NO_COLOR is set).")
     ] = False,
     output: Annotated[
-        OutputFormat | None,
-        typer.Option("--output", "-o", envvar="PCACHE_OUTPUT", help="table, wide, json or jsonl."),
+        OutputSpec | None,
+        typer.Option(
+            "--output", "-o", envvar="PCACHE_OUTPUT", help=OUTPUT_HELP, metavar="FORMAT", parser=parse_output
+        ),
     ] = None,
+    no_headers: Annotated[
+        bool, typer.Option("--no-headers", help="Drop the header row of tables and custom columns.")
+    ] = False,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -100,8 +105,8 @@ def root(
 ) -> None:
     """Cache-aware routing for fleets of LLM inference replicas.
 
-    Global flags (--router, --token, --request-timeout, --no-color, -o) work before or after the
-    subcommand: `pcache drain r3 --token T --router http://10.0.0.5:8081`.
+    Global flags (--router, --token, --request-timeout, --no-color, --no-headers, -o) work before or
+    after the subcommand: `pcache drain r3 --token T --router http://10.0.0.5:8081`.
     """
     del version  # handled by its eager callback
     given = {"router": router, "token": token, "output": output, "timeout": timeout, "no_color": no_color}
@@ -120,11 +125,14 @@ def root(
         sources["prometheus"] = "env"
     values, value_sources, path = resolve(given, sources)
     previous = ctx.obj if isinstance(ctx.obj, CliContext) else None
+    spec: OutputSpec = values["output"]
     ctx.obj = CliContext(
         router=values["router"],
         token=values["token"],
         no_color=values["no_color"],
-        output=values["output"],
+        output=spec.format,
+        columns=spec.columns,
+        headers=not no_headers,
         timeout=values["timeout"],
         prometheus=values["prometheus"],
         sources=value_sources,
@@ -157,7 +165,14 @@ for module in (
 
 @app.command(rich_help_panel="Other")
 def version() -> None:
-    """Print pcache's version."""
+    """Print pcache's version.
+
+    Examples:
+
+      pcache version
+
+      pcache --version
+    """
     from pcache import __version__
 
     print(__version__)

@@ -14,7 +14,7 @@ from pcache.operator.prefixes_file import PrefixFileError, read_text_file
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_pin, complete_prefix
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.output import OutputFormat, OutputOpt, emit
 from pcache_cli.prewarm import follow_job, report_job, split_names
 
 __all__ = ["pins_table", "register"]
@@ -45,17 +45,12 @@ def pins_table(pins: list[PinOut], wide: bool = False) -> Table:
 
 def _emit(cli: CliContext, pins: list[PinOut], fmt: OutputFormat) -> None:
     pins = sorted(pins, key=lambda p: p.name)
-    if fmt is OutputFormat.JSON:
-        print_json(pins)
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl(pins)
-    else:
-        cli.console().print(pins_table(pins, wide=fmt is OutputFormat.WIDE))
+    emit(cli, fmt, document=pins, items=pins, render=lambda wide: pins_table(pins, wide=wide))
 
 
 def _emit_one(cli: CliContext, pin: PinOut, fmt: OutputFormat) -> None:
-    if fmt is OutputFormat.JSON:
-        print_json(pin)
+    if fmt in (OutputFormat.JSON, OutputFormat.YAML):
+        emit(cli, fmt, document=pin, items=[pin], render=lambda wide: pins_table([pin], wide=wide))
     else:
         _emit(cli, [pin], fmt)
 
@@ -105,7 +100,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pin a Tier-1 prefix to replicas (or to K copies) so its requests go there.
 
-        Without --text or --file, the registered prefix NAME is re-pinned with its own text."""
+        Without --text or --file, the registered prefix NAME is re-pinned with its own text.
+
+        Examples:
+
+          pcache pin sys --file system_prompt.txt --copies 2
+
+          pcache pin tools --text "You are a coding assistant." --replicas r1,r2 --prewarm
+        """
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         body = _read_text(text, file)
@@ -127,7 +129,14 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Name of the pinned prefix.", autocompletion=complete_pin)],
         output: OutputOpt = None,
     ) -> None:
-        """Remove a pin; the prefix's requests follow the routing policy again."""
+        """Remove a pin; the prefix's requests follow the routing policy again.
+
+        Examples:
+
+          pcache unpin sys
+
+          pcache unpin sys -o json
+        """
         cli = get_context(ctx)
         with cli.admin(subject=f"pin {name}") as client:
             result = client.unpin(name)
@@ -139,7 +148,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command(rich_help_panel="Fleet")
     def pins(ctx: typer.Context, output: OutputOpt = None) -> None:
-        """List pinned and registered Tier-1 prefixes with their replicas and current owners."""
+        """List pinned and registered Tier-1 prefixes with their replicas and current owners.
+
+        Examples:
+
+          pcache pins
+
+          pcache pins -o custom-columns=NAME:.name,COPIES:.copies,OWNERS:.owners
+        """
         cli = get_context(ctx)
         with cli.admin() as client:
             result = client.pins()

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from pcache.api import PrefixCell, PrefixHeat, PrefixRow
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, OutputOpt, percent, print_json, print_jsonl
+from pcache_cli.output import OutputOpt, emit, percent
 
 __all__ = ["heat_cell", "register", "render_heat"]
 
@@ -84,14 +84,18 @@ def register(app: typer.Typer) -> None:
         ] = 20,
         output: OutputOpt = None,
     ) -> None:
-        """The prefix heat map: which replicas serve each hot prefix, who owns it, what is pinned."""
+        """The prefix heat map: which replicas serve each hot prefix, who owns it, what is pinned.
+
+        Examples:
+
+          pcache prefixes
+
+          pcache prefixes -n 50 -o wide
+
+          pcache prefixes -o yaml
+        """
         cli = get_context(ctx)
         with cli.admin() as client:
             heat = client.prefixes(top=top)
         fmt = cli.output_for(output)
-        if fmt is OutputFormat.JSON:
-            print_json(heat)
-        elif fmt is OutputFormat.JSONL:
-            print_jsonl(heat.prefixes)
-        else:
-            cli.console().print(render_heat(heat, wide=fmt is OutputFormat.WIDE))
+        emit(cli, fmt, document=heat, items=heat.prefixes, render=lambda wide: render_heat(heat, wide=wide))

@@ -19,7 +19,7 @@ from pcache.client import SyncAdminClient
 from pcache.operator.prefixes_file import PrefixFileError, read_prefixes
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.context import CliContext, get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl, seconds
+from pcache_cli.output import OutputFormat, OutputOpt, emit, seconds
 
 __all__ = ["follow_job", "plan_table", "register", "report_job", "results_table", "split_names"]
 
@@ -125,14 +125,14 @@ def follow_job(cli: CliContext, client: SyncAdminClient, job: PrewarmJob, timeou
 def report_job(cli: CliContext, job: PrewarmJob, fmt: OutputFormat | None, verify: bool) -> None:
     """Print the result (table or JSON; nothing on stdout when ``fmt`` is None), then exit 5 listing
     the failed pairs when some failed."""
-    if fmt is None:
-        pass
-    elif fmt is OutputFormat.JSON:
-        print_json(job)
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl(sorted(job.results, key=lambda p: (p.prefix, p.replica)))
-    else:
-        cli.console().print(results_table(job, verify=verify or fmt is OutputFormat.WIDE))
+    if fmt is not None:
+        emit(
+            cli,
+            fmt,
+            document=job,
+            items=sorted(job.results, key=lambda p: (p.prefix, p.replica)),
+            render=lambda wide: results_table(job, verify=verify or wide),
+        )
     failed = sorted((p for p in job.results if p.ok is False), key=lambda p: (p.prefix, p.replica))
     uncached = sorted(
         (p for p in job.results if p.ok and p.verified is False), key=lambda p: (p.prefix, p.replica)
@@ -195,7 +195,14 @@ def register(app: typer.Typer) -> None:
         ] = 600.0,
         output: OutputOpt = None,
     ) -> None:
-        """Warm the prefix caches of the right replicas ahead of traffic."""
+        """Warm the prefix caches of the right replicas ahead of traffic.
+
+        Examples:
+
+          pcache prewarm prompts.txt --dry-run
+
+          pcache prewarm prompts.txt --copies 2 --verify --timeout 120
+        """
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         try:
@@ -216,12 +223,13 @@ def register(app: typer.Typer) -> None:
         with cli.admin() as client:
             job = client.prewarm(request)
             if dry_run:
-                if fmt is OutputFormat.JSON:
-                    print_json(job)
-                elif fmt is OutputFormat.JSONL:
-                    print_jsonl(sorted(job.plan, key=lambda e: e.prefix))
-                else:
-                    cli.console().print(plan_table(job))
+                emit(
+                    cli,
+                    fmt,
+                    document=job,
+                    items=sorted(job.plan, key=lambda e: e.prefix),
+                    render=lambda _wide: plan_table(job),
+                )
                 info(f"plan: {len(prefixes)} prefixes, {job.total} (prefix, replica) pairs; nothing sent")
                 return
             job = follow_job(cli, client, job, timeout)

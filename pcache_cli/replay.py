@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.output import OutputFormat, OutputOpt, emit
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -83,6 +84,12 @@ def replay(
 
     Every policy runs the router's own code over its own simulated fleet (finite LRU block caches,
     a prefill queue per replica); the trace is streamed once.
+
+    Examples:
+
+      pcache replay trace.jsonl
+
+      pcache replay trace.jsonl -p round_robin,tiered -n 8 --plot
     """
     from pcache.policy import POLICY_NAMES
     from pcache.replay import TIER_AWARE, ScaleEvent, ServiceModel, TraceError, run_replay
@@ -140,10 +147,8 @@ def replay(
             f"{trace}: no usable requests; expected JSONL with one request per line "
             "(Mooncake: timestamp, input_length, output_length, hash_ids)"
         )
-    if fmt is OutputFormat.JSON:
-        print_json(report.to_dict())
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl(_result_rows(report))
+    if fmt.is_machine:
+        emit(cli, fmt, document=report.to_dict(), items=_result_rows(report), render=lambda _wide: Text(""))
     else:
         console = cli.console()
         _print_table(console, report, wide=fmt is OutputFormat.WIDE)

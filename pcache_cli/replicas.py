@@ -14,7 +14,7 @@ from pcache_cli.common import ExitCode, fail, info
 from pcache_cli.completion import complete_replica
 from pcache_cli.context import CliContext, get_context
 from pcache_cli.drain import confirm_or_fail, emit_blast_radius, fail_on_handover, render_blast_radius
-from pcache_cli.output import OutputFormat, OutputOpt, bar, print_json, print_jsonl, state_text
+from pcache_cli.output import OutputFormat, OutputOpt, bar, emit, state_text
 
 __all__ = ["register", "replicas_table"]
 
@@ -50,17 +50,17 @@ def replicas_table(replicas: list[ReplicaStatus], wide: bool = False) -> Table:
 
 def _emit(cli: CliContext, replicas: list[ReplicaStatus], fmt: OutputFormat, single: bool = False) -> None:
     replicas = sorted(replicas, key=lambda r: r.name)
-    if fmt is OutputFormat.JSON:
-        print_json(replicas[0] if single else replicas)
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl(replicas)
-    else:
-        cli.console().print(replicas_table(replicas, wide=fmt is OutputFormat.WIDE))
+    emit(
+        cli,
+        fmt,
+        document=replicas[0] if single else replicas,
+        items=replicas,
+        render=lambda wide: replicas_table(replicas, wide=wide),
+    )
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(
-        help="List, add and remove replicas (`pcache replicas` lists them).",
+    group = typer.Typer(  # its help is the callback's docstring, with the examples
         no_args_is_help=False,
         invoke_without_command=True,
     )
@@ -68,7 +68,16 @@ def register(app: typer.Typer) -> None:
 
     @group.callback()
     def replicas(ctx: typer.Context, output: OutputOpt = None) -> None:
-        """List replicas with their state (`add` and `remove` change membership)."""
+        """List, add and remove replicas: `pcache replicas` lists them with their state.
+
+        Examples:
+
+          pcache replicas
+
+          pcache replicas -o wide
+
+          pcache replicas -o custom-columns=NAME:.name,STATE:.state --no-headers
+        """
         if ctx.invoked_subcommand is not None:
             return
         cli = get_context(ctx)
@@ -86,7 +95,14 @@ def register(app: typer.Typer) -> None:
         weight: Annotated[float, typer.Option(help="Relative capacity.", min=0.001, max=1000)] = 1.0,
         output: OutputOpt = None,
     ) -> None:
-        """Add a replica to the fleet."""
+        """Add a replica to the fleet.
+
+        Examples:
+
+          pcache replicas add r5 http://gpu5:8000
+
+          pcache replicas add r6 http://gpu6:8000 --group code --weight 2
+        """
         cli = get_context(ctx)
         if not url.startswith(("http://", "https://")):
             fail(f"invalid URL {url!r}: must start with http:// or https://", ExitCode.USAGE)
@@ -112,7 +128,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         output: OutputOpt = None,
     ) -> None:
-        """Remove a replica from the fleet (shows the blast radius first)."""
+        """Remove a replica from the fleet (shows the blast radius first).
+
+        Examples:
+
+          pcache replicas remove r5
+
+          pcache replicas remove r5 --yes
+        """
         cli = get_context(ctx)
         fmt = cli.output_for(output)
         with cli.admin(subject=f"replica {name}") as client:

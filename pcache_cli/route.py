@@ -15,7 +15,7 @@ from pcache.api import DecisionOut, ExplainRequest
 from pcache.operator.prefixes_file import PrefixFileError, read_text_file
 from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.output import OutputOpt, emit
 
 __all__ = ["read_request_file", "register", "render_decision"]
 
@@ -108,7 +108,14 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str | None, typer.Option(help="Model name to put in the request.")] = None,
         output: OutputOpt = None,
     ) -> None:
-        """Show the routing decision for a request, with every candidate's score and exclusion."""
+        """Show the routing decision for a request, with every candidate's score and exclusion.
+
+        Examples:
+
+          pcache route explain --prompt "You are a helpful assistant. Hi"
+
+          pcache route explain --file request.json --session user-42 -o yaml
+        """
         cli = get_context(ctx)
         if (prompt is None) == (file is None):
             fail("give exactly one of --prompt or --file", ExitCode.USAGE)
@@ -125,9 +132,4 @@ def register(app: typer.Typer) -> None:
         with cli.admin() as client:
             decision = client.explain(ExplainRequest(body=body, session=session))
         fmt = cli.output_for(output)
-        if fmt is OutputFormat.JSON:
-            print_json(decision)
-        elif fmt is OutputFormat.JSONL:
-            print_jsonl([decision])
-        else:
-            cli.console().print(render_decision(decision))
+        emit(cli, fmt, document=decision, items=[decision], render=lambda _wide: render_decision(decision))

@@ -54,7 +54,12 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve the OpenAI-compatible data plane and the admin API until interrupted."""
+    """Serve the OpenAI-compatible data plane and the admin API until interrupted.
+
+    Examples:
+
+      pcache router serve -c router.yaml
+    """
     from pcache.router.config import ConfigError
     from pcache.router.launch import serve as serve_config
 
@@ -67,7 +72,12 @@ def serve(
 
 @router_app.command("check-config")
 def check_config(config: ConfigOption) -> None:
-    """Validate a router config and print a one-line summary of it."""
+    """Validate a router config and print a one-line summary of it.
+
+    Examples:
+
+      pcache router check-config -c router.yaml
+    """
     loaded = _load(config)
     print(
         f"ok: {len(loaded.replicas)} replicas, {len(loaded.tier1)} Tier-1 prefixes, "

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from pcache.api import RouterStatus
 from pcache_cli.context import get_context
-from pcache_cli.output import OutputFormat, OutputOpt, print_json, print_jsonl
+from pcache_cli.output import OutputOpt, emit
 
 __all__ = ["register", "routers_table"]
 
@@ -42,14 +42,16 @@ def routers_table(routers: list[RouterStatus], wide: bool = False) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command("routers", rich_help_panel="Fleet")
     def routers(ctx: typer.Context, output: OutputOpt = None) -> None:
-        """List the routers sharing the state store (* = the one answering); flags a lost one."""
+        """List the routers sharing the state store (* = the one answering); flags a lost one.
+
+        Examples:
+
+          pcache routers
+
+          pcache routers -o custom-columns=ID:.id,URL:.admin_url --no-headers
+        """
         cli = get_context(ctx)
         with cli.admin() as client:
             result = client.routers()
         fmt = cli.output_for(output)
-        if fmt is OutputFormat.JSON:
-            print_json(result)
-        elif fmt is OutputFormat.JSONL:
-            print_jsonl(result)
-        else:
-            cli.console().print(routers_table(result, wide=fmt is OutputFormat.WIDE))
+        emit(cli, fmt, document=result, items=result, render=lambda wide: routers_table(result, wide=wide))

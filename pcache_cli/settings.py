@@ -14,7 +14,7 @@ import yaml
 
 from pcache.client import DEFAULT_ADMIN_URL
 from pcache_cli.common import ExitCode, fail
-from pcache_cli.output import OutputFormat
+from pcache_cli.output import OutputFormat, OutputSpec, parse_output
 
 __all__ = ["ENV", "FILE_KEYS", "config_path", "load_config_file", "resolve"]
 
@@ -29,7 +29,7 @@ FILE_KEYS = ("router", "token", "output", "no_color", "timeout", "prometheus")
 DEFAULTS: dict[str, Any] = {
     "router": DEFAULT_ADMIN_URL,
     "token": None,
-    "output": OutputFormat.TABLE,
+    "output": OutputSpec(OutputFormat.TABLE),
     "no_color": False,
     "timeout": 5.0,
     "prometheus": None,
@@ -71,7 +71,7 @@ def load_config_file() -> tuple[dict[str, Any], Path | None]:
 def _coerce(key: str, value: Any, where: str) -> Any:
     try:
         if key == "output":
-            return OutputFormat(str(value))
+            return parse_output(str(value))
         if key == "timeout":
             timeout = float(value)
             if timeout <= 0:

@@ -79,7 +79,14 @@ def sim(
         ),
     ] = False,
 ) -> None:
-    """Run N vLLM-like replicas (r1..rN); prints `replica NAME URL` lines, then `ready`."""
+    """Run N vLLM-like replicas (r1..rN); prints `replica NAME URL` lines, then `ready`.
+
+    Examples:
+
+      pcache sim -n 3
+
+      pcache sim -n 4 --base-port 9000 --num-gpu-blocks 512
+    """
     from pcache.sim.config import ConfigError
     from pcache.sim.launch import SimOptions, fleet_config
     from pcache.sim.server import run_fleet

@@ -26,9 +26,8 @@ from pcache_cli.output import (
     OutputOpt,
     bar,
     dash,
+    emit,
     percent,
-    print_json,
-    print_jsonl,
     seconds,
     state_text,
 )
@@ -291,12 +290,24 @@ def router_source(cli: CliContext) -> Callable[[], StatusSnapshot]:
 
 
 def _show(cli: CliContext, snapshot: StatusSnapshot, fmt: OutputFormat) -> None:
-    if fmt is OutputFormat.JSON:
-        print_json(snapshot)
-    elif fmt is OutputFormat.JSONL:
-        print_jsonl([snapshot])
-    else:
-        cli.console().print(render_status(snapshot, wide=fmt is OutputFormat.WIDE))
+    """The snapshot in ``fmt``; custom columns get one line per replica (ALL last)."""
+    all_row = snapshot.all.model_copy(update={"name": "ALL"})
+    rows = [*sorted(snapshot.replicas, key=lambda r: r.name), all_row]
+    emit(
+        cli,
+        fmt,
+        document=snapshot,
+        items=[snapshot],
+        rows=rows,
+        render=lambda wide: _status_view(cli, snapshot, wide),
+    )
+
+
+def _status_view(cli: CliContext, snapshot: StatusSnapshot, wide: bool) -> RenderableType:
+    """The whole view, or with --no-headers only the replica rows (for grep and awk)."""
+    if cli.headers:
+        return render_status(snapshot, wide=wide)
+    return status_table(snapshot, wide=wide)
 
 
 def register(app: typer.Typer) -> None:

@@ -54,7 +54,16 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--top-prefixes", help="Rows of the prefix heat map.", min=1, max=500)
         ] = 30,
     ) -> None:
-        """Live console: fleet table, prefix heat map, affinity drift, and drain/pin/prewarm actions."""
+        """Live console: fleet table, prefix heat map, affinity drift, and drain/pin/prewarm actions.
+
+        Examples:
+
+          pcache top
+
+          pcache top --readonly --refresh 5
+
+          pcache top --replicas http://gpu1:8000,http://gpu2:8000
+        """
         cli = get_context(ctx)
         if prometheus is None:  # flag and PCACHE_PROMETHEUS come first, then the CLI config file
             prometheus = cli.prometheus

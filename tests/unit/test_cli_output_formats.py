@@ -1,0 +1,92 @@
+"""``-o yaml``, ``-o custom-columns=...`` and ``--no-headers`` on the listing commands, through the
+one shared output module, against an admin API faked at the HTTP edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from pcache.api import PinOut
+from pcache_cli.output import Column, OutputFormat, column_value, parse_output, render_columns
+from tests.unit.test_cli_commands import FakeRouter, run, snapshot
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    for name in ("PCACHE_ROUTER", "PCACHE_ADMIN_TOKEN", "PCACHE_OUTPUT", "PCACHE_CONFIG", "PCACHE_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _status_router() -> FakeRouter:
+    return FakeRouter({("GET", "/api/v1/status"): snapshot()})
+
+
+def test_yaml_is_the_json_document_as_yaml() -> None:
+    result = run(_status_router(), "status", "-o", "yaml")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(result.stdout)
+    assert data["router"]["policy"] == "tiered"
+    assert sorted(r["name"] for r in data["replicas"]) == ["r1", "r2", "r3", "r4"]
+
+
+def test_custom_columns_print_one_aligned_line_per_replica_with_none_for_missing() -> None:
+    spec = "custom-columns=NAME:.name,KV:.kv_usage,OWNED:.tier1_owned[0],NOPE:.no.such"
+    result = run(_status_router(), "status", "-o", spec)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "KV", "OWNED", "NOPE"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows) == ["r1", "r2", "r3", "r4", "ALL"]
+    assert rows["r2"] == ["r2", "0.91", "sys", "<none>"]
+    assert rows["r1"][2] == "<none>"  # r1 owns nothing: index 0 is missing
+    assert lines[0].index("KV") == lines[1].index("0.7")  # columns aligned under their header
+
+
+def test_no_headers_drops_the_header_row_of_tables_and_columns_anywhere_on_the_line() -> None:
+    columns = run(_status_router(), "status", "-o", "custom-columns=NAME:.name", "--no-headers")
+    assert columns.exit_code == 0, columns.output
+    assert columns.stdout.split() == ["r1", "r2", "r3", "r4", "ALL"]
+    table = run(_status_router(), "--no-headers", "status")
+    assert table.exit_code == 0, table.output
+    first = table.stdout.splitlines()[0].split()
+    assert first[0] == "r1" and "NAME" not in table.stdout and "policy" not in table.stdout
+
+
+def test_a_listing_command_speaks_every_format() -> None:
+    pins = [PinOut(name="sys", source="pin", owners=["r1", "r2"], copies=2, tokens=100, text_head="You are")]
+    router = FakeRouter({("GET", "/api/v1/pins"): pins})
+    as_yaml = yaml.safe_load(run(router, "pins", "-o", "yaml").stdout)
+    assert as_yaml[0]["name"] == "sys" and as_yaml[0]["owners"] == ["r1", "r2"]
+    cols = run(router, "pins", "-o", "custom-columns=PIN:.name,OWNERS:.owners")
+    assert cols.exit_code == 0, cols.output
+    assert cols.stdout.splitlines()[1].split() == ["sys", '["r1","r2"]']
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("xml", "unknown output format"),
+        ("custom-columns=", "needs NAME:PATH"),
+        ("custom-columns=NAME", "is not NAME:PATH"),
+        ("custom-columns=N:.a..b", "bad path"),
+        ("json=x", "takes no"),
+    ],
+)
+def test_bad_output_specs_are_refused_with_the_reason(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_output(text)
+    result = run(_status_router(), "status", "-o", text)
+    assert result.exit_code == 2 and "--output" in result.output
+
+
+def test_paths_accept_kubectl_braces_and_list_indexes() -> None:
+    spec = parse_output("custom-columns=A:{.a.b},B:c[1]")
+    assert spec.format is OutputFormat.CUSTOM_COLUMNS
+    assert spec.columns == (Column("A", ("a", "b")), Column("B", ("c", 1)))
+    item = {"a": {"b": True}, "c": [1, {"x": 2}]}
+    assert column_value(item, ("a", "b")) == "true"
+    assert column_value(item, ("c", 1)) == '{"x":2}'
+    assert render_columns([], spec.columns, headers=False) == ""
