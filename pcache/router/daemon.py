@@ -279,7 +279,6 @@ class RouterDaemon:
             self.homes.start()
         if self.coordinator is not None:
             self.coordinator.start()
-        self.parser.start()
         self.loop_lag.start()
         listening = [data_sock] if admin_sock is None else [data_sock, admin_sock]
         tasks = [

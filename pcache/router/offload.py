@@ -3,7 +3,7 @@
 Parsing JSON holds the GIL for the whole call (orjson's ``loads`` of a 16 MiB body of tiny content
 parts took 0.4-1 s on the 2-core CI machine), so a thread does not help: the event loop would stall
 for as long. Bodies above ``threshold_bytes`` are parsed and fingerprinted in one separate worker
-process instead (spawned at start, replaced every ``_TASKS_PER_WORKER`` jobs so a hostile body's
+process instead (spawned at the first such body, replaced every ``_TASKS_PER_WORKER`` jobs so a hostile body's
 memory does not stay), and only the small :class:`~pcache.fingerprint.Fingerprint` comes back.
 Smaller bodies stay on the loop, where they cost microseconds. :class:`LoopLag` measures what the
 loop suffers anyway, as ``pcache_event_loop_lag_seconds``.
@@ -80,10 +80,6 @@ def _in_worker(
     return fingerprint, stream
 
 
-def _ready() -> bool:
-    return True
-
-
 class RequestParser:
     """Parses and fingerprints completion bodies, large ones in a worker process."""
 
@@ -91,14 +87,15 @@ class RequestParser:
         self.threshold_bytes = threshold_bytes
         self._pool: ProcessPoolExecutor | None = None
 
-    def start(self) -> None:
-        """Spawn the worker now, so the first large body does not wait for an interpreter."""
-        self._pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            max_tasks_per_child=_TASKS_PER_WORKER,
-        )
-        self._pool.submit(_ready)
+    def _worker(self) -> ProcessPoolExecutor:
+        """The worker process, spawned at the first large body (most routers never see one)."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                max_tasks_per_child=_TASKS_PER_WORKER,
+            )
+        return self._pool
 
     def stop(self) -> None:
         if self._pool is not None:
@@ -113,18 +110,19 @@ class RequestParser:
         index: Tier1Index | None,
     ) -> ParsedBody:
         """Raises :class:`BodyError` for a body the router refuses."""
-        if self._pool is None or len(body) < self.threshold_bytes:
+        if len(body) < self.threshold_bytes:
             return parse_and_fingerprint(body, headers, config, index)
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._pool, _in_worker, body, dict(headers), config, index)
+            result = await loop.run_in_executor(
+                self._worker(), _in_worker, body, dict(headers), config, index
+            )
         except (BrokenProcessPool, pickle.PicklingError, AttributeError, TypeError) as exc:
             # A config the worker cannot receive (a tokenizer closure) or a worker that died:
             # fall back to this process rather than fail the request.
             log.warning("fingerprint worker unavailable (%s); parsing on the event loop", exc)
             if isinstance(exc, BrokenProcessPool):
-                self.stop()
-                self.start()
+                self.stop()  # the next large body spawns a new worker
             return parse_and_fingerprint(body, headers, config, index)
         if isinstance(result[0], str):
             raise BodyError(result[0], result[1] if isinstance(result[1], str) else None)
