@@ -37,6 +37,7 @@ from pcache.engines.base import ReplicaStats
 from pcache.engines.histogram import merge_buckets, quantile
 from pcache.engines.rates import increase
 from pcache.loadgen import LoadGenerator, LoadLimits, LoadSummary
+from pcache.replay.simfleet import POOL_COST_FACTOR
 from pcache.supervisor import ChildError, ChildProcess, Reaper
 from pcache.workload import SystemPrompt, Workload, default_prompts
 
@@ -89,6 +90,10 @@ class DemoFleet:
     t0_ms: float = 2.0
     per_token_us: float = 40.0
     inter_token_ms: float = 2.0
+    # ``pcache demo --pool``: a KV pool shared by the replicas (blocks of 16 tokens; 0 = none) with
+    # this round trip, and a router whose ``tiered`` knows it
+    pool_blocks: int = 0
+    pool_latency_ms: float = 10.0
 
     def group_size(self, group: str | None) -> int:
         return sum(count for name, count in self.groups if name == group)
@@ -151,6 +156,23 @@ def fleet_document(fleet: DemoFleet) -> dict[str, Any]:
             },
         },
         "replicas": [{"name": f"r{index}"} for index in range(1, fleet.size + 1)],
+        **(
+            {"pool": {"blocks": fleet.pool_blocks, "latency_ms": fleet.pool_latency_ms}}
+            if fleet.pool_blocks
+            else {}
+        ),
+    }
+
+
+def _pool_params(fleet: DemoFleet) -> dict[str, float]:
+    """``tiered``'s pool parameters for the demo fleet: the pool's capacity in tokens, its round trip
+    in prompt tokens of prefill (the fleet's per-token cost), both costs weighed 3x as the replayer
+    measured (:data:`pcache.replay.simfleet.POOL_COST_FACTOR`); the simulator's 2 µs per token loaded."""
+    factor = POOL_COST_FACTOR
+    return {
+        "pool_tokens": fleet.pool_blocks * 16,
+        "pool_weight": max(0.0, 1.0 - factor * 2.0 / fleet.per_token_us),
+        "pool_latency_tokens": factor * fleet.pool_latency_ms * 1000.0 / fleet.per_token_us,
     }
 
 
@@ -195,7 +217,10 @@ def router_document(
     return {
         "listen": listen,
         "admin": {"listen": admin_listen, "token_env": TOKEN_ENV},
-        "policy": {"name": policy},
+        "policy": {
+            "name": policy,
+            **({"params": _pool_params(fleet)} if fleet.pool_blocks and policy == "tiered" else {}),
+        },
         "replicas": [
             {
                 "name": name,

@@ -183,6 +183,13 @@ def demo(
         bool, typer.Option("--compare", help="Run round_robin then tiered on the same traffic; compare.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the traffic (same seed, same sessions).")] = 0,
+    pool: Annotated[
+        bool,
+        typer.Option(
+            "--pool",
+            help="Give the fleet a KV pool the replicas share (10 ms round trip) and a tiered that knows it.",
+        ),
+    ] = False,
     policy: Annotated[str, typer.Option("--policy", help="Routing policy of the demo router.")] = "tiered",
     warmup: Annotated[
         float, typer.Option("--warmup", help="--compare: seconds of traffic before measuring.", min=0)
@@ -216,6 +223,7 @@ def demo(
     if every <= 0:
         fail("--every must be > 0", ExitCode.USAGE)
     workload = demo_workload(seed)
+    fleet = DemoFleet(pool_blocks=65536) if pool else DemoFleet()
 
     if compare:
 
@@ -223,7 +231,12 @@ def demo(
             stop = asyncio.Event()
             _install_stop(stop)
             return await run_compare(
-                duration_s=duration or 30.0, warmup_s=warmup, workload=workload, stop=stop, on_event=info
+                duration_s=duration or 30.0,
+                warmup_s=warmup,
+                fleet=fleet,
+                workload=workload,
+                stop=stop,
+                on_event=info,
             )
 
         try:
@@ -247,7 +260,7 @@ def demo(
         stop = asyncio.Event()
         _install_stop(stop)
         run = DemoRun(
-            fleet=DemoFleet(),
+            fleet=fleet,
             workload=workload,
             policy=policy,
             duration_s=seconds_of_traffic,

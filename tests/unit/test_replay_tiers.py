@@ -115,3 +115,28 @@ def test_cli_with_a_pool_compares_tier_aware_and_blind_tiered_with_hits_by_tier(
     assert "tiered+tiers" in result.stdout
     blind = CliRunner().invoke(app, ["replay", trace, "-p", "tiered+tiers"], env=env)
     assert blind.exit_code == 2 and "needs --pool-ms" in blind.stderr
+
+
+def test_the_pool_demo_fleet_has_a_pool_and_a_tiered_router_that_knows_it(tmp_path: Path) -> None:
+    import yaml
+
+    from pcache.demo import DemoFleet, fleet_document, router_document
+    from pcache.sim.config import ReplicaSpec, load_fleet_config
+    from pcache.sim.tiers import PoolSpec
+    from pcache.workload import default_prompts
+
+    fleet = DemoFleet(pool_blocks=1000, pool_latency_ms=10.0)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet_document(fleet)))
+    loaded = load_fleet_config(
+        path, replicas=None, base_port=0, host="127.0.0.1", base=ReplicaSpec(name="r1")
+    )
+    assert loaded.pool == PoolSpec(1000, 0.010, 0.000002)
+    urls = {name: f"http://127.0.0.1:{9000 + i}" for i, (name, _) in enumerate(fleet.routed)}
+    tiered = router_document(fleet, urls, default_prompts())["policy"]
+    assert tiered["params"]["pool_tokens"] == 16_000
+    assert tiered["params"]["pool_latency_tokens"] == pytest.approx(
+        3 * 10_000 / 40
+    )  # 3x 10 ms at 40 µs/token
+    assert "params" not in router_document(fleet, urls, default_prompts(), policy="round_robin")["policy"]
+    assert "pool" not in fleet_document(DemoFleet())
