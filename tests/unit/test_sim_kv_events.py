@@ -194,3 +194,40 @@ async def test_tokenize_answers_like_vllm_and_renders_chat_as_a_chat_completion_
         bad = await client.post("/tokenize", json={"model": "other", "prompt": "x"})
         assert bad.status_code == 404, bad.text
         assert (await client.get("/kv_event_sources")).json() == {}
+
+
+async def test_the_host_tier_publishes_its_blocks_with_medium_cpu(context: zmq.asyncio.Context) -> None:
+    config = EventsEndpoint(endpoint="tcp://127.0.0.1:*", replay_endpoint=None, topic="kv-events")
+    spec = ReplicaSpec(
+        name="r1",
+        block_size=4,
+        num_gpu_blocks=1000,
+        host_blocks=2,
+        timing=Timing(t0=0.0, per_prompt_token=0.0, inter_token=0.0),
+        kv_events=config,
+    )
+    replica = SimReplica(spec)
+    try:
+        sub = await subscribed(context, replica)
+        prompt = "abcd" * 4 * 3 + "z"  # three full 4-token blocks
+        await run(replica, prompt)
+        media: dict[str | None, list[int]] = {}
+        removed_from: set[str | None] = set()
+        while await sub.poll(200):
+            _, _, batch = decode_batch_frames(await sub.recv_multipart())
+            for event in batch.events:
+                if isinstance(event, BlockStored):
+                    media.setdefault(event.medium, []).extend(int(h) for h in event.block_hashes)
+                elif isinstance(event, BlockRemoved):
+                    removed_from.add(event.medium)
+        hashes = block_hashes(prompt, 4)
+        assert set(hashes) <= set(media["GPU"])
+        assert set(hashes[-2:]) <= set(media["CPU"])  # what the 2-block host tier still holds
+        assert "CPU" in removed_from  # 2 host blocks: three new ones evict
+    finally:
+        replica.shutdown()
+
+
+def decode_batch_frames(frames: list[bytes]) -> tuple[bytes, int, KVEventBatch]:
+    topic, seq, payload = frames
+    return topic, unpack_seq(seq), decode_batch(payload)
