@@ -12,7 +12,8 @@ model's tokenizer, the precise index) or sglang-router 0.3 (``cache_aware``) --
 and replays the same multi-session chat workload through it: sessions of a few apps sharing their
 system prompt (Zipf popularity), several turns each, with their history resent every turn, a fixed
 number in flight. Reported per run: the engine-reported prefix-cache hit rate (token-weighted
-``vllm:prefix_cache_hits_total`` / ``queries_total`` increases over the run, both engines), client
+``vllm:prefix_cache_hits_total`` / ``queries_total`` increases over the run, both engines; then the
+same from the responses' ``usage``, split into sessions' first turns and later turns), client
 TTFT p50/p95 of streamed responses, errors, and how the requests split over the engines (their
 own finished-request counters).
 """
@@ -20,6 +21,7 @@ own finished-request counters).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import subprocess
 import sys
@@ -58,10 +60,16 @@ class Result:
     requests: int
     errors: int
     hit_rate: float
+    first_turn_hit: float  # cached / prompt tokens of sessions' first turns (usage in responses)
+    later_turn_hit: float
     ttft_p50_ms: float
     ttft_p95_ms: float
     split: str
     wall_s: float
+
+
+def _ratio(tally: list[int]) -> float:
+    return tally[1] / tally[0] if tally[0] else float("nan")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -88,17 +96,22 @@ class Client:
         self.concurrency = concurrency
         self.ttfts: list[float] = []
         self.errors: list[str] = []
+        # [prompt tokens, cached tokens] the engines reported, sessions' first turns and the rest.
+        self.first_turns = [0, 0]
+        self.later_turns = [0, 0]
         self._lock = threading.Lock()
 
-    def _send(self, messages: list[dict[str, str]], session: str) -> str:
+    def _send(self, messages: list[dict[str, str]], session: str, turn: int) -> str:
         payload = {
             "model": MODEL_NAME,
             "messages": messages,
             "max_tokens": 16,
             "temperature": 0,
             "stream": True,
+            "stream_options": {"include_usage": True},
         }
         started = time.perf_counter()
+        usage: dict[str, Any] = {}
         first: float | None = None
         text: list[str] = []
         with httpx.stream(
@@ -117,8 +130,13 @@ class Client:
                     if '"error"' in line:
                         raise RuntimeError(f"error event: {line[:200]}")
                     text.append(line)
+                    usage = json.loads(line.removeprefix("data: ")).get("usage") or usage
+        details = usage.get("prompt_tokens_details") or {}
         with self._lock:
             self.ttfts.append(first if first is not None else time.perf_counter() - started)
+            tally = self.first_turns if turn == 0 else self.later_turns
+            tally[0] += int(usage.get("prompt_tokens", 0))
+            tally[1] += int(details.get("cached_tokens") or 0)
         return f"answer {len(text)}"
 
     def run(self, sessions: list[list[Turn]]) -> None:
@@ -134,7 +152,7 @@ class Client:
                 for turn in session:
                     messages.append({"role": "user", "content": prose(f"{turn.session}-{turn.turn}", 300)})
                     try:
-                        answer = self._send(messages, turn.session)
+                        answer = self._send(messages, turn.session, turn.turn)
                     except (httpx.HTTPError, RuntimeError) as exc:
                         with self._lock:
                             self.errors.append(str(exc))
@@ -245,6 +263,8 @@ def measure(
         requests=len(client.ttfts),
         errors=len(client.errors),
         hit_rate=(hits1 - hits0) / (queries1 - queries0) if queries1 > queries0 else float("nan"),
+        first_turn_hit=_ratio(client.first_turns),
+        later_turn_hit=_ratio(client.later_turns),
         ttft_p50_ms=_percentile(client.ttfts, 0.5) * 1000,
         ttft_p95_ms=_percentile(client.ttfts, 0.95) * 1000,
         split=split,
@@ -254,13 +274,15 @@ def measure(
 
 def _table(results: list[Result]) -> str:
     header = (
-        f"{'router':<28} {'reqs':>5} {'err':>4} {'hit rate':>9} {'TTFT p50':>9} {'TTFT p95':>9} "
+        f"{'router':<28} {'reqs':>5} {'err':>4} {'hit rate':>9} {'turn 1':>7} {'later':>7} "
+        f"{'TTFT p50':>9} {'TTFT p95':>9} "
         f"{'wall s':>7}  split"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r.router:<28} {r.requests:>5} {r.errors:>4} {r.hit_rate:>9.1%} {r.ttft_p50_ms:>7.0f}ms "
+            f"{r.router:<28} {r.requests:>5} {r.errors:>4} {r.hit_rate:>9.1%} {r.first_turn_hit:>7.1%} "
+            f"{r.later_turn_hit:>7.1%} {r.ttft_p50_ms:>7.0f}ms "
             f"{r.ttft_p95_ms:>7.0f}ms {r.wall_s:>7.1f}  {r.split}"
         )
     return "\n".join(lines)
