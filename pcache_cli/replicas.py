@@ -59,6 +59,21 @@ def _emit(cli: CliContext, replicas: list[ReplicaStatus], fmt: OutputFormat, sin
     )
 
 
+def warn_if_not_answering(added: ReplicaStatus) -> None:
+    """Accepted but not serving yet: say so on stderr (exit stays 0).
+
+    Registering an engine that is still loading its weights is a normal rollout step, so the router
+    keeps it (it gets no traffic and joins on its first good health check); a wrong URL shows here
+    at once instead of passing silently."""
+    if added.state == "healthy":
+        return
+    reason = added.last_error or "no health check answered yet"
+    info(
+        f"warning: replica {added.name} is {added.state.upper()}: {reason}; it gets no traffic until "
+        f"{added.url} answers (wrong URL? `pcache replicas remove {added.name}`)"
+    )
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(  # its help is the callback's docstring, with the examples
         no_args_is_help=False,
@@ -115,6 +130,7 @@ def register(app: typer.Typer) -> None:
             added = client.add_replica(request)
         info(f"replica {added.name} added ({added.url})")
         _emit(cli, [added], cli.output_for(output), single=True)
+        warn_if_not_answering(added)
         fail_on_handover(f"adding {added.name}", added.handover)
 
     @group.command("remove")

@@ -364,9 +364,42 @@ def register(app: typer.Typer) -> None:
         else:
             source = router_source(cli)
         if not watch:
-            _show(cli, source(), fmt)
+            shown = source()
+            _show(cli, shown, fmt)
+            if replicas or config:
+                fail_on_unreachable(shown)
             return
         _watch(cli, source, fmt, interval, count)
+
+
+def fail_on_unreachable(snapshot: StatusSnapshot) -> None:
+    """Direct mode: after the table, exit 3 when no replica answered, 5 when some did not, with one
+    line naming them (a script must not read "exit 0" as "the fleet is up")."""
+    down = [row for row in snapshot.replicas if row.state == "unhealthy" and row.stale]
+    if not down:
+        return
+    first = down[0]
+    detail = f"{first.name} ({first.url}): {first.last_error or 'no answer'}"
+    more = f" and {len(down) - 1} more" if len(down) > 1 else ""
+    if len(down) == len(snapshot.replicas):
+        fail(f"no replica answered: {detail}{more}", ExitCode.UNREACHABLE)
+    fail(f"{len(down)} of {len(snapshot.replicas)} replicas did not answer: {detail}{more}", ExitCode.PARTIAL)
+
+
+def _live(
+    cli: CliContext, source: Callable[[], StatusSnapshot], fmt: OutputFormat, interval: float, count: int
+) -> None:
+    """Redraw one frame in place until ``count`` frames or Ctrl-C (the caller catches it)."""
+    from rich.live import Live
+
+    shown = 0
+    with Live(console=cli.console(), auto_refresh=False) as live:
+        while True:
+            live.update(render_status(source(), wide=fmt is OutputFormat.WIDE), refresh=True)
+            shown += 1
+            if count and shown >= count:
+                return
+            time.sleep(interval)
 
 
 def _watch(
@@ -375,19 +408,15 @@ def _watch(
     """Refresh in place on a terminal (rich Live); print one snapshot after another otherwise."""
     import sys
 
+    from pcache_cli.terminal import quiet_interrupts
+
     shown = 0
     live_screen = not fmt.is_machine and sys.stdout.isatty()
     try:
         if live_screen:
-            from rich.live import Live
-
-            with Live(console=cli.console(), auto_refresh=False) as live:
-                while True:
-                    live.update(render_status(source(), wide=fmt is OutputFormat.WIDE), refresh=True)
-                    shown += 1
-                    if count and shown >= count:
-                        return
-                    time.sleep(interval)
+            with quiet_interrupts():
+                _live(cli, source, fmt, interval, count)
+            return
         while True:
             _show(cli, source(), fmt)
             shown += 1

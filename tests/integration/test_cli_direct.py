@@ -66,12 +66,24 @@ def test_direct_status_table_shows_a_dead_replica_as_a_row_and_a_callout(
         encoding="utf-8",
     )
     result = CliRunner().invoke(app, ["status", "--config", str(config)], env=_env(tmp_path))
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 5, result.stderr  # partial: the table, then one line naming r9
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()}
     assert "direct mode" in result.stdout.splitlines()[0]
     assert "healthy" in lines["r1"] and "UNHEALTHY STALE" in lines["r9"]
     assert "ALL" in lines
     assert "! r9: unhealthy" in result.stdout
+    assert result.stderr.splitlines() == [
+        next(line for line in result.stderr.splitlines() if line.startswith("error: 1 of 3 replicas"))
+    ]
+    assert f"r9 ({dead})" in result.stderr
+
+
+def test_direct_status_exits_3_when_no_replica_answers(tmp_path: Path) -> None:
+    dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    result = CliRunner().invoke(app, ["status", "--replicas", ",".join(dead)], env=_env(tmp_path))
+    assert result.exit_code == 3, result.output
+    assert len(result.stderr.splitlines()) == 1 and "no replica answered" in result.stderr
+    assert "and 1 more" in result.stderr
 
 
 def test_direct_status_with_a_broken_config_names_file_and_line(tmp_path: Path) -> None:

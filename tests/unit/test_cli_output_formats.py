@@ -90,3 +90,20 @@ def test_paths_accept_kubectl_braces_and_list_indexes() -> None:
     assert column_value(item, ("a", "b")) == "true"
     assert column_value(item, ("c", 1)) == '{"x":2}'
     assert render_columns([], spec.columns, headers=False) == ""
+
+
+# ---- unreachable replicas -----------------------------------------------------------------------
+
+
+def test_replicas_add_of_a_url_that_does_not_answer_is_kept_with_a_one_line_warning() -> None:
+    from tests.unit.test_cli_commands import _replica
+
+    added = _replica("r5", url="http://127.0.0.1:9", state="unhealthy", last_error="connection refused")
+    router = FakeRouter({("POST", "/api/v1/replicas"): added})
+    result = run(router, "replicas", "add", "r5", "http://127.0.0.1:9", "--token", "T")
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "UNHEALTHY: connection refused" in warning[0]
+    assert "pcache replicas remove r5" in warning[0]
+    healthy = FakeRouter({("POST", "/api/v1/replicas"): _replica("r5")})
+    assert "warning" not in run(healthy, "replicas", "add", "r5", "http://127.0.0.1:8150").stderr
