@@ -336,6 +336,9 @@ def run(config: RouterConfig, *, reset_state: bool = False, workers: int = 1) ->
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from pcache.router.log_once import install as log_process_lines_once
+
+    log_process_lines_once()  # two uvicorn servers in this process: their start/stop lines once
     if reset_state:
         try:
             log.warning("%s", asyncio.run(reset_store(config.state_location())))
