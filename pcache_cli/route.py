@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,7 +19,57 @@ from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
 from pcache_cli.output import OutputOpt, emit
 
-__all__ = ["read_request_file", "register", "render_decision"]
+__all__ = ["SCORE_UNITS", "ScoreUnit", "read_request_file", "register", "render_decision", "score_unit"]
+
+
+@dataclass(frozen=True)
+class ScoreUnit:
+    """How a policy's candidate score reads: the column's header, the value with its unit, and
+    what decides between candidates that score the same."""
+
+    header: str
+    show: Callable[[float], str]
+    ties: str
+
+
+# Each policy scores in its own unit (see pcache/policy/*); the CLI names it instead of a bare number.
+SCORE_UNITS: dict[str, ScoreUnit] = {
+    "tiered": ScoreUnit(
+        "PREFILL COST",
+        lambda score: f"{max(0.0, -score):,.0f} tok",
+        "session home first, then lower load, then the HRW rank of the request's key",
+    ),
+    "cache_aware": ScoreUnit("MATCH", lambda score: f"{score:.0f} blk", "lower load, then replica order"),
+    "least_load": ScoreUnit(
+        "LOAD", lambda score: f"{max(0.0, -score):.0f} req", "the HRW rank of the request's key"
+    ),
+    "round_robin": ScoreUnit(
+        "TURN", lambda score: f"{score:.0f}", "the rotation (it moves on every request)"
+    ),
+}
+_HRW = ScoreUnit("HRW SCORE", lambda score: f"{score:.4f}", "none needed: HRW scores differ per replica")
+
+
+def score_unit(policy: str) -> ScoreUnit:
+    """The unit of ``policy``'s scores (HRW policies: prefix_hash, session; the default)."""
+    return SCORE_UNITS.get(policy, _HRW)
+
+
+def _ties(decision: DecisionOut, unit: ScoreUnit) -> Text | None:
+    """A line naming the candidates that score the same as the chosen one, and what broke the tie."""
+    chosen = next((c for c in decision.candidates if c.replica == decision.replica), None)
+    if chosen is None:
+        return None
+    tied = [c.replica for c in decision.candidates if not c.excluded and c.score == chosen.score]
+    if len(tied) < 2:
+        return None
+    return Text.assemble(
+        ("tie ", "dim"),
+        f"{', '.join(tied)} at {unit.show(chosen.score)}",
+        ("; broken by ", "dim"),
+        unit.ties,
+        ("; the same on every call while the fleet is unchanged", "dim"),
+    )
 
 
 def render_decision(decision: DecisionOut) -> RenderableType:
@@ -50,29 +102,36 @@ def render_decision(decision: DecisionOut) -> RenderableType:
     if decision.drift_cause:
         details.append("  drift ", style="dim")
         details.append(decision.drift_cause, style="yellow")
+    unit = score_unit(decision.policy)
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("", no_wrap=True)
+    table.add_column("#", justify="right", no_wrap=True)  # the order the policy tried them in
     table.add_column("CANDIDATE", no_wrap=True)
-    table.add_column("SCORE", justify="right", no_wrap=True)
-    table.add_column("LOAD", justify="right", no_wrap=True)
+    table.add_column(unit.header, justify="right", no_wrap=True)
+    table.add_column("IN-FLIGHT", justify="right", no_wrap=True)
     table.add_column("CACHED", justify="right", no_wrap=True)
     table.add_column("INDEX", no_wrap=True)
     table.add_column("MEDIA", no_wrap=True)
     table.add_column("EXCLUDED")
-    for candidate in decision.candidates:
+    for rank, candidate in enumerate(decision.candidates, start=1):
         chosen = candidate.replica == decision.replica
         media = " ".join(f"{m}:{n}" for m, n in sorted(candidate.cached_tokens_by_medium.items()))
         table.add_row(
             Text("→" if chosen else "", style="green"),
+            str(rank),
             Text(candidate.replica, style="bold" if chosen else ""),
-            f"{candidate.score:.4g}",
-            str(candidate.load),
+            unit.show(candidate.score),
+            f"{candidate.load} req",
             "-" if candidate.cached_tokens is None else str(candidate.cached_tokens),
             candidate.cache_source or "-",
             media or "-",
             Text(candidate.excluded or "", style="yellow"),
         )
-    return Group(head, details, Text(""), table)
+    parts: list[RenderableType] = [head, details]
+    tie = _ties(decision, unit)
+    if tie is not None:
+        parts.append(tie)
+    return Group(*parts, Text(""), table)
 
 
 def read_request_file(path: Path) -> dict[str, object]:

@@ -477,6 +477,14 @@ def test_route_explain_names_the_decision_and_every_candidate(stack: Stack, tmp_
     decision = json.loads(result.stdout)
     assert decision["replica"] in ("r1", "r2", "r3", "r4") and decision["session"] == "s-explain"
     assert sorted(c["replica"] for c in decision["candidates"]) == ["r1", "r2", "r3", "r4"]
+    for _ in range(2):  # nothing changed in between: the same replica, candidates in the same order
+        again = json.loads(
+            stack.cli(
+                "route", "explain", "--prompt", "hello there", "--session", "s-explain", "-o", "json"
+            ).stdout
+        )
+        assert again["replica"] == decision["replica"]
+        assert [c["replica"] for c in again["candidates"]] == [c["replica"] for c in decision["candidates"]]
     request = tmp_path / "request.json"
     request.write_text(
         json.dumps(

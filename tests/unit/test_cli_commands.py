@@ -356,7 +356,7 @@ def test_route_explain_marks_the_chosen_candidate_and_exclusions() -> None:
     result = run(router, "route", "explain", "--prompt", "hello", "--session", "s1")
     assert result.exit_code == 0
     assert "reason session home" in result.stdout
-    assert "→  r1" in result.stdout and "over load bound" in result.stdout
+    assert "→  1  r1" in result.stdout and "over load bound" in result.stdout
     sent = json.loads(router.requests[0].content)
     assert sent == {
         "body": {"messages": [{"role": "user", "content": "hello"}]},

@@ -107,3 +107,42 @@ def test_replicas_add_of_a_url_that_does_not_answer_is_kept_with_a_one_line_warn
     assert "pcache replicas remove r5" in warning[0]
     healthy = FakeRouter({("POST", "/api/v1/replicas"): _replica("r5")})
     assert "warning" not in run(healthy, "replicas", "add", "r5", "http://127.0.0.1:8150").stderr
+
+
+# ---- route explain ------------------------------------------------------------------------------
+
+
+def test_route_explain_scores_carry_units_and_a_tie_is_named_with_its_tie_breaker() -> None:
+    from pcache.api import CandidateOut, DecisionOut
+
+    decision = DecisionOut(
+        policy="tiered",
+        replica="r2",
+        reason="prefix owner",
+        candidates=[
+            CandidateOut(replica="r2", score=-1200.0, load=1),
+            CandidateOut(replica="r1", score=-1200.0, load=1),
+            CandidateOut(replica="r3", score=-40.0, load=9, excluded="over load bound"),
+        ],
+    )
+    router = FakeRouter({("POST", "/api/v1/route/explain"): decision})
+    outputs = [run(router, "route", "explain", "--prompt", "hi", "--session", "s1").stdout for _ in range(3)]
+    assert outputs[0] == outputs[1] == outputs[2]  # rendering adds no order of its own
+    text = outputs[0]
+    assert "PREFILL COST" in text and "IN-FLIGHT" in text
+    rows = {
+        line.split()[2 if line.startswith("→") else 1]: line for line in text.splitlines() if " req" in line
+    }
+    assert "1,200 tok" in rows["r2"] and "1 req" in rows["r2"] and rows["r2"].split()[:2] == ["→", "1"]
+    assert "40 tok" in rows["r3"] and "over load bound" in rows["r3"]
+    tie = next(line for line in text.splitlines() if line.startswith("tie "))
+    assert "r2, r1 at 1,200 tok" in tie and "HRW rank" in tie
+
+
+def test_each_policy_names_its_score_unit() -> None:
+    from pcache.policy import POLICY_NAMES
+    from pcache_cli.route import score_unit
+
+    headers = {name: score_unit(name).header for name in POLICY_NAMES}
+    assert headers["tiered"] == "PREFILL COST" and headers["prefix_hash"] == "HRW SCORE"
+    assert score_unit("least_load").show(-3.0) == "3 req" and score_unit("tiered").show(0.0) == "0 tok"
