@@ -4,7 +4,8 @@ replica that would be clearly slower to produce the first token.
 1. Tier 1: a request matching a pinned Tier-1 prefix may only go to its pinned replicas; one matching
    a registered prefix goes to the top ``copies`` replicas of the prefix's HRW ranking (within its
    group), ``copies`` growing with the prefix's measured share of requests (all of them for a
-   prefix that carries all the traffic). Otherwise every routable replica is a candidate.
+   prefix that carries all the traffic; an operator's `pcache pin --copies K` stays at exactly K).
+   Otherwise every routable replica is a candidate.
 2. The order candidates are tried in: the session's home first (it holds the session's history),
    then the least loaded, ties broken by the HRW ranking of a key: the longest prefix cached
    somewhere beyond what most candidates hold, else the session, else the Tier-1 prefix, else the
@@ -192,7 +193,9 @@ class TieredPolicy(BasePolicy):
                 for r in routable
                 if r.group != prefix.group
             ]
-        copies = max(prefix.copies, self.copies_for(self.detector.share(prefix.key), len(pool)))
+        copies = prefix.copies
+        if prefix.source != "pin":  # `pcache pin --copies K` means exactly K; others grow with heat
+            copies = max(copies, self.copies_for(self.detector.share(prefix.key), len(pool)))
         if copies >= len(pool):
             return pool, outside, Reason.PREFIX_OWNER
         kb = key_bytes(prefix.key)

@@ -310,6 +310,18 @@ def test_tiered_grows_a_tier1_prefix_copies_with_its_share_of_requests() -> None
     assert policy.copies_for(1.0, 8) == 8
 
 
+def test_tiered_keeps_an_operator_pin_on_exactly_its_copies_however_hot() -> None:
+    policy = TieredPolicy(hot_copy_factor=2.0)
+    view = FleetView(fleet(4).replicas, {"sys": Tier1Prefix("sys", (10, 11), copies=2, source="pin")})
+    used = {
+        policy.route(fp((10, 11, 100 + i), f"s{i}", tier1="sys", tier1_blocks=2), view).replica
+        for i in range(200)
+    }
+    assert len(used) == 2  # every request carries it (share 1.0), still the 2 copies asked for
+    decision = policy.explain(fp((10, 11, 5), "x", tier1="sys", tier1_blocks=2), view)
+    assert sum(1 for c in decision.candidates if c.excluded is Exclusion.NOT_OWNER) == 2
+
+
 def test_tiered_restricts_a_grouped_prefix_to_its_group() -> None:
     replicas = tuple(ReplicaView(f"r{i}", group="a" if i <= 2 else "b") for i in range(1, 7))
     view = FleetView(replicas, {"sys": Tier1Prefix("sys", (10,), copies=6, group="b")})
