@@ -340,11 +340,14 @@ class Ledger:
         registered = tier1.get(name) if name is not None else None
         total = sum(c.requests for c in by_replica.values())
         owner_names = owners.get(name, []) if name is not None else []
-        pinned = set(registered.pinned) if registered is not None else set()
+        pinned: set[str] = set()
+        if registered is not None:
+            # `pcache pin --copies K` names no replicas: its pin is held by its K current owners.
+            pinned = set(registered.pinned or (owner_names if registered.source == "pin" else ()))
         kind: Literal["registered", "pinned", "hot"]
         if registered is None:
             kind = "hot"
-        elif registered.pinned:
+        elif pinned:
             kind = "pinned"
         else:
             kind = "hot" if registered.source == "auto" else "registered"

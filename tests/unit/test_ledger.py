@@ -58,6 +58,21 @@ def test_tier1_traffic_shows_in_the_heat_map_with_shares_and_marks() -> None:
     assert heat.replicas == ["r1", "r2"]
 
 
+def test_a_copies_pin_marks_its_owners_pinned_in_the_heat_map() -> None:
+    clock = Clock()
+    ledger = Ledger(window_s=10, clock=clock)
+    prefix = Tier1Prefix(name="sys", blocks=(1, 2, 3), copies=2, source="pin")
+    ledger.record_route(fp((1, 2, 3, 100), "s0", tier1="sys"), decision("r3"))
+    heat = ledger.heat(10, {"sys": prefix}, {"sys": ["r3", "r4"]}, fleet=["r1", "r2", "r3", "r4"])
+    [row] = heat.prefixes
+    assert row.kind == "pinned"
+    assert {name for name, cell in row.by_replica.items() if cell.pinned} == {"r3", "r4"}
+    assert row.by_replica["r3"].requests == 1 and row.by_replica["r4"].requests == 0
+    config = Tier1Prefix(name="sys", blocks=(1, 2, 3), copies=2, source="config")  # not an operator pin
+    [plain] = ledger.heat(10, {"sys": config}, {"sys": ["r3", "r4"]}).prefixes
+    assert plain.kind == "registered" and not any(cell.pinned for cell in plain.by_replica.values())
+
+
 def test_registered_prefix_without_traffic_still_appears() -> None:
     ledger = Ledger(clock=Clock())
     prefix = Tier1Prefix(name="tools", blocks=(7, 8), copies=2, source="config")
