@@ -16,7 +16,7 @@ from pcache_cli.common import ExitCode, fail
 from pcache_cli.context import get_context
 from pcache_cli.output import OutputOpt, emit, percent
 
-__all__ = ["drift_chart", "parse_duration", "register", "render_drift"]
+__all__ = ["drift_chart", "nice_ticks", "parse_duration", "register", "render_drift"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -37,30 +37,59 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def nice_ticks(top: float, count: int = 4) -> list[float]:
+    """Round tick values from 0 to at least ``top`` (a percentage): steps of 1, 2, 2.5 or 5 x 10^n."""
+    import math
+
+    if top <= 0:
+        return [0.0, 1.0]
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [round(i * step, 10) for i in range(math.ceil(top / step - 1e-9) + 1)]
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:g}%"
+
+
+_DRIFT_MARK, _HIT_MARK = "drift ratio", "fleet hit rate"
+
+
 def drift_chart(series: DriftSeries, width: int = 78, height: int = 14, color: bool = True) -> Text:
-    """Drift ratio and hit rate over the window, drawn by plotext as text."""
+    """Drift ratio and hit rate (in %) over the window, drawn by plotext as text.
+
+    Only windows with session traffic are drawn (none before the router started, not a flat 0%);
+    the y axis has round percentage ticks; the legend is a line under the plot, never on it.
+    """
     import plotext
 
     figure = plotext.figure
     now = series.points[-1].t if series.points else time.time()
-    minutes = [(point.t - now) / 60.0 for point in series.points]
+    drift = [((p.t - now) / 60.0, p.drift_ratio * 100) for p in series.points if p.drift_ratio is not None]
+    hits = [((p.t - now) / 60.0, p.hit_rate * 100) for p in series.points if p.hit_rate is not None]
     figure.clear()
     try:
         figure.plot_size(width, height)
         figure.theme("default" if color else "colorless")
-        drift = [point.drift_ratio or 0.0 for point in series.points]
-        figure.draw(figure.signal(minutes, drift).lines().label("drift ratio"))
-        hits = [
-            (m, p.hit_rate) for m, p in zip(minutes, series.points, strict=True) if p.hit_rate is not None
-        ]
-        if hits:
-            figure.draw(figure.signal([m for m, _ in hits], [h for _, h in hits]).lines().label("hit rate"))
-        figure.title("drift ratio and fleet hit rate")
+        for points in (drift, hits):
+            if points:
+                figure.draw(figure.signal([m for m, _ in points], [v for _, v in points]).lines())
+        figure.legend(active=False)  # ours goes under the plot
+        ticks = nice_ticks(max([v for _, v in drift + hits], default=0.0))
+        y_axis = figure.ruler("y")
+        y_axis.lim(0, ticks[-1])
+        y_axis.ticks(ticks, [_tick_label(t) for t in ticks])
+        figure.title("drift ratio and fleet hit rate (%)")
         figure.label("minutes ago", "x")
         rendered = figure.build().string(colorless=not color)
     finally:
         figure.clear()
-    return Text.from_ansi(rendered)
+    chart = Text.from_ansi(rendered)
+    legend = Text(f"  ━━ {_DRIFT_MARK} (first colour)   ━━ {_HIT_MARK} (second colour)", style="dim")
+    if not drift:
+        legend.append("   no session traffic in the window yet", style="dim")
+    return Text.assemble(chart, "\n", legend)
 
 
 def render_drift(
@@ -79,8 +108,10 @@ def render_drift(
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("CAUSE", no_wrap=True)
     table.add_column("MOVES", justify="right", no_wrap=True)
+    table.add_column("SHARE", justify="right", no_wrap=True)
+    total_moves = sum(series.moves_by_cause.values())
     for cause, count in sorted(series.moves_by_cause.items(), key=lambda item: (-item[1], item[0])):
-        table.add_row(cause, str(count))
+        table.add_row(cause, str(count), percent(count / total_moves if total_moves else None))
     parts += [Text(""), table] if series.moves_by_cause else [Text("no home moves", style="dim")]
     if chart and len(series.points) >= 2:
         parts += [Text(""), drift_chart(series, color=color)]

@@ -146,3 +146,52 @@ def test_each_policy_names_its_score_unit() -> None:
     headers = {name: score_unit(name).header for name in POLICY_NAMES}
     assert headers["tiered"] == "PREFILL COST" and headers["prefix_hash"] == "HRW SCORE"
     assert score_unit("least_load").show(-3.0) == "3 req" and score_unit("tiered").show(0.0) == "0 tok"
+
+
+# ---- drift chart --------------------------------------------------------------------------------
+
+
+def test_drift_ticks_are_round_percentages() -> None:
+    from pcache_cli.drift import nice_ticks
+
+    assert nice_ticks(2.41) == [0.0, 1.0, 2.0, 3.0]
+    assert nice_ticks(61.0) == [0.0, 20.0, 40.0, 60.0, 80.0]
+    assert nice_ticks(0.0) == [0.0, 1.0]
+
+
+def test_drift_chart_skips_windows_before_traffic_and_keeps_its_legend_off_the_plot() -> None:
+    from pcache.api import DriftPoint, DriftSeries
+
+    idle = [
+        DriftPoint(
+            t=1000.0 + 60 * i, requests=0, session_requests=0, moves=0, drift_ratio=None, hit_rate=None
+        )
+        for i in range(10)
+    ]
+    busy = [
+        DriftPoint(
+            t=1600.0 + 60 * i, requests=10, session_requests=10, moves=1, drift_ratio=0.1, hit_rate=0.6
+        )
+        for i in range(5)
+    ]
+    series = DriftSeries(window_s=60, points=idle + busy, moves_by_cause={"overload": 3, "drain": 1})
+    result = run(FakeRouter({("GET", "/api/v1/drift"): series}), "drift", "--since", "15m")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    legend = [
+        i
+        for i, line in enumerate(lines)
+        if "drift ratio" in line and "fleet hit rate" in line and "━━" in line
+    ]
+    assert len(legend) == 1 and all(
+        "━━" not in line for line in lines[: legend[0]]
+    )  # below, not on, the plot
+    y_labels = [line.split("┤")[0].strip() for line in lines if "┤" in line]
+    assert y_labels == ["60%", "40%", "20%", "0%"]  # round ticks, not -0.0241
+    assert "-0.0" not in result.stdout
+    zero_row = next(line for line in lines if line.strip().startswith("0%┤"))
+    assert set(zero_row.split("┤")[1]) <= {" ", "│"}  # nothing drawn along 0% for the idle minutes
+    causes = {
+        line.split()[0]: line.split() for line in lines if line.split()[:1] in (["overload"], ["drain"])
+    }
+    assert causes["overload"][1:] == ["3", "75%"] and causes["drain"][1:] == ["1", "25%"]
