@@ -378,9 +378,16 @@ def test_prewarm_100_prefixes_then_verify_every_pair_is_cached(stack: Stack, tmp
     second = stack.cli("prewarm", str(prefixes), "--verify")
     assert second.exit_code == 0, second.stderr
     verified = [line.split() for line in second.stdout.splitlines()[1:] if line.strip()]
-    assert len(verified) == 100
+    # The first run registered each prefix with the replica it warmed (source "prewarm"); a registered
+    # prefix may since have grown a second copy, so the plan covers every owner of every prefix.
+    warmed_on = {row[0]: row[1] for row in table}
+    owners: dict[str, set[str]] = {}
+    for row in verified:
+        owners.setdefault(row[0], set()).add(row[1])
+    assert set(owners) == set(warmed_on)
+    assert all(warmed_on[name] in owners[name] for name in warmed_on), (warmed_on, owners)
     assert all(row[2] == "ok" and row[4] == "cached" and int(row[3]) > 0 for row in verified)
-    assert "100/100 verified cached" in second.stderr
+    assert f"{len(verified)}/{len(verified)} verified cached" in second.stderr
 
 
 def test_prewarm_without_pin_steers_the_next_new_session_to_a_warmed_replica(
