@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +22,7 @@ from types import TracebackType
 
 import pytest
 
+from pcache.testing.processes import stop_group
 from tests.harness.ports import free_port
 
 __all__ = ["HAProxy", "haproxy_config", "require_haproxy"]
@@ -107,14 +107,7 @@ class HAProxy:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        stop_group(process)
 
     def __enter__(self) -> HAProxy:
         return self.start()
